@@ -1,0 +1,5 @@
+import sys
+
+from dmlviz.cli import main
+
+sys.exit(main())

@@ -1,0 +1,665 @@
+"""Datasets, held whole on the training device as uint8 tensors and batched by indexing.
+
+Each split is loaded once per process (:func:`load_raw`), reduced to what a run trains on
+(:func:`prepare`) and moved to the device once. Normalisation and CIFAR augmentation then run
+batched on the device: nothing in the training path touches single samples from Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import operator
+import socket
+import threading
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dmlviz import settings
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset is missing and cannot be downloaded (e.g. offline)."""
+
+
+class DataError(ValueError):
+    """A dataset name, its files or the arguments to :func:`prepare` are not usable."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the UI and the engine need to know about a built-in dataset before loading it."""
+
+    name: str
+    display_name: str
+    channels: int
+    image_size: int
+    class_names: tuple[str, ...]
+    augment: bool
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("mnist", "MNIST", 1, 28, tuple(str(d) for d in range(10)), False),
+        DatasetInfo(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            1,
+            28,
+            (
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+            False,
+        ),
+        DatasetInfo(
+            "cifar10",
+            "CIFAR-10",
+            3,
+            32,
+            ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+            True,
+        ),
+        DatasetInfo(
+            "digits", "Digits (scikit-learn, offline)", 1, 28, tuple(str(d) for d in range(10)), False
+        ),
+    )
+}
+
+CUSTOM_PREFIX = "custom:"
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# Per socket operation, so a real download still works; it only stops a firewalled network
+# (packets dropped, not refused) from holding a run for minutes before the offline message.
+_DOWNLOAD_TIMEOUT_S = 10.0
+_CUSTOM_TEST_FRACTION = 0.2
+_DIGITS_TEST_FRACTION = 0.25
+_SPLIT_SEED = 0
+_PROBE_SEED = 0
+_CROP_PADDING = 4
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """A whole dataset as CPU tensors: images uint8 (N, C, H, W), labels int64 (N,).
+
+    Instances are cached and shared by every run of the process: treat the tensors as read-only.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...]
+    augment: bool
+
+
+@dataclass(eq=False)
+class TrainingData:
+    """What a run trains and evaluates on, on the training device.
+
+    ``y_train`` holds training-class indices (0 … ``num_train_classes`` - 1, after label noise);
+    ``y_test`` and ``probe_labels`` hold original class ids (0 … ``num_classes`` - 1).
+    """
+
+    class_names: tuple[str, ...]
+    augment: bool
+    channels: int
+    image_size: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    noisy: torch.Tensor
+    train_classes: tuple[int, ...]
+    to_train_label: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    probe_index: torch.Tensor
+    probe_labels: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    _probe: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _seen: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def num_train_classes(self) -> int:
+        return len(self.train_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images → float32 ``(x / 255 - mean) / std``."""
+        return (x.float() / 255 - self.mean) / self.std
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """A random permutation of the training indices, drawn from a CPU generator, on the device."""
+        return torch.randperm(len(self.y_train), generator=generator).to(self.device)
+
+    def train_batch(
+        self, index: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised training images (augmented if the dataset asks for it) and training labels."""
+        x = self.x_train[index]
+        if self.augment:
+            x = _random_crop_flip(x, generator, _CROP_PADDING)
+        return self.normalize(x), self.y_train[index]
+
+    def probe_batch(self) -> torch.Tensor:
+        """The normalised probe images, without augmentation; computed once, do not modify."""
+        if self._probe is None:
+            self._probe = self.normalize(self.x_test[self.probe_index])
+        return self._probe
+
+    def test_seen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the test images whose class is trained on, and their training labels."""
+        if self._seen is None:
+            labels = self.to_train_label[self.y_test]
+            index = torch.nonzero(labels >= 0).squeeze(1)
+            self._seen = index, labels[index]
+        return self._seen
+
+
+def dataset_names(data_dir: Path | None = None) -> list[str]:
+    """The built-in datasets, then ``custom:<name>`` for each folder or ``.npz`` in ``<data_dir>/custom``."""
+    root = (settings.data_dir() if data_dir is None else Path(data_dir)) / "custom"
+    custom: list[str] = []
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                custom.append(entry.name)
+            elif entry.is_file() and entry.suffix == ".npz":
+                custom.append(entry.stem)
+    return list(DATASETS) + [CUSTOM_PREFIX + name for name in dict.fromkeys(custom)]
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def load_raw(dataset: str, data_dir: Path) -> RawData:
+    """Load a whole dataset to CPU tensors, once per process (custom data reloads when its files change)."""
+    data_dir = Path(data_dir)
+    fingerprint = None
+    if dataset.startswith(CUSTOM_PREFIX):
+        fingerprint = _fingerprint(_custom_source(dataset.removeprefix(CUSTOM_PREFIX), data_dir))
+    elif dataset not in DATASETS:
+        raise DataError(f"unknown dataset '{dataset}'; choose one of: {', '.join(dataset_names(data_dir))}")
+    # One load at a time: two runs starting together must not unpack into the same folder at once.
+    with _LOAD_LOCK:
+        return _load_raw_cached(dataset, str(data_dir), fingerprint)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raw_cached(dataset: str, data_dir: str, fingerprint: tuple[int, int, int] | None) -> RawData:
+    root = Path(data_dir)
+    if dataset.startswith(CUSTOM_PREFIX):
+        return _load_custom(dataset.removeprefix(CUSTOM_PREFIX), root)
+    if dataset == "digits":
+        return _load_digits()
+    if dataset == "cifar10":
+        return _load_cifar10(root)
+    return _load_mnist_like(dataset, root)
+
+
+def prepare(
+    dataset: str,
+    data_dir: Path,
+    device: torch.device,
+    *,
+    classes: Sequence[int] | None = None,
+    label_noise: float = 0.0,
+    train_size: int | None = None,
+    probe_size: int = 2000,
+    seed: int = 0,
+) -> TrainingData:
+    """Select, subsample and corrupt the training set, pick the probe set, and move it all to ``device``.
+
+    ``classes`` are the original class ids to train on (None: every class with training images);
+    the others stay in the test and probe sets as unseen classes. ``train_size`` keeps a stratified
+    subset (capped at what is available). ``label_noise`` flips exactly ``round(label_noise * N)``
+    labels, each to a different training class. The probe set depends only on the dataset and
+    ``probe_size``, never on ``seed``. Same arguments, same tensors.
+    """
+    raw = load_raw(dataset, data_dir)
+    num_classes = len(raw.class_names)
+    train_classes = _check_classes(classes, raw, _display_name(dataset))
+    if not 0.0 <= label_noise < 1.0:
+        raise DataError(f"label noise must be at least 0 and below 1, got {label_noise}")
+    if train_size is not None and train_size < len(train_classes):
+        raise DataError(
+            f"train size must be at least the number of training classes ({len(train_classes)}), "
+            f"got {train_size}"
+        )
+    if probe_size < 1:
+        raise DataError(f"probe size must be at least 1, got {probe_size}")
+    generator = torch.Generator().manual_seed(seed)
+
+    keep = torch.nonzero(torch.isin(raw.y_train, torch.tensor(train_classes))).squeeze(1)
+    if train_size is not None and train_size < len(keep):
+        keep = keep[_stratified_pick(raw.y_train[keep], train_size, generator)]
+    # Gathering copies the whole set; skip it when every image is kept (a full CIFAR-10 copy costs ~0.3 s).
+    x_train = raw.x_train if len(keep) == len(raw.y_train) else raw.x_train[keep]
+
+    to_train_label = torch.full((num_classes,), -1, dtype=torch.int64)
+    to_train_label[list(train_classes)] = torch.arange(len(train_classes))
+    y_train = to_train_label[raw.y_train[keep]]
+    noisy = torch.zeros(len(y_train), dtype=torch.bool)
+    flipped = torch.randperm(len(y_train), generator=generator)[: round(label_noise * len(y_train))]
+    offset = torch.randint(1, len(train_classes), (len(flipped),), generator=generator)
+    y_train[flipped] = (y_train[flipped] + offset) % len(train_classes)
+    noisy[flipped] = True
+
+    probe_generator = torch.Generator().manual_seed(_PROBE_SEED)
+    probe_index = _stratified_pick(raw.y_test, min(probe_size, len(raw.y_test)), probe_generator)
+    mean, std = _channel_stats(x_train)
+
+    return TrainingData(
+        class_names=raw.class_names,
+        augment=raw.augment,
+        channels=raw.x_train.shape[1],
+        image_size=raw.x_train.shape[2],
+        x_train=x_train.to(device),
+        y_train=y_train.to(device),
+        noisy=noisy.to(device),
+        train_classes=train_classes,
+        to_train_label=to_train_label.to(device),
+        x_test=raw.x_test.to(device),
+        y_test=raw.y_test.to(device),
+        probe_index=probe_index.to(device),
+        probe_labels=raw.y_test[probe_index].to(device),
+        mean=mean.to(device),
+        std=std.to(device),
+    )
+
+
+def _display_name(dataset: str) -> str:
+    info = DATASETS.get(dataset)
+    return info.display_name if info else f"custom dataset '{dataset.removeprefix(CUSTOM_PREFIX)}'"
+
+
+def _check_classes(classes: Sequence[int] | None, raw: RawData, display_name: str) -> tuple[int, ...]:
+    num_classes = len(raw.class_names)
+    has_images = torch.bincount(raw.y_train, minlength=num_classes) > 0
+    if classes is None:
+        chosen = {c for c in range(num_classes) if has_images[c]}
+    else:
+        chosen = set()
+        for value in classes:
+            try:
+                class_id = operator.index(value)
+            except TypeError:
+                raise DataError(f"class ids must be whole numbers, got {value!r}") from None
+            if not 0 <= class_id < num_classes:
+                raise DataError(
+                    f"class {class_id} does not exist in {display_name} (classes 0–{num_classes - 1})"
+                )
+            if not has_images[class_id]:
+                raise DataError(f"class {class_id} has no training images in {display_name}")
+            chosen.add(class_id)
+    if len(chosen) < 2:
+        raise DataError(f"training needs at least 2 classes, got {sorted(chosen)}")
+    return tuple(sorted(chosen))
+
+
+def _stratified_pick(labels: torch.Tensor, total: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``total`` items, each class getting its proportional share (largest remainder).
+
+    Hand-written instead of scikit-learn's splitters: it is one small function, and importing
+    scikit-learn would add about a second to every run's start.
+    """
+    n = len(labels)
+    counts = torch.bincount(labels)
+    quota = counts * total // n
+    remainder = counts * total % n
+    # Leftover picks go to the largest remainders, ties to the lower class id: deterministic.
+    extra = total - int(quota.sum())
+    quota[torch.sort(remainder, descending=True, stable=True).indices[:extra]] += 1
+    # Grouped by class, shuffled within each class; take the first ``quota`` of every group.
+    order = torch.randperm(n, generator=generator)
+    order = order[torch.sort(labels[order], stable=True).indices]
+    grouped = labels[order]
+    rank = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[grouped]
+    return order[rank < quota[grouped]].sort().values
+
+
+def _split(labels: torch.Tensor, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (train, test) indices with the fixed split seed."""
+    test = _stratified_pick(
+        labels, round(test_fraction * len(labels)), torch.Generator().manual_seed(_SPLIT_SEED)
+    )
+    is_train = torch.ones(len(labels), dtype=torch.bool)
+    is_train[test] = False
+    return torch.nonzero(is_train).squeeze(1), test
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1] scale, shaped (1, C, 1, 1) float32."""
+    # A histogram of the 256 byte values is exact and needs no float copy of the training set.
+    hist = torch.stack(
+        [torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]
+    ).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    total = hist.sum(1)
+    mean = (hist * values).sum(1) / total
+    var = (hist * (values - mean[:, None]) ** 2).sum(1) / total
+    # A constant channel would otherwise divide by zero.
+    std = var.sqrt().clamp_min(1e-3)
+    return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
+
+
+def _random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+    """Per-sample random crop of the zero-padded images and per-sample horizontal flip, as one gather.
+
+    The random numbers come from the CPU generator, so results do not depend on the device.
+    """
+    b, c, h, w = x.shape
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = dy[:, None] + torch.arange(h)
+    cols = dx[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows, cols = rows.to(x.device), cols.to(x.device)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _torchvision_splits(dataset_class: Any, root: Path, missing: str) -> tuple[Any, Any]:
+    """Train and test split of a torchvision dataset, downloading (or just unpacking) if needed."""
+    try:
+        with _network_timeout(_DOWNLOAD_TIMEOUT_S):
+            train = dataset_class(root=root, train=True, download=True)
+            test = dataset_class(root=root, train=False, download=True)
+    except (RuntimeError, OSError) as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise DatasetUnavailable(f"{missing} (download failed: {lines[-1]})") from error
+    return train, test
+
+
+def _load_mnist_like(dataset: str, root: Path) -> RawData:
+    from torchvision import datasets
+
+    dataset_class = datasets.MNIST if dataset == "mnist" else datasets.FashionMNIST
+    info = DATASETS[dataset]
+    folder = root / dataset_class.__name__ / "raw"
+    files = ", ".join(name for name, _ in dataset_class.resources)
+    missing = (
+        f"{info.display_name} is not in {folder} and could not be downloaded. Put the files {files} "
+        f"into {folder}, or choose the offline dataset 'digits'"
+    )
+    train, test = _torchvision_splits(dataset_class, root, missing)
+    return RawData(
+        x_train=train.data.unsqueeze(1).contiguous(),
+        y_train=train.targets.long(),
+        x_test=test.data.unsqueeze(1).contiguous(),
+        y_test=test.targets.long(),
+        class_names=info.class_names,
+        augment=info.augment,
+    )
+
+
+def _load_cifar10(root: Path) -> RawData:
+    from torchvision import datasets
+
+    info = DATASETS["cifar10"]
+    fallback = root / "cifar10.npz"
+    has_torchvision_files = (root / datasets.CIFAR10.base_folder).is_dir() or (
+        root / datasets.CIFAR10.filename
+    ).is_file()
+    if fallback.is_file() and not has_torchvision_files:
+        x_train, y_train, x_test, y_test = _read_npz(fallback)
+        if max(int(y_train.max()), int(y_test.max())) >= len(info.class_names):
+            raise DataError(f"the labels in {fallback} must be CIFAR-10 class ids 0–9")
+    else:
+        missing = (
+            f"CIFAR-10 is not in {root} and could not be downloaded. Put {datasets.CIFAR10.filename} "
+            f"(from {datasets.CIFAR10.url}) into {root}, or a Keras-layout {fallback} with the arrays "
+            f"{', '.join(_NPZ_KEYS)}, or choose the offline dataset 'digits'"
+        )
+        train, test = _torchvision_splits(datasets.CIFAR10, root, missing)
+        x_train, x_test = (
+            torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous() for split in (train, test)
+        )
+        y_train, y_test = (torch.tensor(split.targets, dtype=torch.int64) for split in (train, test))
+    return RawData(x_train, y_train, x_test, y_test, info.class_names, info.augment)
+
+
+def _load_digits() -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    small = torch.from_numpy(bunch.images).float().mul(255 / 16).unsqueeze(1)
+    images = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)
+    x = images.round().clamp(0, 255).to(torch.uint8)
+    y = torch.from_numpy(bunch.target).long()
+    train, test = _split(y, _DIGITS_TEST_FRACTION)
+    info = DATASETS["digits"]
+    return RawData(x[train], y[train], x[test], y[test], info.class_names, info.augment)
+
+
+def _custom_source(name: str, data_dir: Path) -> Path:
+    """The folder or .npz file of custom dataset ``name``; refuses names leading out of the custom folder."""
+    root = data_dir / "custom"
+    if not name or ".." in name or any(char in name for char in "/\\:\0") or Path(name).is_absolute():
+        raise DataError(f"custom dataset names are folder or file names inside {root}, got '{name}'")
+    for candidate in (root / name, root / f"{name}.npz"):
+        if candidate.exists():
+            return candidate
+    raise DatasetUnavailable(
+        f"there is no custom dataset '{name}': put a folder of class folders "
+        f"({root / name}/<class>/<images>) or a .npz file with the arrays {', '.join(_NPZ_KEYS)} "
+        f"({root / name}.npz) there"
+    )
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """Changes when files under ``path`` are added, removed or rewritten."""
+    stats = [path.stat(), *(entry.stat() for entry in path.rglob("*"))] if path.is_dir() else [path.stat()]
+    return len(stats), max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
+
+
+def _load_custom(name: str, data_dir: Path) -> RawData:
+    source = _custom_source(name, data_dir)
+    if source.is_dir():
+        return _load_image_folder(source)
+    x_train, y_train, x_test, y_test = _read_npz(source)
+    num_classes = max(int(y_train.max()), int(y_test.max())) + 1
+    if len(torch.unique(y_train)) < 2:
+        raise DataError(f"y_train in {source} has only one class; training needs at least 2")
+    return RawData(x_train, y_train, x_test, y_test, tuple(str(c) for c in range(num_classes)), False)
+
+
+def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The four arrays of a Keras-layout .npz, as uint8 (N, C, H, W) images and int64 labels."""
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except unreadable as error:
+        raise DataError(f"cannot read {path} as a .npz file ({error})") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} is a single array, not a .npz file with the arrays {', '.join(_NPZ_KEYS)}")
+    with archive:
+        missing = [key for key in _NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise DataError(
+                f"{path} lacks the array(s) {', '.join(missing)}; it has "
+                f"{', '.join(archive.files) or 'none'} but needs {', '.join(_NPZ_KEYS)}"
+            )
+        try:
+            arrays = {key: archive[key] for key in _NPZ_KEYS}
+        except unreadable as error:
+            raise DataError(f"cannot read {path} as a .npz file ({error})") from error
+    x_train = _npz_images(arrays["x_train"], "x_train", path)
+    x_test = _npz_images(arrays["x_test"], "x_test", path)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"x_train and x_test in {path} hold different image shapes: {tuple(x_train.shape[1:])} "
+            f"and {tuple(x_test.shape[1:])} (C, H, W)"
+        )
+    y_train = _npz_labels(arrays["y_train"], "y_train", len(x_train), path)
+    y_test = _npz_labels(arrays["y_test"], "y_test", len(x_test), path)
+    return x_train, y_train, x_test, y_test
+
+
+def _npz_images(array: np.ndarray, key: str, path: Path) -> torch.Tensor:
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[3] in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    elif not (array.ndim == 4 and array.shape[1] in (1, 3)):
+        raise DataError(
+            f"{key} in {path} has shape {array.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3"
+        )
+    if len(array) == 0:
+        raise DataError(f"{key} in {path} holds no images")
+    if array.shape[2] != array.shape[3]:
+        raise DataError(
+            f"{key} in {path} holds {array.shape[3]}×{array.shape[2]} images; they must be square"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        low, high = float(array.min()), float(array.max())
+        if not (low >= 0.0 and high <= 1.0):
+            raise DataError(
+                f"{key} in {path} holds floats from {low:g} to {high:g}; float images must lie in [0, 1]"
+            )
+        array = np.rint(array * 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise DataError(f"{key} in {path} has dtype {array.dtype}; expected uint8 (0–255) or float in [0, 1]")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _npz_labels(array: np.ndarray, key: str, count: int, path: Path) -> torch.Tensor:
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(
+            f"{key} in {path} must be a 1-D array of integer class ids, "
+            f"got shape {array.shape} of {array.dtype}"
+        )
+    if len(array) != count:
+        raise DataError(f"{path}: x_{key[2:]} has {count} images but {key} has {len(array)} labels")
+    if array.min() < 0:
+        raise DataError(f"{key} in {path} has negative class ids; classes are numbered from 0")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _load_image_folder(root: Path) -> RawData:
+    """ImageFolder layout: ``<class>/<images>``, or ``train/<class>/…`` and ``test/<class>/…``."""
+    from torchvision.datasets.folder import make_dataset
+
+    train_dir, test_dir = root / "train", root / "test"
+    split_given = train_dir.is_dir() and test_dir.is_dir()
+    if train_dir.is_dir() != test_dir.is_dir():
+        present, absent = ("train", "test") if train_dir.is_dir() else ("test", "train")
+        raise DataError(f"{root} has a '{present}' folder but no '{absent}' folder; give both or neither")
+    source = train_dir if split_given else root
+    class_names = _class_folders(source)
+    class_to_idx = {name: index for index, name in enumerate(class_names)}
+    samples = make_dataset(source, class_to_idx, extensions=_IMAGE_EXTENSIONS, allow_empty=True)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    counts = torch.bincount(labels, minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts.tolist(), strict=True) if count == 0]
+    if empty:
+        raise DataError(
+            f"the class folder(s) {', '.join(empty)} in {source} hold no images "
+            f"({', '.join(_IMAGE_EXTENSIONS)})"
+        )
+    test_samples: list[tuple[str, int]] = []
+    if split_given:
+        unknown = sorted(set(_class_folders(test_dir, minimum=1)) - set(class_names))
+        if unknown:
+            raise DataError(f"{test_dir} has class folder(s) {', '.join(unknown)} that {train_dir} lacks")
+        test_samples = make_dataset(test_dir, class_to_idx, extensions=_IMAGE_EXTENSIONS, allow_empty=True)
+        if not test_samples:
+            raise DataError(f"no images ({', '.join(_IMAGE_EXTENSIONS)}) in the class folders of {test_dir}")
+
+    paths = [path for path, _ in samples + test_samples]
+    x = _read_images(paths)
+    y = torch.tensor([label for _, label in samples + test_samples], dtype=torch.int64)
+    if split_given:
+        train, test = torch.arange(len(samples)), torch.arange(len(samples), len(paths))
+    else:
+        train, test = _split(y, _CUSTOM_TEST_FRACTION)
+        if len(test) == 0:
+            raise DataError(
+                f"{root} has too few images to set 20% aside for testing; "
+                "add images or give train/ and test/ folders"
+            )
+    return RawData(x[train], y[train], x[test], y[test], tuple(class_names), False)
+
+
+def _class_folders(directory: Path, minimum: int = 2) -> list[str]:
+    names = sorted(
+        entry.name for entry in directory.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not names:
+        raise DataError(
+            f"no class folders in {directory}: put the images in one folder per class, e.g. <class>/1.png"
+        )
+    if len(names) < minimum:
+        raise DataError(
+            f"only one class folder ('{names[0]}') in {directory}; training needs at least 2 classes"
+        )
+    return names
+
+
+def _read_images(paths: list[str]) -> torch.Tensor:
+    """Decode all images once; uint8 (N, 1, H, W) if every pixel is grey, else (N, 3, H, W)."""
+    from PIL import Image
+
+    arrays: list[np.ndarray] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read the image {path} ({error})") from error
+        if not arrays and array.shape[0] != array.shape[1]:
+            raise DataError(f"images must be square, but {path} is {array.shape[1]}×{array.shape[0]}")
+        if arrays and array.shape != arrays[0].shape:
+            (h0, w0), (h, w) = arrays[0].shape[:2], array.shape[:2]
+            raise DataError(
+                f"images must all have the same size, but {paths[0]} is {w0}×{h0} and {path} is {w}×{h}; "
+                "resize them first"
+            )
+        arrays.append(array)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    # Grey images saved as RGB are common; checking the pixels rather than the file mode catches them.
+    if bool((x[:, 0] == x[:, 1]).all()) and bool((x[:, 0] == x[:, 2]).all()):
+        x = x[:, :1]
+    return x.contiguous()

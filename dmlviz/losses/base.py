@@ -1,0 +1,138 @@
+"""What every loss in the registry is: a spec (for the UI and validation) and a module (for training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+Family = Literal["softmax-margin", "center", "pair", "proxy", "other"]
+Learns = Literal["weights", "centers", "proxies", "none"]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter of a loss, with the range a person may choose from.
+
+    ``unit`` is spoken in messages ("margin must be between 0 and 1.5 rad, got 3").
+    ``choices`` turns the parameter into a pick-list instead of a number.
+    """
+
+    name: str
+    default: float | int | bool | str
+    low: float | None = None
+    high: float | None = None
+    help: str = ""
+    unit: str = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def check(self, value: object) -> str | None:
+        """Return a message a person understands if ``value`` is not allowed, else None."""
+        if self.choices:
+            if value not in self.choices:
+                return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+            return None
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"{self.name} must be true or false, got {value!r}"
+        if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{self.name} must be a whole number, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{self.name} must be a number, got {value!r}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{self.name} must be a finite number, got {value!r}"
+        low = -float("inf") if self.low is None else self.low
+        high = float("inf") if self.high is None else self.high
+        if not low <= value <= high:
+            unit = f" {self.unit}" if self.unit else ""
+            if self.high is None:
+                return f"{self.name} must be at least {_num(low)}{unit}, got {_num(value)}"
+            if self.low is None:
+                return f"{self.name} must be at most {_num(high)}{unit}, got {_num(value)}"
+            return f"{self.name} must be between {_num(low)} and {_num(high)}{unit}, got {_num(value)}"
+        return None
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Paper:
+    authors: str
+    title: str
+    venue: str
+    year: int
+    arxiv: str = ""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registry entry: everything the app, the CLI and the docs know about a loss."""
+
+    name: str
+    display_name: str
+    family: Family
+    description: str
+    hparams: tuple[HParam, ...]
+    normalized: bool
+    learns: Learns
+    paper: Paper | None = None
+    formula: str = ""
+    implementation: str = "dmlviz"
+    reconstructed: bool = False
+    dims: str = "any"
+    factory: type[FeatureLoss] | None = field(default=None, compare=False, repr=False)
+
+    def hparam(self, name: str) -> HParam:
+        for hp in self.hparams:
+            if hp.name == name:
+                return hp
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, float | int | bool | str]:
+        return {hp.name: hp.default for hp in self.hparams}
+
+
+@dataclass
+class LossOutput:
+    """The loss value and, for losses with a classifier head, the logits used for accuracy."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+class FeatureLoss(nn.Module):
+    """Base class of every loss: it owns what it learns and reports it for drawing.
+
+    Subclasses implement :meth:`forward`; they override :meth:`class_vectors` when they learn
+    per-class vectors, and :meth:`set_progress` when a hyperparameter follows a schedule.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dim = dim
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def class_vectors(self) -> dict[str, torch.Tensor]:
+        """The per-class vectors the loss learns (C × d each), keyed by what they are."""
+        return {}
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Class scores for accuracy, or None when the loss has no classifier."""
+        return None
+
+    def set_progress(self, progress: float) -> dict[str, float]:
+        """Advance schedules to ``progress`` (0 at the start of a run, 1 at its end).
+
+        Returns the current value of every scheduled hyperparameter, for the snapshot.
+        """
+        return {}

@@ -1,0 +1,101 @@
+"""Backbones that end in a feature layer of any width d: LeNet++ (full and light) and a small ResNet.
+
+Each model maps images to features only; the classifier, centers or proxies belong to the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODEL_NAMES = ("lenetpp", "lenetpp-light", "resnet")
+
+
+class LeNetPP(nn.Module):
+    """LeNet++ of the center-loss paper: three stages of two convolutions with PReLU and 2×2 pooling.
+
+    ``width=32, kernel=5`` is the paper's network (32/64/128 channels, 5×5); the light variant
+    halves the widths and uses 3×3 kernels, about 7× cheaper, which is what makes live runs on
+    a laptop CPU possible. ``feature_activation`` adds the paper's PReLU on the feature layer; it
+    is left out before a cosine head, where it would only bend the angles.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, feature_dim: int, *, width: int = 32,
+                 kernel: int = 5, feature_activation: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out in (width, 2 * width, 4 * width):
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, out, kernel, padding=kernel // 2), nn.PReLU(out)]
+                channels = out
+            layers.append(nn.MaxPool2d(2))
+        self.stages = nn.Sequential(*layers)
+        side = image_size // 8
+        self.embed = nn.Linear(channels * side * side, feature_dim)
+        self.activation = nn.PReLU() if feature_activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.embed(self.stages(x).flatten(1)))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """ResNet-20 for 32×32 images (He et al. 2016, CIFAR variant) with a d-wide feature layer."""
+
+    def __init__(self, in_channels: int, feature_dim: int, *, blocks_per_stage: int = 3,
+                 feature_activation: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks: list[nn.Module] = []
+        channels = 16
+        for stage, out in enumerate((16, 32, 64)):
+            for i in range(blocks_per_stage):
+                blocks.append(_BasicBlock(channels, out, 2 if stage > 0 and i == 0 else 1))
+                channels = out
+        self.blocks = nn.Sequential(*blocks)
+        self.embed = nn.Linear(channels, feature_dim)
+        self.activation = nn.PReLU() if feature_activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.blocks(self.stem(x)).mean(dim=(2, 3))
+        return self.activation(self.embed(pooled))
+
+
+def build_model(name: str, in_channels: int, image_size: int, feature_dim: int, *,
+                feature_activation: bool = True) -> nn.Module:
+    """Build a backbone by name (one of :data:`MODEL_NAMES`)."""
+    if image_size < 8:
+        raise ValueError(f"images must be at least 8×8 pixels for these networks, got {image_size}×{image_size}")
+    if name == "lenetpp":
+        return LeNetPP(in_channels, image_size, feature_dim, feature_activation=feature_activation)
+    if name == "lenetpp-light":
+        return LeNetPP(in_channels, image_size, feature_dim, width=16, kernel=3,
+                       feature_activation=feature_activation)
+    if name == "resnet":
+        return SmallResNet(in_channels, feature_dim, feature_activation=feature_activation)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def resolve_model_name(name: str, device: torch.device, in_channels: int) -> str:
+    """``auto`` means the light LeNet++ on a CPU and the full networks where there is a GPU."""
+    if name != "auto":
+        return name
+    if device.type == "cpu":
+        return "lenetpp-light"
+    return "resnet" if in_channels == 3 else "lenetpp"

@@ -1,0 +1,313 @@
+"""Runs engines in worker processes, with a queue, a cap on concurrent runs and live control.
+
+A worker process keeps a crash (or a kill) contained and leaves the caller, typically the
+Streamlit server, free to draw. Workers write straight to the store; the runner only starts
+them, relays pause / resume / step / stop through shared memory, and records how they ended.
+This is the seam where a distributed executor would plug in.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+from dmlviz import settings
+from dmlviz.config import RunConfig
+from dmlviz.engine import Action
+from dmlviz.snapshot import Snapshot
+from dmlviz.store import RunStore
+
+RUN, PAUSE, STOP = 0, 1, 2
+_POLL = 0.02  # seconds between looks at the control while paused, and the runner's reaping tick
+_OWNER_CHECK = 1.0  # seconds between a worker's checks that the process that started it is alive
+
+
+class StoreSink:
+    """Sends what the engine produces to the store."""
+
+    def __init__(self, store: RunStore, run_id: int) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def started(self, info: dict[str, Any]) -> None:
+        for key, value in info.items():
+            self.store.put_info(self.run_id, key, value)
+
+    def snapshot(self, snapshot: Snapshot) -> None:
+        self.store.add_snapshot(self.run_id, snapshot)
+
+
+class OwnerGone(Exception):
+    """The process that started this worker has died; the run is left as interrupted."""
+
+
+class SharedControl:
+    """The worker's side of the control: reads the command the runner writes into shared memory."""
+
+    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_id: int,
+                 owner_pid: int) -> None:
+        self.command = command
+        self.credits = credits
+        self.store = store
+        self.run_id = run_id
+        self.owner_pid = owner_pid
+        self.paused = False
+        self._owner_checked = time.monotonic()
+
+    def _check_owner(self) -> None:
+        now = time.monotonic()
+        if now - self._owner_checked >= _OWNER_CHECK:
+            self._owner_checked = now
+            if not _alive(self.owner_pid):
+                raise OwnerGone
+
+    def gate(self) -> Action:
+        while True:
+            self._check_owner()
+            command = self.command.value
+            if command == STOP:
+                return "stop"
+            if command == RUN:
+                if self.paused:
+                    self.paused = False
+                    self.store.set_status(self.run_id, "running")
+                return "run"
+            if not self.paused:
+                self.paused = True
+                self.store.set_status(self.run_id, "paused")
+            with self.credits.get_lock():
+                if self.credits.value > 0:
+                    self.credits.value -= 1
+                    return "step"
+            time.sleep(_POLL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: str, command: Synchronized,
+          credits: Synchronized, owner_pid: int, threads: int) -> None:
+    """Entry point of a worker process: train one run and record how it ended."""
+    store = RunStore(store_root)
+    store.set_status(run_id, "running", pid=os.getpid())
+    try:
+        from dmlviz.engine import train
+
+        config = RunConfig.from_dict(config_data)
+        control = SharedControl(command, credits, store, run_id, owner_pid)
+        result = train(config, Path(data_dir), StoreSink(store, run_id), control, threads=threads)
+        store.set_status(run_id, result.outcome, error=result.error)
+    except OwnerGone:
+        store.set_status(run_id, "interrupted", error="the app that started this run stopped; what it recorded "
+                         "is kept")
+    except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
+        store.set_status(run_id, "failed", error=_describe(exc))
+        traceback.print_exc(file=sys.stderr)
+
+
+def _describe(exc: BaseException) -> str:
+    from dmlviz.config import ConfigError
+    from dmlviz.data import DataError, DatasetUnavailable
+
+    if isinstance(exc, ConfigError | DataError | DatasetUnavailable | RuntimeError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Job:
+    run_id: int
+    config: RunConfig
+    command: Synchronized
+    credits: Synchronized
+    process: BaseProcess | None = None
+
+
+def default_max_concurrent() -> int:
+    """One run per GPU, or one on a CPU (two runs on two cores only share them)."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+class Runner:
+    """A queue of runs and a pool of worker processes, at most ``max_concurrent`` at a time."""
+
+    def __init__(self, store: RunStore | None = None, data_dir: str | os.PathLike[str] | None = None,
+                 max_concurrent: int | None = None, threads: int | None = None) -> None:
+        self.store = store or RunStore()
+        self.data_dir = settings.data_dir(data_dir)
+        self.max_concurrent = max_concurrent or default_max_concurrent()
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.max_concurrent)
+        self.interrupted = self.store.mark_interrupted()
+        # forkserver: workers fork from a clean process that has already imported torch, so they start
+        # in a fraction of a second and never inherit the server's threads.
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        self._ctx = mp.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner"])
+        self._queue: deque[int] = deque()
+        self._jobs: dict[int, _Job] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="dmlviz-runner", daemon=True)
+        self._thread.start()
+
+    # -- submitting and controlling -------------------------------------------------------------
+
+    def submit(self, config: RunConfig, *, paused: bool = False) -> int:
+        """Queue a run; it starts when a slot is free. ``paused`` starts it paused at step 0."""
+        run_id = self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
+                                       status="queued", pid=os.getpid())
+        job = _Job(run_id, config, self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0))
+        with self._lock:
+            self._jobs[run_id] = job
+            self._queue.append(run_id)
+        self._wake.set()
+        return run_id
+
+    def pause(self, run_id: int) -> None:
+        self._job(run_id).command.value = PAUSE
+
+    def resume(self, run_id: int) -> None:
+        self._job(run_id).command.value = RUN
+
+    def step(self, run_id: int, steps: int = 1) -> None:
+        """Train ``steps`` more steps of a paused run (pausing it first if it runs)."""
+        job = self._job(run_id)
+        with job.credits.get_lock():
+            job.credits.value += steps
+        job.command.value = PAUSE
+
+    def stop(self, run_id: int) -> None:
+        """Stop a run: a running one ends after its current step; a queued one never starts."""
+        job = self._job(run_id)
+        job.command.value = STOP
+        with self._lock:
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self.store.set_status(run_id, "stopped", error=None)
+                del self._jobs[run_id]
+
+    def queue_position(self, run_id: int) -> int | None:
+        """1 for the next run to start, None if the run is not waiting."""
+        with self._lock:
+            return self._queue.index(run_id) + 1 if run_id in self._queue else None
+
+    def active_runs(self) -> list[int]:
+        with self._lock:
+            return list(self._jobs)
+
+    def wait(self, run_id: int, timeout: float | None = None) -> str:
+        """Block until the run has ended; return its final status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                done = run_id not in self._jobs
+            if done:
+                return self.store.get_run(run_id).status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} did not end within {timeout} s")
+            time.sleep(_POLL)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every run and wait for the workers to record how they ended."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._closed = True
+        for job in jobs:
+            self.stop(job.run_id)
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            if job.process is not None:
+                job.process.join(max(0.0, deadline - time.monotonic()))
+                if job.process.is_alive():
+                    job.process.kill()
+                    job.process.join()
+        self._reap()
+        self._thread.join(timeout=1.0)
+
+    def _job(self, run_id: int) -> _Job:
+        with self._lock:
+            try:
+                return self._jobs[run_id]
+            except KeyError:
+                raise KeyError(f"run {run_id} is not queued or running in this app") from None
+
+    # -- the scheduling loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._reap()
+            self._start_queued()
+            self._wake.wait(_POLL * 5)
+            self._wake.clear()
+
+    def _start_queued(self) -> None:
+        with self._lock:
+            running = sum(1 for job in self._jobs.values() if job.process is not None)
+            while self._queue and running < self.max_concurrent and not self._closed:
+                job = self._jobs[self._queue.popleft()]
+                config = self._place(job.config, running)
+                job.process = self._ctx.Process(
+                    target=_work, name=f"dmlviz-run-{job.run_id}", daemon=True,
+                    args=(job.run_id, config.to_dict(), str(self.store.root), str(self.data_dir), job.command,
+                          job.credits, os.getpid(), self.threads),
+                )
+                job.process.start()
+                running += 1
+
+    def _place(self, config: RunConfig, slot: int) -> RunConfig:
+        """With several GPUs, give each concurrent run its own."""
+        import torch
+
+        if config.device == "auto" and torch.cuda.device_count() > 1:
+            return config.replace(device=f"cuda:{slot % torch.cuda.device_count()}")
+        return config
+
+    def _reap(self) -> None:
+        with self._lock:
+            ended = [job for job in self._jobs.values() if job.process is not None and not job.process.is_alive()]
+            for job in ended:
+                del self._jobs[job.run_id]
+        for job in ended:
+            job.process.join()
+            code = job.process.exitcode
+            record = self.store.get_run(job.run_id)
+            if record.active:
+                self.store.set_status(job.run_id, "failed", error=_exit_message(code, record.summary))
+        if ended:
+            self._wake.set()
+
+
+def _exit_message(code: int | None, summary: dict[str, float]) -> str:
+    if code is not None and code < 0:
+        try:
+            cause = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            cause = f"killed by signal {-code}"
+    else:
+        cause = f"exited with code {code}"
+    step = summary.get("step")
+    kept = f"; what it recorded up to step {int(step)} is kept" if step is not None else ""
+    return f"the worker process was {cause}{kept}"

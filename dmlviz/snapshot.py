@@ -1,0 +1,35 @@
+"""What a run records: its snapshots, the moments of training that the pages draw.
+
+Kept free of torch so that readers of the store (pages, CLI) need nothing heavier than NumPy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Why a snapshot was taken: on the wall-clock cadence, at an epoch end, or at the end of a run.
+SNAPSHOT_KINDS = ("tick", "epoch", "final")
+
+
+@dataclass
+class Snapshot:
+    """The state of a run at one training step.
+
+    ``features`` are the probe set's features (P × d, float32) in probe order; ``class_vectors``
+    holds what the loss itself learns, each C × d in training-class order (e.g. ``{"weights":
+    W}`` or ``{"centers": c}``); ``class_means`` are the probe features' per-class means for
+    every class of the dataset (K × d, NaN rows for classes absent from the probe).
+    ``metrics`` holds scalar numbers such as ``loss``, ``train_acc``, ``test_acc``, ``lr``,
+    ``images_per_s`` and the current value of any scheduled hyperparameter.
+    """
+
+    step: int
+    epoch: float
+    elapsed: float
+    kind: str
+    metrics: dict[str, float]
+    features: np.ndarray
+    class_means: np.ndarray
+    class_vectors: dict[str, np.ndarray] = field(default_factory=dict)

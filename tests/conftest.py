@@ -1,0 +1,32 @@
+"""Fixtures shared by the test files: writable copies of the offline datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+#: The read-only offline datasets (see its README.md); tests copy from it and never write into it.
+SHARED_DATA = Path(os.environ.get("DMLVIZ_TEST_DATA", "/work/shared/data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The read-only shared data folder; tests that need it are skipped where it is absent."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no offline datasets in {SHARED_DATA} (set DMLVIZ_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def data_dir_with_mnist(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable data dir holding MNIST's .gz files, once per session (torchvision unpacks them there)."""
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (shared_data_dir / "MNIST" / "raw").glob("*.gz"):
+        # copyfile, not copy2: the shared files are read-only and the copies must not be.
+        shutil.copyfile(source, raw / source.name)
+    return root

@@ -1,0 +1,95 @@
+"""The engine: real training on real MNIST, reproducibility, snapshots, divergence."""
+
+import numpy as np
+import pytest
+
+from dmlviz.config import RunConfig
+from dmlviz.engine import Engine, setup, train
+
+
+class ListSink:
+    def __init__(self):
+        self.info = None
+        self.snapshots = []
+
+    def started(self, info):
+        self.info = info
+
+    def snapshot(self, snapshot):
+        self.snapshots.append(snapshot)
+
+
+def digits(**settings):
+    return RunConfig.from_dict({"dataset": "digits", "device": "cpu", "probe_size": 200, **settings})
+
+
+@pytest.mark.slow
+def test_short_mnist_run_learns_far_above_chance(data_dir_with_mnist):
+    config = RunConfig.from_dict({"dataset": "mnist", "train_size": 4000, "epochs": 3, "device": "cpu",
+                                  "probe_size": 1000, "feature_dim": 2, "loss": "center"})
+    sink = ListSink()
+    result = train(config, data_dir_with_mnist, sink)
+    assert result.outcome == "finished" and result.step == 3 * (4000 // 128)
+    final = sink.snapshots[-1]
+    assert final.kind == "final"
+    assert final.metrics["test_acc"] > 0.6  # chance is 0.1
+    assert [s.kind for s in sink.snapshots].count("epoch") == 2  # the last epoch end is the final snapshot
+    assert final.features.shape == (1000, 2) and final.features.dtype == np.float32
+    assert set(final.class_vectors) == {"centers", "weights"}
+    assert final.class_vectors["centers"].shape == (10, 2)
+    assert sink.info["model"] == "lenetpp-light"
+    assert sink.snapshots[0].step == 0  # the untrained feature space is recorded first
+
+
+def test_same_seed_same_snapshots_and_another_seed_differs():
+    config = digits(loss="center", steps=30, batch_size=64, snapshot_steps=10, feature_dim=3)
+
+    def run(cfg):
+        sink = ListSink()
+        train(cfg, None, sink)
+        return sink.snapshots
+
+    first, second, other = run(config), run(config), run(config.replace(seed=1))
+    assert [(s.step, s.kind) for s in first] == [(0, "tick"), (10, "tick"), (20, "tick"), (21, "epoch"), (30, "final")]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.features, b.features)
+        np.testing.assert_array_equal(a.class_vectors["centers"], b.class_vectors["centers"])
+        assert {k: v for k, v in a.metrics.items() if k != "images_per_s"} == \
+               {k: v for k, v in b.metrics.items() if k != "images_per_s"}
+    assert not np.array_equal(first[-1].features, other[-1].features)
+
+
+def test_class_means_cover_unseen_classes():
+    config = digits(classes="0,1,2", steps=5, batch_size=32)
+    sink = ListSink()
+    train(config, None, sink)
+    snap = sink.snapshots[-1]
+    labels = sink.info["probe_labels"]
+    assert set(labels) == set(range(10))  # unseen classes stay in the probe set
+    assert snap.class_means.shape == (10, 2)
+    np.testing.assert_allclose(snap.class_means[7], snap.features[labels == 7].mean(0), rtol=1e-5)
+    assert snap.class_vectors["weights"].shape == (3, 2)  # the classifier knows only the training classes
+
+
+def test_divergence_stops_the_run_with_a_hint():
+    config = digits(optimizer="sgd", lr=10.0, momentum=0.99, steps=200, batch_size=32)
+    sink = ListSink()
+    result = train(config, None, sink)
+    assert result.outcome == "diverged"
+    assert result.error.startswith(f"diverged at step {result.step}") and "lower the learning rate" in result.error
+    assert all(np.isfinite(s.features).all() for s in sink.snapshots)  # nothing non-finite is recorded
+
+
+def test_stop_and_single_step_through_control():
+    class Script:
+        def __init__(self, actions):
+            self.actions = list(actions)
+
+        def gate(self):
+            return self.actions.pop(0)
+
+    sink = ListSink()
+    engine = Engine(setup(digits(steps=100, snapshot_every=3600), None), sink, Script(["step", "run", "stop"]))
+    result = engine.run()
+    assert result.outcome == "stopped" and result.step == 2
+    assert [(s.step, s.kind) for s in sink.snapshots] == [(0, "tick"), (1, "tick"), (2, "final")]

@@ -1,0 +1,136 @@
+"""The runner: worker processes, a queue under a cap, live control, and crashes that lose nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dmlviz.config import RunConfig
+from dmlviz.runner import Runner
+from dmlviz.store import RunStore
+
+
+def digits(**settings):
+    return RunConfig.from_dict({"dataset": "digits", "device": "cpu", "probe_size": 100, "batch_size": 32,
+                                "snapshot_every": 0.1, "snapshot_budget": 1.0, **settings})
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    runner = Runner(RunStore(tmp_path_factory.mktemp("store")), max_concurrent=1)
+    yield runner
+    runner.shutdown()
+
+
+def test_a_run_trains_in_a_worker_and_records_everything(runner):
+    run_id = runner.submit(digits(steps=40, name="worker run"))
+    assert runner.wait(run_id, timeout=60) == "finished"
+    record = runner.store.get_run(run_id)
+    assert record.name == "worker run" and record.pid != os.getpid()
+    assert record.started_at <= record.finished_at and record.summary["step"] == 40
+    assert runner.store.latest_snapshot(run_id).kind == "final"
+    assert runner.store.get_info(run_id, "model") == "lenetpp-light"
+
+
+def test_pause_step_resume_stop(runner):
+    store = runner.store
+    run_id = runner.submit(digits(steps=100_000), paused=True)
+    wait_for(lambda: store.get_run(run_id).status == "paused")
+    assert store.latest_snapshot(run_id).step == 0
+    runner.step(run_id)
+    wait_for(lambda: store.latest_snapshot(run_id).step == 1)
+    runner.step(run_id, 3)
+    wait_for(lambda: store.latest_snapshot(run_id).step == 4)
+    time.sleep(0.3)
+    assert store.latest_snapshot(run_id).step == 4  # paused: single steps only
+    runner.resume(run_id)
+    wait_for(lambda: store.get_run(run_id).status == "running")
+    wait_for(lambda: store.latest_snapshot(run_id).step > 20)
+    runner.pause(run_id)
+    wait_for(lambda: store.get_run(run_id).status == "paused")
+    held = store.latest_snapshot(run_id).step
+    time.sleep(0.3)
+    assert store.latest_snapshot(run_id).step == held
+    runner.stop(run_id)
+    assert runner.wait(run_id, timeout=30) == "stopped"
+    assert store.latest_snapshot(run_id).kind == "final"
+
+
+def test_queue_holds_runs_beyond_the_cap_and_a_queued_run_can_be_stopped(runner):
+    first = runner.submit(digits(steps=100_000))
+    wait_for(lambda: runner.store.get_run(first).status == "running")
+    second = runner.submit(digits(steps=10))
+    third = runner.submit(digits(steps=10))
+    assert runner.queue_position(first) is None
+    assert runner.queue_position(second) == 1 and runner.queue_position(third) == 2
+    time.sleep(0.3)
+    assert runner.store.get_run(second).status == "queued"
+    runner.stop(third)
+    assert runner.store.get_run(third).status == "stopped" and runner.queue_position(second) == 1
+    runner.stop(first)
+    assert runner.wait(second, timeout=60) == "finished"
+    assert runner.store.count_snapshots(third) == 0
+
+
+def test_a_killed_worker_leaves_the_run_failed_with_its_snapshots(runner):
+    store = runner.store
+    run_id = runner.submit(digits(steps=100_000))
+    wait_for(lambda: store.count_snapshots(run_id) >= 3)
+    os.kill(store.get_run(run_id).pid, signal.SIGKILL)
+    assert runner.wait(run_id, timeout=30) == "failed"
+    record = store.get_run(run_id)
+    assert "killed by SIGKILL" in record.error and "is kept" in record.error
+    kept = store.count_snapshots(run_id)
+    assert kept >= 3 and store.get_snapshot(run_id, kept - 1).features.shape == (100, 2)
+
+
+def test_a_diverging_run_is_marked_diverged(runner):
+    run_id = runner.submit(digits(optimizer="sgd", lr=10.0, momentum=0.99, steps=500))
+    assert runner.wait(run_id, timeout=60) == "diverged"
+    assert "diverged at step" in runner.store.get_run(run_id).error
+
+
+def test_a_run_that_cannot_start_fails_with_the_reason(runner):
+    run_id = runner.submit(RunConfig.from_dict({"dataset": "custom:missing", "device": "cpu"}))
+    assert runner.wait(run_id, timeout=60) == "failed"
+    assert "missing" in runner.store.get_run(run_id).error
+
+
+def test_when_the_app_dies_its_runs_become_interrupted(tmp_path):
+    """Kill the whole app process mid-run: its worker notices and the run is interrupted, data kept."""
+    script = textwrap.dedent(f"""
+        import time
+        from dmlviz.config import RunConfig
+        from dmlviz.runner import Runner
+        from dmlviz.store import RunStore
+        runner = Runner(RunStore({str(tmp_path)!r}), max_concurrent=1)
+        runner.submit(RunConfig.from_dict({{"dataset": "digits", "device": "cpu", "probe_size": 100,
+                                            "steps": 100000, "snapshot_every": 0.1, "snapshot_budget": 1.0}}))
+        time.sleep(600)
+    """)
+    app = subprocess.Popen([sys.executable, "-c", script])
+    store = RunStore(tmp_path)
+    try:
+        wait_for(lambda: store.list_runs() and store.count_snapshots(store.list_runs()[0].id) >= 3, timeout=60)
+    finally:
+        app.kill()
+        app.wait()
+    run_id = store.list_runs()[0].id
+    wait_for(lambda: store.get_run(run_id).status == "interrupted", timeout=30)
+    assert store.count_snapshots(run_id) >= 3
+    # A later start finds nothing left to mark.
+    assert store.mark_interrupted() == []
