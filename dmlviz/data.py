@@ -399,15 +399,18 @@ def _network_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _torchvision_splits(dataset_class: Any, root: Path, missing: str) -> tuple[Any, Any]:
-    """Train and test split of a torchvision dataset, downloading (or just unpacking) if needed."""
+def _torchvision_splits(dataset_class: Any, root: Path, missing: str, remedy: str) -> tuple[Any, Any]:
+    """Train and test split of a torchvision dataset, downloading (or just unpacking) if needed.
+
+    If that fails, the error says ``"<missing> and could not be downloaded (<why>). <remedy>"``.
+    """
     try:
         with _network_timeout(_DOWNLOAD_TIMEOUT_S):
             train = dataset_class(root=root, train=True, download=True)
             test = dataset_class(root=root, train=False, download=True)
     except (RuntimeError, OSError) as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
-        raise DatasetUnavailable(f"{missing} (download failed: {lines[-1]})") from error
+        raise DatasetUnavailable(f"{missing} and could not be downloaded ({lines[-1]}). {remedy}") from error
     return train, test
 
 
@@ -418,11 +421,8 @@ def _load_mnist_like(dataset: str, root: Path) -> RawData:
     info = DATASETS[dataset]
     folder = root / dataset_class.__name__ / "raw"
     files = ", ".join(name for name, _ in dataset_class.resources)
-    missing = (
-        f"{info.display_name} is not in {folder} and could not be downloaded. Put the files {files} "
-        f"into {folder}, or choose the offline dataset 'digits'"
-    )
-    train, test = _torchvision_splits(dataset_class, root, missing)
+    remedy = f"Put the files {files} into {folder}, or choose the offline dataset 'digits'."
+    train, test = _torchvision_splits(dataset_class, root, f"{info.display_name} is not in {folder}", remedy)
     return RawData(
         x_train=train.data.unsqueeze(1).contiguous(),
         y_train=train.targets.long(),
@@ -446,12 +446,11 @@ def _load_cifar10(root: Path) -> RawData:
         if max(int(y_train.max()), int(y_test.max())) >= len(info.class_names):
             raise DataError(f"the labels in {fallback} must be CIFAR-10 class ids 0–9")
     else:
-        missing = (
-            f"CIFAR-10 is not in {root} and could not be downloaded. Put {datasets.CIFAR10.filename} "
-            f"(from {datasets.CIFAR10.url}) into {root}, or a Keras-layout {fallback} with the arrays "
-            f"{', '.join(_NPZ_KEYS)}, or choose the offline dataset 'digits'"
+        remedy = (
+            f"Put {datasets.CIFAR10.filename} (from {datasets.CIFAR10.url}) into {root}, or a Keras-layout "
+            f"{fallback} with the arrays {', '.join(_NPZ_KEYS)}, or choose the offline dataset 'digits'."
         )
-        train, test = _torchvision_splits(datasets.CIFAR10, root, missing)
+        train, test = _torchvision_splits(datasets.CIFAR10, root, f"CIFAR-10 is not in {root}", remedy)
         x_train, x_test = (
             torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous() for split in (train, test)
         )

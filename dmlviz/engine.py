@@ -296,7 +296,6 @@ class Engine:
         self.sink.started(trainer.info())
         start = time.perf_counter()
         last = start
-        spent = 0.0  # seconds spent on live snapshots, held under config.snapshot_budget
 
         def take(kind: str) -> float:
             nonlocal last
@@ -305,7 +304,7 @@ class Engine:
             last = time.perf_counter()
             return last - now
 
-        take("tick")
+        spent = take("tick")
         next_due = time.perf_counter() + config.snapshot_every
         while trainer.step < trainer.total_steps:
             action = self.control.gate()
@@ -319,16 +318,15 @@ class Engine:
             if trainer.step == trainer.total_steps:
                 break
             if trainer.step % trainer.steps_per_epoch == 0:
-                take("epoch")
+                spent += take("epoch")
             elif action == "step" or (config.snapshot_steps and trainer.step % config.snapshot_steps == 0):
-                take("tick")
+                spent += take("tick")
             elif not config.snapshot_steps and time.perf_counter() >= next_due:
-                cost = take("tick")
-                spent += cost
+                spent += take("tick")
+                # Space live snapshots out when, with the epoch-end ones, they would take more than
+                # their share of the time: a slow probe set must not slow training down.
                 elapsed = time.perf_counter() - start
-                # Space live snapshots out when they would take more than their share of the time.
-                wait = max(config.snapshot_every, spent / config.snapshot_budget - elapsed)
-                next_due = time.perf_counter() + wait
+                next_due = time.perf_counter() + max(config.snapshot_every, spent / config.snapshot_budget - elapsed)
         take("final")
         return RunResult("finished", trainer.step)
 

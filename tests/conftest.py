@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 #: The read-only offline datasets (see its README.md); tests copy from it and never write into it.
-SHARED_DATA = Path(os.environ.get("DMLVIZ_TEST_DATA", "/work/shared/data"))
+SHARED_DATA = Path(os.environ.get("DMLVIZ_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
