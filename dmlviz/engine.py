@@ -210,23 +210,30 @@ class Trainer:
         return (scores.argmax(1) == labels).float().mean().item()
 
     @torch.no_grad()
-    def test_accuracy(self) -> float | None:
-        """Accuracy on every test image of a training class."""
-        index, labels = self.data.test_seen()
-        features = self.embed(self.data.normalize(self.data.x_test[index]))
-        return self._accuracy(features, labels)
-
-    @torch.no_grad()
     def snapshot(self, kind: str, elapsed: float, interval: float) -> Snapshot:
-        """Probe features, class vectors and means, and the numbers since the last snapshot."""
+        """Probe features, class vectors and means, and the numbers since the last snapshot.
+
+        The final snapshot embeds the whole test set for ``test_acc`` and takes the probe's rows
+        from it; the others embed only the probe set, which keeps them cheap enough to take live.
+        """
         data = self.data
-        features = self.embed(data.probe_batch())
+        metrics: dict[str, float] = {"lr": self.optimizer.param_groups[0]["lr"], **self.scheduled}
+        if kind == "final":
+            # In slices, so a large test set is never normalised into float all at once.
+            test_features = torch.cat([self.embed(data.normalize(data.x_test[i:i + 4096]))
+                                       for i in range(0, len(data.x_test), 4096)])
+            features = test_features[data.probe_index]
+            test_labels = data.to_train_label[data.y_test]
+            test_acc = self._accuracy(test_features[test_labels >= 0], test_labels[test_labels >= 0])
+            if test_acc is not None:
+                metrics["test_acc"] = test_acc
+        else:
+            features = self.embed(data.probe_batch())
         num_classes = data.num_classes
         sums = torch.zeros(num_classes, features.shape[1], device=self.device).index_add_(
             0, data.probe_labels, features)
         counts = torch.bincount(data.probe_labels, minlength=num_classes).unsqueeze(1)
         means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.nan)
-        metrics: dict[str, float] = {"lr": self.optimizer.param_groups[0]["lr"], **self.scheduled}
         if self._steps_since:
             metrics["loss"] = (self._loss_sum / self._steps_since).item()
             if self._classified:
@@ -236,10 +243,6 @@ class Trainer:
         probe_acc = self._accuracy(features[seen >= 0], seen[seen >= 0])
         if probe_acc is not None:
             metrics["probe_acc"] = probe_acc
-        if kind != "tick":
-            test_acc = self.test_accuracy()
-            if test_acc is not None:
-                metrics["test_acc"] = test_acc
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = self._classified = self._steps_since = 0
