@@ -7,6 +7,7 @@ step whether the run lives in a worker process or in the CLI.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -46,10 +47,6 @@ class FreeRunning:
 
     def gate(self) -> Action:
         return "run"
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -133,8 +130,6 @@ class Trainer:
         self.memory_format = torch.channels_last if data.channels == 3 else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.loss_fn.to(device)
-        self.optimizer = _optimizer(config, self.model, self.loss_fn)
-        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         precision = config.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_native(device))
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -143,6 +138,7 @@ class Trainer:
         self.steps_per_epoch = max(1, n // self.batch_size)
         self.total_steps = config.steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.step = 0
+        self.lr = config.lr * _lr_factor(config.schedule, 0.0)
         self.scheduled: dict[str, float] = {}
         self._order = torch.empty(0, dtype=torch.long)
         # Running sums on the device, read only at snapshots: no host sync per step on a GPU.
@@ -151,6 +147,15 @@ class Trainer:
         self._seen = 0
         self._classified = 0
         self._steps_since = 0
+
+    @functools.cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Built on the first step: creating a torch optimizer imports torch._dynamo (about a
+        second), which the step-0 snapshot need not wait for."""
+        optimizer = _optimizer(self.config, self.model, self.loss_fn)
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        return optimizer
 
     @property
     def epoch(self) -> float:
@@ -167,8 +172,9 @@ class Trainer:
         """One optimisation step on the next batch; returns the loss (a device tensor)."""
         progress = self.step / self.total_steps
         factor = _lr_factor(self.config.schedule, progress)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.lr = self.config.lr * factor
         self.scheduled = self.loss_fn.set_progress(progress)
         position = self.step % self.steps_per_epoch
         if position == 0:
@@ -217,7 +223,7 @@ class Trainer:
         from it; the others embed only the probe set, which keeps them cheap enough to take live.
         """
         data = self.data
-        metrics: dict[str, float] = {"lr": self.optimizer.param_groups[0]["lr"], **self.scheduled}
+        metrics: dict[str, float] = {"lr": self.lr, **self.scheduled}
         if kind == "final":
             # In slices, so a large test set is never normalised into float all at once.
             test_features = torch.cat([self.embed(data.normalize(data.x_test[i:i + 4096]))

@@ -124,10 +124,9 @@ def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: s
 
 
 def _describe(exc: BaseException) -> str:
-    from dmlviz.config import ConfigError
-    from dmlviz.data import DataError, DatasetUnavailable
-
-    if isinstance(exc, ConfigError | DataError | DatasetUnavailable | RuntimeError | ValueError):
+    # Config, data and device problems are raised as ValueError / RuntimeError with messages
+    # written for people; anything else is a bug, named by its type.
+    if isinstance(exc, RuntimeError | ValueError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -163,7 +162,8 @@ class Runner:
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         self._ctx = mp.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner"])
+            # torch._dynamo too: torch.optim imports it on first use, a second per run otherwise.
+            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo"])
         self._queue: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()

@@ -381,7 +381,7 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, seq, step, epoch, elapsed, name, value) for name, value in series],
             )
-            _merge_summary(db, run_id, {**metrics, "step": step, "epoch": epoch}, time.time())
+            _merge_summary(db, run_id, {**metrics, "step": step, "epoch": epoch, "elapsed": elapsed}, time.time())
         return seq
 
     def snapshot_index(self, run_id: int) -> list[SnapshotInfo]:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-Family = Literal["softmax-margin", "center", "pair", "proxy", "other"]
-Learns = Literal["weights", "centers", "proxies", "none"]
+Family = Literal["softmax-margin", "center", "pair", "proxy", "wider-circle"]
+Learns = Literal["weights", "centers", "proxies", "vertices", "none"]
+
+#: The families in the order the app lists them, with the titles it shows.
+FAMILIES: dict[str, str] = {
+    "softmax-margin": "Softmax and margin heads",
+    "center": "Center-based",
+    "pair": "Pair-based",
+    "proxy": "Proxy-based",
+    "wider-circle": "From the seed papers' wider circle",
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,16 @@ class Paper:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registry entry: everything the app, the CLI and the docs know about a loss."""
+    """A registry entry: everything the app, the CLI and the docs know about a loss.
+
+    ``normalized``: the loss reads only feature directions (plot them on the circle / sphere).
+    ``learns``: which per-class vectors it trains (or fixes), drawn as directions when
+    ``normalized`` and as points otherwise. ``needs_pairs``: batches must hold at least two
+    samples of each class they contain. ``recommended`` maps a feature dim (2, 3) to the
+    settings (``RunConfig.from_dict`` keys, ``hp.<name>`` for hyperparameters) that make it
+    train well there. ``reconstructed``: the formula is our reading of the paper's abstract,
+    not the paper's own, and the app must say so.
+    """
 
     name: str
     display_name: str
@@ -87,6 +105,9 @@ class LossSpec:
     implementation: str = "dmlviz"
     reconstructed: bool = False
     dims: str = "any"
+    pitfalls: str = ""
+    recommended: dict[int, dict[str, Any]] = field(default_factory=dict)
+    needs_pairs: bool = False
     factory: type[FeatureLoss] | None = field(default=None, compare=False, repr=False)
 
     def hparam(self, name: str) -> HParam:
