@@ -1,40 +1,14 @@
-"""dmlviz's Streamlit entry point (``make run``).
-
-For now a home page over the run store; the training, compare, runs and learn pages build on it.
-"""
+"""dmlviz's Streamlit entry point (``make run``): page config and navigation over ``pages/``."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dmlviz.store import RunStore
-
 st.set_page_config(page_title="dmlviz", page_icon="🧭", layout="wide")
 
-
-@st.cache_resource
-def store() -> RunStore:
-    return RunStore()
-
-
-st.title("dmlviz — a loss-geometry lab")
-st.markdown(
-    "Pick a feature-learning loss, train on MNIST, Fashion-MNIST or CIFAR-10, and watch the learned "
-    "features take shape. Runs started from the command line (`python -m dmlviz train`) are listed "
-    "below; the live pages come next."
-)
-runs = store().list_runs()
-if not runs:
-    st.info("No runs yet. Try `python -m dmlviz train --dataset digits --epochs 3`.")
-else:
-    st.dataframe(
-        [
-            {
-                "id": r.id, "name": r.name, "loss": r.config.get("loss"), "dataset": r.config.get("dataset"),
-                "d": r.config.get("feature_dim"), "status": r.status,
-                "test accuracy": r.summary.get("test_acc"), "step": r.summary.get("step"), "error": r.error or "",
-            }
-            for r in runs
-        ],
-        hide_index=True,
-    )
+navigation = st.navigation([
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="▶️", url_path="train"),
+    st.Page("pages/learn.py", title="Learn", icon="📖", url_path="learn"),
+])
+navigation.run()

@@ -154,9 +154,24 @@ class TrainingData:
         """uint8 images → float32 ``(x / 255 - mean) / std``."""
         return (x.float() / 255 - self.mean) / self.std
 
-    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
-        """A random permutation of the training indices, drawn from a CPU generator, on the device."""
-        return torch.randperm(len(self.y_train), generator=generator).to(self.device)
+    def epoch_order(self, generator: torch.Generator, per_class: int = 1) -> torch.Tensor:
+        """A random order of the training indices for one epoch, drawn from a CPU generator, on the device.
+
+        With ``per_class`` > 1 the order is made of runs of ``per_class`` samples of one class, the runs
+        shuffled: every batch whose size is a multiple of ``per_class`` then holds at least that many
+        samples of each class in it, which pair losses need (PML's MPerClassSampler does the same, but
+        one sample at a time in Python). The few samples left over per class wait for the next epoch.
+        """
+        if per_class <= 1:
+            return torch.randperm(len(self.y_train), generator=generator).to(self.device)
+        labels = self.y_train.cpu()
+        runs = []
+        for label in range(self.num_train_classes):
+            members = torch.nonzero(labels == label).squeeze(1)
+            members = members[torch.randperm(len(members), generator=generator)]
+            runs.append(members[: len(members) // per_class * per_class].view(-1, per_class))
+        order = torch.cat(runs)
+        return order[torch.randperm(len(order), generator=generator)].flatten().to(self.device)
 
     def train_batch(
         self, index: torch.Tensor, generator: torch.Generator

@@ -28,6 +28,7 @@ Action = Literal["run", "step", "stop"]
 Outcome = Literal["finished", "stopped", "diverged"]
 
 EVAL_BATCH = 256  # forward passes are fastest at 128–256 images on a CPU (cache-sized activations)
+PAIR_SAMPLES = 4  # samples per class in each batch for pair losses (the usual m of m-per-class sampling)
 
 
 class Control(Protocol):
@@ -133,8 +134,11 @@ class Trainer:
         precision = config.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_native(device))
         self.generator = torch.Generator().manual_seed(config.seed)
-        n = len(data.y_train)
-        self.batch_size = min(config.batch_size, n)
+        self.per_class = PAIR_SAMPLES if spec.needs_pairs else 1
+        self.normalized = spec.normalized
+        counts = torch.bincount(data.y_train.cpu(), minlength=data.num_train_classes)
+        n = int((counts // self.per_class * self.per_class).sum())
+        self.batch_size = max(self.per_class, min(config.batch_size, n) // self.per_class * self.per_class)
         self.steps_per_epoch = max(1, n // self.batch_size)
         self.total_steps = config.steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.step = 0
@@ -147,6 +151,11 @@ class Trainer:
         self._seen = 0
         self._classified = 0
         self._steps_since = 0
+        # Losses without a classifier are scored by the nearest mean of recent training features.
+        self.has_classifier = self.loss_fn.predict(torch.zeros(1, config.feature_dim, device=device)) is not None
+        self._class_sums = torch.zeros(data.num_train_classes, config.feature_dim, device=device)
+        self._class_counts = torch.zeros(data.num_train_classes, device=device)
+        self._class_means: torch.Tensor | None = None
 
     @functools.cached_property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -178,12 +187,16 @@ class Trainer:
         self.scheduled = self.loss_fn.set_progress(progress)
         position = self.step % self.steps_per_epoch
         if position == 0:
-            self._order = self.data.epoch_order(self.generator)
+            self._order = self.data.epoch_order(self.generator, self.per_class)
         index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
         images, labels = self.data.train_batch(index, self.generator)
         self.model.train()
         self.loss_fn.train()
-        out = self.loss_fn(self._features(images), labels)
+        features = self._features(images)
+        out = self.loss_fn(features, labels)
+        if not self.has_classifier:
+            self._class_sums.index_add_(0, labels, self._directions(features.detach()))
+            self._class_counts += torch.bincount(labels, minlength=len(self._class_counts))
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
@@ -204,16 +217,34 @@ class Trainer:
         parts = [self._features(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)]
         return torch.cat(parts) if parts else torch.empty(0, self.config.feature_dim, device=self.device)
 
+    def _directions(self, features: torch.Tensor) -> torch.Tensor:
+        """What nearest-class-mean compares: directions for normalised losses, raw features otherwise."""
+        return torch.nn.functional.normalize(features, dim=1) if self.normalized else features
+
     @torch.no_grad()
     def _accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float | None:
-        """Accuracy of the loss's classifier on features whose labels are training-class indices."""
+        """Accuracy on features whose labels are training-class indices: the loss's classifier, or
+        the nearest class mean of the training features seen since the previous snapshot."""
         if len(labels) == 0:
             return None
         self.loss_fn.eval()
-        scores = self.loss_fn.predict(features)
-        if scores is None:
+        if self.has_classifier:
+            scores = self.loss_fn.predict(features)
+        elif self._class_means is None:
             return None
+        else:
+            scores = -torch.cdist(self._directions(features), self._class_means)
         return (scores.argmax(1) == labels).float().mean().item()
+
+    def _update_class_means(self) -> None:
+        seen = self._class_counts > 0
+        if seen.any():
+            means = self._class_sums / self._class_counts.clamp(min=1).unsqueeze(1)
+            # A class absent since the last snapshot keeps its previous mean (or none at all).
+            previous = self._class_means if self._class_means is not None else torch.full_like(means, torch.inf)
+            self._class_means = torch.where(seen.unsqueeze(1), means, previous)
+        self._class_sums.zero_()
+        self._class_counts.zero_()
 
     @torch.no_grad()
     def snapshot(self, kind: str, elapsed: float, interval: float) -> Snapshot:
@@ -223,6 +254,8 @@ class Trainer:
         from it; the others embed only the probe set, which keeps them cheap enough to take live.
         """
         data = self.data
+        if not self.has_classifier:
+            self._update_class_means()
         metrics: dict[str, float] = {"lr": self.lr, **self.scheduled}
         if kind == "final":
             # In slices, so a large test set is never normalised into float all at once.

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-#: The read-only offline datasets (see its README.md); tests copy from it and never write into it.
-SHARED_DATA = Path(os.environ.get("DMLVIZ_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+def _shared_data() -> Path:
+    """The read-only offline datasets (see their README.md): ``$DMLVIZ_TEST_DATA``, else ``shared/data``
+    beside the checkout, else the workplace's copy. Tests copy from it and never write into it."""
+    candidates = [Path(os.environ["DMLVIZ_TEST_DATA"])] if "DMLVIZ_TEST_DATA" in os.environ else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+    return next((path for path in candidates if (path / "MNIST" / "raw").is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 
 
 @pytest.fixture(scope="session")
