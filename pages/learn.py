@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dmlviz.config import RunConfig
-from dmlviz.losses import FAMILIES, LossSpec
+from dmlviz.losses.base import FAMILIES, LossSpec
 from dmlviz.losses.catalog import hparam_range, paper_text, preset, specs_by_family, status
 
 
