@@ -121,11 +121,13 @@ class Trainer:
         self.data = data
         self.device = device
         spec = get_spec(config.loss)
+        # A loss built on a base loss (ring, class-adversarial, IntraLoss) reads features as its base does.
+        feature_spec = get_spec(config.loss_hparams().get("base", config.loss))
         self.model_name = resolve_model_name(config.model, device, data.channels)
         torch.manual_seed(config.seed)
         # Cosine heads read angles only; a PReLU in front of them would fold the feature space.
         self.model = build_model(self.model_name, data.channels, data.image_size, config.feature_dim,
-                                 feature_activation=not spec.normalized)
+                                 feature_activation=not feature_spec.normalized)
         self.loss_fn = build_loss(config.loss, data.num_train_classes, config.feature_dim, **config.loss_hparams())
         # channels_last pays for 3-channel images on CPUs (+30–40 % measured) and is neutral elsewhere.
         self.memory_format = torch.channels_last if data.channels == 3 else torch.contiguous_format
@@ -135,7 +137,7 @@ class Trainer:
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_native(device))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.per_class = PAIR_SAMPLES if spec.needs_pairs else 1
-        self.normalized = spec.normalized
+        self.normalized = feature_spec.normalized
         counts = torch.bincount(data.y_train.cpu(), minlength=data.num_train_classes)
         n = int((counts // self.per_class * self.per_class).sum())
         self.batch_size = max(self.per_class, min(config.batch_size, n) // self.per_class * self.per_class)

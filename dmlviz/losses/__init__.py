@@ -1,10 +1,15 @@
-"""The loss registry: ``build_loss(name, num_classes, dim, **hp)`` and each loss's spec."""
+"""The loss registry: ``build_loss(name, num_classes, dim, **hp)`` and each loss's spec.
 
-from dmlviz.losses import center, softmax  # noqa: F401  (importing registers the losses)
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+Importing a family's module registers its losses; the order here is the order the app lists them.
+"""
+
+# isort: off
+from dmlviz.losses import softmax, cosine, center, center_based, pair, osm_caa, proxy, wider  # noqa: F401
+# isort: on
+from dmlviz.losses.base import FAMILIES, FeatureLoss, HParam, LossOutput, LossSpec, Paper
 from dmlviz.losses.registry import UnknownLoss, build_loss, get_spec, loss_names, register
 
 __all__ = [
-    "FeatureLoss", "HParam", "LossOutput", "LossSpec", "Paper", "UnknownLoss",
+    "FAMILIES", "FeatureLoss", "HParam", "LossOutput", "LossSpec", "Paper", "UnknownLoss",
     "build_loss", "get_spec", "loss_names", "register",
 ]

@@ -44,5 +44,12 @@ register(
         normalized=False,
         learns="weights",
         implementation="torch.nn.functional.cross_entropy",
+        dims="any; the classic petal figure is 2-D (LeNet++ on MNIST)",
+        pitfalls=(
+            "Cross-entropy keeps falling as features grow longer, so the petals stretch outwards all run and "
+            "the 2-D plot keeps zooming out. With the bias the boundaries need not pass through the origin, so "
+            "near the origin the classes mix; without it (bias false) the petals all start at the origin."
+        ),
+        recommended={2: {"feature_dim": 2, "hp.bias": True}, 3: {"feature_dim": 3, "hp.bias": True}},
     )
 )(LinearClassifierLoss)

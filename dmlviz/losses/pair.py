@@ -1,0 +1,313 @@
+"""Pair-based losses (family 3): no classifier, only the distances between the samples of a batch.
+
+Each is a thin adapter around a pytorch-metric-learning (PML) loss, plus a PML miner where the paper
+mines. They learn nothing per class; the engine scores accuracy by the nearest class mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.distances import LpDistance
+
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.registry import register
+
+TRIPLET_MINERS = ("all", "semihard", "hard")
+
+
+class PMLPairLoss(FeatureLoss):
+    """A PML loss on the pairs (or triplets) of the batch, optionally restricted by a PML miner."""
+
+    def __init__(self, num_classes: int, dim: int, loss: losses.BaseMetricLossFunction,
+                 miner: miners.BaseMiner | None = None) -> None:
+        super().__init__(num_classes, dim)
+        self.loss = loss
+        self.miner = miner
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        mined = self.miner(features, labels) if self.miner is not None else None
+        return LossOutput(self.loss(features, labels, mined))
+
+
+class HadsellContrastiveLoss(losses.ContrastiveLoss):
+    """PML's ContrastiveLoss with Hadsell et al.'s squared, halved hinges ½d² and ½[m − d]²₊.
+
+    PML's own per-pair terms are the plain hinges [d − m_pos]₊ and [m_neg − d]₊; everything else
+    (pairs, distance, reduction) stays PML's.
+    """
+
+    def pos_calc(self, pos_pair_dist: torch.Tensor, margin: float) -> torch.Tensor:
+        return 0.5 * super().pos_calc(pos_pair_dist, margin) ** 2
+
+    def neg_calc(self, neg_pair_dist: torch.Tensor, margin: float) -> torch.Tensor:
+        return 0.5 * super().neg_calc(neg_pair_dist, margin) ** 2
+
+
+@register(
+    LossSpec(
+        name="contrastive",
+        display_name="Contrastive loss",
+        family="pair",
+        description=(
+            "Every pair of the batch is either pulled together (same class) or pushed apart until it is "
+            "at least a margin away (different classes); pairs already farther than the margin are left "
+            "alone. On raw features in the plane each class contracts towards a tight blob and the blobs "
+            "settle about one margin apart, with no preferred direction and no growth in norm: the map "
+            "looks like scattered islands rather than the radial petals of softmax."
+        ),
+        formula=(r"L = \operatorname*{mean}_{y_i = y_j,\ d_{ij} > 0} \tfrac12 d_{ij}^2 + "
+                 r"\operatorname*{mean}_{y_i \ne y_j,\ d_{ij} < m} \tfrac12 [m - d_{ij}]_+^2,\quad "
+                 r"d_{ij} = \lVert f_i - f_j \rVert_2"),
+        paper=Paper("Hadsell, Chopra, LeCun", "Dimensionality Reduction by Learning an Invariant Mapping",
+                    "CVPR", 2006),
+        hparams=(
+            HParam("margin", 1.0, 0.01, 10.0, help="Distance m beyond which pairs of different classes stop "
+                   "being pushed; in raw feature units, it sets the size of the whole map."),
+            HParam("squared", True, help="True: the paper's squared hinges ½d² and ½[m − d]²₊. False: "
+                   "pytorch-metric-learning's plain hinges d and [m − d]₊, which pull with a constant force."),
+        ),
+        normalized=False,
+        learns="none",
+        implementation=(
+            "pytorch-metric-learning ContrastiveLoss(pos_margin=0, neg_margin=margin) on raw Euclidean "
+            "distances (LpDistance(normalize_embeddings=False)); with squared=True its per-pair hinges are "
+            "squared and halved as in the paper (PML has only the plain hinges). All pairs of the batch; "
+            "positive and negative terms are each averaged over the pairs with non-zero loss (PML's "
+            "AvgNonZeroReducer), where the paper sums over pairs."
+        ),
+        dims="any; the paper's own figures are 2-D maps of raw features",
+        pitfalls=(
+            "Raw Euclidean: the margin is in feature units and fixes the scale of the map. Pairs farther "
+            "than the margin are no longer pushed, so the gaps between classes stop growing at about one "
+            "margin, while positives keep being pulled together. With squared=False the pull does not weaken "
+            "near the center of a class, so classes shrink to near points. Needs at least two samples per "
+            "class in the batch, or there is nothing to pull."
+        ),
+        recommended={
+            2: {"feature_dim": 2, "lr": 0.001, "hp.margin": 2.0},
+            3: {"feature_dim": 3, "lr": 0.001, "hp.margin": 2.0},
+        },
+        needs_pairs=True,
+    )
+)
+class ContrastiveLoss(PMLPairLoss):
+    def __init__(self, num_classes: int, dim: int, margin: float = 1.0, squared: bool = True) -> None:
+        pml_loss = HadsellContrastiveLoss if squared else losses.ContrastiveLoss
+        super().__init__(num_classes, dim, pml_loss(pos_margin=0.0, neg_margin=margin,
+                                                    distance=LpDistance(normalize_embeddings=False)))
+
+
+@register(
+    LossSpec(
+        name="triplet",
+        display_name="Triplet loss",
+        family="pair",
+        description=(
+            "For an anchor, a sample of its class and a sample of another class, the negative must be "
+            "farther from the anchor than the positive by a margin. Features are L2-normalised, so in "
+            "2-D they live on the unit circle and in 3-D on the sphere: classes gather into arcs or caps "
+            "separated by gaps. Only relative distances matter, so classes may stay fairly spread as long "
+            "as the gaps are wide enough; harder mining (semi-hard, batch-hard) sharpens the gaps."
+        ),
+        formula=(r"L = \operatorname*{mean}_{(a,p,n)\ \text{mined},\ \ell_{apn} > 0} \ell_{apn},\quad "
+                 r"\ell_{apn} = \big[\lVert \hat f_a - \hat f_p \rVert^2 - \lVert \hat f_a - \hat f_n \rVert^2 "
+                 r"+ m\big]_+,"
+                 r"\ \hat f = f / \lVert f \rVert"),
+        paper=Paper("Schroff, Kalenichenko, Philbin", "FaceNet: A Unified Embedding for Face Recognition and "
+                    "Clustering", "CVPR", 2015, "1503.03832"),
+        hparams=(
+            HParam("margin", 0.2, 0.0, 4.0, help="Margin m between squared distances of unit vectors (which "
+                   "lie between 0 and 4); FaceNet uses 0.2."),
+            HParam("miner", "all", choices=TRIPLET_MINERS, help="Which triplets of the batch count. 'all': "
+                   "every triplet (batch-all). 'semihard': FaceNet's semi-hard triplets, whose negative is "
+                   "farther than the positive but inside the margin. 'hard': batch-hard (Hermans et al. "
+                   "2017), for each anchor only its farthest positive and nearest negative."),
+        ),
+        normalized=True,
+        learns="none",
+        implementation=(
+            "pytorch-metric-learning TripletMarginLoss on squared distances of L2-normalised features "
+            "(LpDistance(power=2)), averaged over the triplets with non-zero loss (PML's AvgNonZeroReducer); "
+            "miners: 'all' none (every triplet), 'semihard' TripletMarginMiner(type_of_triplets='semihard') "
+            "with the same margin and distance, 'hard' BatchHardMiner. PML's type_of_triplets='hard' "
+            "(negative nearer than the positive) is not batch-hard and is not used."
+        ),
+        dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
+        pitfalls=(
+            "Semi-hard mining finds no triplet once every negative is beyond the margin, and none at all at "
+            "the start if every negative is nearer than its positive: the loss is then zero and nothing "
+            "moves. Batch-hard chases each anchor's worst positive and negative; with outliers, noisy labels, "
+            "or (in our short 2-D digit runs) simply at the start, it can collapse all features to one point, "
+            "where every distance is 0, the loss equals the margin and the gradient of the squared distances "
+            "vanishes, so training stays stuck there. On the 2-D circle batch-all separates neighbouring "
+            "classes slowly (averaged over the many triplets they violate together), so the 2-D preset mines "
+            "semi-hard triplets. Squared distances of unit vectors are at most 4; a margin near 4 cannot be met."
+        ),
+        recommended={
+            2: {"feature_dim": 2, "lr": 0.001, "hp.margin": 0.2, "hp.miner": "semihard"},
+            3: {"feature_dim": 3, "lr": 0.001, "hp.margin": 0.2, "hp.miner": "all"},
+        },
+        needs_pairs=True,
+    )
+)
+class TripletLoss(PMLPairLoss):
+    def __init__(self, num_classes: int, dim: int, margin: float = 0.2, miner: str = "all") -> None:
+        distance = LpDistance(normalize_embeddings=True, power=2)
+        if miner == "semihard":
+            mine: miners.BaseMiner | None = miners.TripletMarginMiner(margin, "semihard", distance=distance)
+        elif miner == "hard":
+            mine = miners.BatchHardMiner(distance=distance)
+        else:
+            mine = None
+        super().__init__(num_classes, dim, losses.TripletMarginLoss(margin, distance=distance), mine)
+
+
+@register(
+    LossSpec(
+        name="multi-similarity",
+        display_name="Multi-Similarity loss",
+        family="pair",
+        description=(
+            "Works on cosine similarities of normalised features. Every anchor softly weights all its "
+            "positives and negatives at once, the hardest ones most (a soft-max over each set), after "
+            "mining the pairs that are informative relative to the others. Classes become tight arcs on "
+            "the circle (caps on the sphere) whose similarity to other classes is pushed below the "
+            "threshold lambda, so the gaps between classes open wide."
+        ),
+        formula=(r"L = \frac1N\sum_i \Big[\tfrac1\alpha \log\big(1+\sum_{j\in P_i} e^{-\alpha(S_{ij}-\lambda)}\big)"
+                 r" + \tfrac1\beta \log\big(1+\sum_{k\in N_i} e^{\beta(S_{ik}-\lambda)}\big)\Big],"
+                 r"\ P_i, N_i\ \text{the mined positives and negatives of } i"),
+        paper=Paper("Wang, Han, Huang, Dong, Scott", "Multi-Similarity Loss with General Pair Weighting for "
+                    "Deep Metric Learning", "CVPR", 2019, "1904.06627"),
+        hparams=(
+            HParam("alpha", 2.0, 0.01, 100.0, help="Scale of the positive term: how sharply the least "
+                   "similar positives dominate."),
+            HParam("beta", 50.0, 0.01, 200.0, help="Scale of the negative term: how sharply the most "
+                   "similar negatives dominate (the official code uses 40, PML and Proxy-Anchor's code 50)."),
+            HParam("lambda", 0.5, -1.0, 1.0, help="Similarity threshold: positives are pulled above it, "
+                   "negatives pushed below it (PML calls it base)."),
+            HParam("mining", True, help="Keep only the informative pairs first, as the paper does: negatives "
+                   "more similar than the least similar positive minus epsilon, positives less similar than "
+                   "the most similar negative plus epsilon."),
+            HParam("epsilon", 0.1, 0.0, 1.0, help="Slack of the mining step (only used with mining)."),
+        ),
+        normalized=True,
+        learns="none",
+        implementation=(
+            "pytorch-metric-learning MultiSimilarityLoss(alpha, beta, base=lambda) on cosine similarity, "
+            "averaged over anchors, with MultiSimilarityMiner(epsilon) when mining is on"
+        ),
+        dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
+        pitfalls=(
+            "With 10 classes on the 2-D circle neighbouring classes cannot all be below a similarity of 0.5 "
+            "(36 degrees apart is a cosine of 0.81), so the negative term never vanishes; it still spreads "
+            "the classes evenly, but with beta = 50 the single closest negative dominates and in 2-D "
+            "neighbouring classes end up merged; the 2-D preset softens it to beta = 4. With mining, an "
+            "anchor whose positives are all more similar than its negatives by epsilon drops out of the loss."
+        ),
+        recommended={
+            2: {"feature_dim": 2, "lr": 0.001, "hp.beta": 4.0},
+            3: {"feature_dim": 3, "lr": 0.001},
+        },
+        needs_pairs=True,
+    )
+)
+class MultiSimilarityLoss(PMLPairLoss):
+    def __init__(self, num_classes: int, dim: int, alpha: float = 2.0, beta: float = 50.0, mining: bool = True,
+                 epsilon: float = 0.1, **hp: float) -> None:
+        miner = miners.MultiSimilarityMiner(epsilon) if mining else None
+        super().__init__(num_classes, dim, losses.MultiSimilarityLoss(alpha, beta, hp["lambda"]), miner)
+
+
+@register(
+    LossSpec(
+        name="supcon",
+        display_name="Supervised contrastive (SupCon)",
+        family="pair",
+        description=(
+            "Each normalised feature is asked to pick out the other samples of its class among all the "
+            "samples of the batch, through a soft-max over cosine similarities divided by a temperature. "
+            "All same-class samples attract, all others repel, with the nearest negatives repelling "
+            "most: classes shrink into tight arcs (caps in 3-D) spread evenly over the circle or sphere."
+        ),
+        formula=(r"L = \frac1N\sum_i \frac{-1}{|P(i)|}\sum_{p\in P(i)} \log "
+                 r"\frac{e^{\hat f_i^\top \hat f_p/\tau}}{\sum_{a\ne i} e^{\hat f_i^\top \hat f_a/\tau}}"),
+        paper=Paper("Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan",
+                    "Supervised Contrastive Learning", "NeurIPS", 2020, "2004.11362"),
+        hparams=(
+            HParam("temperature", 0.1, 0.01, 1.0, help="tau: smaller values weight the hardest negatives "
+                   "more and pack classes tighter (the paper's best is 0.1; its code defaults to 0.07)."),
+        ),
+        normalized=True,
+        learns="none",
+        implementation=(
+            "pytorch-metric-learning SupConLoss(temperature) on cosine similarity, single view: the other "
+            "samples of the batch with the same label are the positives"
+        ),
+        dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
+        pitfalls=(
+            "The paper trains on two augmented views per image, large batches and a projection head "
+            "that is thrown away afterwards; here one view of each image and the plotted features "
+            "themselves are used, so the loss works on the labelled pairs of the batch only. Very small "
+            "temperatures make the soft-max nearly hard and training noisy; large ones leave classes "
+            "spread out."
+        ),
+        recommended={
+            2: {"feature_dim": 2, "lr": 0.001, "hp.temperature": 0.1},
+            3: {"feature_dim": 3, "lr": 0.001, "hp.temperature": 0.1},
+        },
+        needs_pairs=True,
+    )
+)
+class SupConLoss(PMLPairLoss):
+    def __init__(self, num_classes: int, dim: int, temperature: float = 0.1) -> None:
+        super().__init__(num_classes, dim, losses.SupConLoss(temperature))
+
+
+@register(
+    LossSpec(
+        name="circle",
+        display_name="Circle loss",
+        family="pair",
+        description=(
+            "Cosine similarities of normalised features: within-class similarities are pushed up towards "
+            "1 − m and between-class ones down towards m, each weighted by how far it is from its optimum, "
+            "so pairs that are already good stop pulling. The decision boundary is a circle in the plane "
+            "of (negative, positive) similarity. Classes become tight arcs (caps in 3-D) with wide gaps."
+        ),
+        formula=(r"L = \operatorname*{mean}_{i:\ \ell_i > 0} \ell_i,\quad \ell_i = \log\Big[1 + "
+                 r"\sum_{j\in N_i} e^{\gamma a_n^j (s_n^j - m)} \sum_{k\in P_i} e^{-\gamma a_p^k (s_p^k - 1 + m)}\Big],"
+                 r"\ a_p = [1 + m - s_p]_+,\ a_n = [s_n + m]_+\ \text{(constants)}"),
+        paper=Paper("Sun, Cheng, Zhang, Zhang, Zheng, Wang, Wei", "Circle Loss: A Unified Perspective of Pair "
+                    "Similarity Optimization", "CVPR", 2020, "2002.10857"),
+        hparams=(
+            HParam("m", 0.4, 0.0, 1.0, help="Relaxation margin: positives aim above 1 − m, negatives below m "
+                   "(the paper: 0.25 for faces, 0.4 for fine-grained retrieval)."),
+            HParam("gamma", 80.0, 1.0, 512.0, help="Scale of the similarities (the paper: 256 for faces, 80 "
+                   "for fine-grained retrieval)."),
+        ),
+        normalized=True,
+        learns="none",
+        implementation=(
+            "pytorch-metric-learning CircleLoss(m, gamma) on cosine similarity, pair-wise form, averaged "
+            "over anchors with non-zero loss (PML's AvgNonZeroReducer)"
+        ),
+        dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
+        pitfalls=(
+            "On the 2-D circle with 10 classes, negatives cannot all be below a similarity of m = 0.4 "
+            "(neighbours 36 degrees apart have cosine 0.81): the loss never reaches zero and several classes "
+            "stay merged; the 2-D preset relaxes m to 0.8, which 10 classes can meet. A large gamma makes "
+            "the loss and its gradients large (the loss grows like gamma times the worst violation) and "
+            "training jumpy; the presets use gamma = 32."
+        ),
+        recommended={
+            2: {"feature_dim": 2, "lr": 0.001, "hp.m": 0.8, "hp.gamma": 32.0},
+            3: {"feature_dim": 3, "lr": 0.001, "hp.m": 0.4, "hp.gamma": 32.0},
+        },
+        needs_pairs=True,
+    )
+)
+class CircleLoss(PMLPairLoss):
+    def __init__(self, num_classes: int, dim: int, m: float = 0.4, gamma: float = 80.0) -> None:
+        super().__init__(num_classes, dim, losses.CircleLoss(m, gamma))
