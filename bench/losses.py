@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.engine import NullSink, mnist_cache
 from dmlviz import settings
 from dmlviz.config import RunConfig
@@ -38,11 +40,13 @@ def measure(name: str, dim: int, epochs: float, seed: int, data_dir: Path) -> di
     seconds = time.perf_counter() - start
     final = sink.snapshots[-1]
     labels = trainer.data.probe_labels.cpu().numpy()
-    row: dict[str, object] = {"loss": name, "dim": dim, "outcome": result.outcome,
+    trained = np.isin(labels, trainer.data.train_classes)  # presets may train on a subset of classes
+    classes = "all" if trained.all() else ",".join(map(str, trainer.data.train_classes))
+    row: dict[str, object] = {"loss": name, "dim": dim, "classes": classes, "outcome": result.outcome,
                               "test_acc": final.metrics.get("test_acc"), "seconds": seconds}
     if result.outcome == "finished":
-        row |= retrieval_metrics(final.features, labels, normalized=spec.normalized)
-        row |= mean_angles(final.features, labels)
+        row |= retrieval_metrics(final.features[trained], labels[trained], normalized=spec.normalized)
+        row |= mean_angles(final.features[trained], labels[trained])
     return row
 
 
@@ -51,11 +55,13 @@ def table(rows: list[dict[str, object]], epochs: float) -> str:
         return format(value, fmt) if isinstance(value, float) else "—"
 
     lines = [f"MNIST, light LeNet++, {epochs:g} epoch(s), seed 0, each loss with its recommended settings "
-             "for the dim; angles in degrees (probe set); time on this machine.", "",
-             "| loss | d | test acc | P@1 | MAP@R | intra ∠ | inter ∠ | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "for the dim (the fixed simplex trains on d + 1 classes); P@1, MAP@R and angles (degrees) on the "
+             "probe set's trained classes; time on this machine.", "",
+             "| loss | d | classes | test acc | P@1 | MAP@R | intra ∠ | inter ∠ | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['loss']} | {r['dim']} | {cell(r.get('test_acc'), '.2%')} | {cell(r.get('p_at_1'), '.3f')} "
+        lines.append(f"| {r['loss']} | {r['dim']} | {r.get('classes', 'all')} | {cell(r.get('test_acc'), '.2%')} "
+                     f"| {cell(r.get('p_at_1'), '.3f')} "
                      f"| {cell(r.get('map_at_r'), '.3f')} | {cell(r.get('intra_angle'), '.1f')} "
                      f"| {cell(r.get('inter_angle'), '.1f')} | {cell(r.get('seconds'), '.0f')} |")
     return "\n".join(lines) + "\n"
@@ -70,11 +76,15 @@ def main() -> None:
     parser.add_argument("--dims", default="2,3")
     args = parser.parse_args()
     data_dir = mnist_cache(settings.data_dir(args.data_dir))
-    rows = []
+    # Measured rows replace their earlier versions; the others are kept, in registry order.
+    saved = RESULTS / "losses.json"
+    rows = {(r["loss"], r["dim"]): r for r in json.loads(saved.read_text())} if saved.exists() else {}
     for name in args.losses.split(","):
         for dim in (int(d) for d in args.dims.split(",")):
-            rows.append(measure(name, dim, args.epochs, args.seed, data_dir))
-            print(json.dumps(rows[-1]), flush=True)
+            rows[name, dim] = measure(name, dim, args.epochs, args.seed, data_dir)
+            print(json.dumps(rows[name, dim]), flush=True)
+    order = {name: i for i, name in enumerate(loss_names())}
+    rows = sorted(rows.values(), key=lambda r: (order.get(r["loss"], len(order)), r["dim"]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "losses.json").write_text(json.dumps(rows, indent=2))
     (RESULTS / "losses.md").write_text(table(rows, args.epochs))

@@ -11,8 +11,8 @@ from dmlviz.losses.catalog import hparam_range, paper_text, preset, specs_by_fam
 
 def card(spec: LossSpec) -> None:
     with st.container(border=True):
-        badge = ":orange-badge[reconstructed from the abstract]" if spec.reconstructed else \
-            ":green-badge[as published]"
+        colour = "orange" if spec.reconstructed else "blue" if spec.our_design else "green"
+        badge = f":{colour}-badge[{status(spec)}]"
         st.markdown(f"#### {spec.display_name}  {badge}")
         st.caption(f"`{spec.name}` · {paper_text(spec)}")
         st.markdown(spec.description)

@@ -43,6 +43,7 @@ def test_learn_shows_a_card_per_loss_with_reconstructed_ones_marked():
         spec = get_spec(name)
         (title,) = [t for t in titles if t.startswith(f"#### {spec.display_name} ")]
         assert ("reconstructed from the abstract" in title) == spec.reconstructed
+        assert ("our design from published parts" in title) == spec.our_design
     assert len(app.latex) == len(loss_names())
 
 

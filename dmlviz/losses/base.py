@@ -90,7 +90,8 @@ class LossSpec:
     samples of each class they contain. ``recommended`` maps a feature dim (2, 3) to the
     settings (``RunConfig.from_dict`` keys, ``hp.<name>`` for hyperparameters) that make it
     train well there. ``reconstructed``: the formula is our reading of the paper's abstract,
-    not the paper's own, and the app must say so.
+    not the paper's own, and the app must say so. ``our_design``: no paper gives the formula; the
+    loss is assembled from published parts (said in the app too).
     """
 
     name: str
@@ -104,6 +105,7 @@ class LossSpec:
     formula: str = ""
     implementation: str = "dmlviz"
     reconstructed: bool = False
+    our_design: bool = False
     dims: str = "any"
     pitfalls: str = ""
     recommended: dict[int, dict[str, Any]] = field(default_factory=dict)

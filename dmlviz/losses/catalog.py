@@ -15,6 +15,7 @@ from dmlviz.losses.registry import get_spec, loss_names
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "LOSSES.md"
 STATUS_PUBLISHED = "as published"
 STATUS_RECONSTRUCTED = "reconstructed from the abstract"
+STATUS_DESIGN = "our design from published parts"
 
 
 def specs_by_family() -> dict[str, list[LossSpec]]:
@@ -26,7 +27,9 @@ def specs_by_family() -> dict[str, list[LossSpec]]:
 
 
 def status(spec: LossSpec) -> str:
-    return STATUS_RECONSTRUCTED if spec.reconstructed else STATUS_PUBLISHED
+    if spec.reconstructed:
+        return STATUS_RECONSTRUCTED
+    return STATUS_DESIGN if spec.our_design else STATUS_PUBLISHED
 
 
 def preset(spec: LossSpec, dim: int) -> dict[str, Any]:
@@ -64,7 +67,8 @@ def markdown() -> str:
         "",
         "Generated from the loss registry (`python -m dmlviz.losses.catalog`); do not edit by hand.",
         f"*{STATUS_RECONSTRUCTED.capitalize()}* marks losses whose paper could not be read in full: their "
-        "formula is our reading of the abstract, and dmlviz does not claim to reproduce the paper's numbers.",
+        "formula is our reading of the abstract, and dmlviz does not claim to reproduce the paper's numbers. "
+        f"*{STATUS_DESIGN.capitalize()}* marks losses for which no paper gives a formula.",
         "",
     ]
     for family, specs in specs_by_family().items():

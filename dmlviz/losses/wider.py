@@ -56,6 +56,7 @@ def simplex_vertices(num_classes: int, dim: int) -> torch.Tensor:
 @register(
     LossSpec(
         name="fixed-simplex",
+        our_design=True,
         display_name="Fixed simplex classifier (angular margin)",
         family="wider-circle",
         description=(
@@ -257,6 +258,7 @@ ADVERSARY_BASES = (*MARGIN_HEADS, "center")
 @register(
     LossSpec(
         name="class-adversarial",
+        our_design=True,
         display_name="Class-adversarial head (gradient reversal)",
         family="wider-circle",
         description=(
