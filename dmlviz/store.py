@@ -648,13 +648,20 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+# NumPy parses .npy headers with ast.literal_eval, and CPython 3.11 before 3.11.8 can raise
+# "SystemError: AST constructor recursion depth mismatch" when threads do that at once (gh-106905);
+# the pages read snapshots from many threads, so header parsing is serialised.
+_NPY_LOCK = threading.Lock()
+
+
 def _load_npy(blob: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(blob), allow_pickle=False)
+    with _NPY_LOCK:
+        return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
 def _snapshot(row: tuple) -> Snapshot:
     step, epoch, elapsed, kind, metrics, features, class_means, class_vectors = row
-    with np.load(io.BytesIO(class_vectors), allow_pickle=False) as npz:
+    with _NPY_LOCK, np.load(io.BytesIO(class_vectors), allow_pickle=False) as npz:
         vectors = {name: npz[name] for name in npz.files}
     return Snapshot(
         step=int(step),
