@@ -38,3 +38,14 @@ def data_dir_with_mnist(shared_data_dir: Path, tmp_path_factory: pytest.TempPath
         # copyfile, not copy2: the shared files are read-only and the copies must not be.
         shutil.copyfile(source, raw / source.name)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second thread only adds waiting, a lot of it on a busy machine (20x measured)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -75,14 +75,6 @@ def test_spec_defaults_build_and_lie_in_range(name):
     assert spec.reconstructed == (name == "ie")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second thread only adds waiting, a lot of it on a busy machine (20x measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_falls_on_separable_blobs(name, one_thread):

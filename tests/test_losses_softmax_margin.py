@@ -138,14 +138,6 @@ def blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return means[labels] + torch.randn(128, 8, generator=g), labels
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one thread is several times faster than contending for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name", ALL)
 def test_loss_falls_on_a_separable_toy_problem_with_its_3d_preset(name, one_thread):
