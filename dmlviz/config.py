@@ -251,6 +251,8 @@ def _to_text(value: Any) -> str:
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # "epochs=3", not "epochs=3.0"
     return "" if value is None else str(value)
 
 

@@ -17,14 +17,15 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from dmlviz import settings
+from dmlviz import geometry, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import TrainingData, prepare
 from dmlviz.losses import FeatureLoss, build_loss, get_spec
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.snapshot import Snapshot
 
-Action = Literal["run", "step", "stop"]
+# "pause": the run has just been paused; the engine records where it stands, then asks again.
+Action = Literal["run", "step", "stop", "pause"]
 Outcome = Literal["finished", "stopped", "diverged"]
 
 EVAL_BATCH = 256  # forward passes are fastest at 128–256 images on a CPU (cache-sized activations)
@@ -33,7 +34,8 @@ PAIR_SAMPLES = 4  # samples per class in each batch for pair losses (the usual m
 
 class Control(Protocol):
     def gate(self) -> Action:
-        """Called before every step; blocks while the run is paused."""
+        """Called before every step; blocks while the run is paused, after returning "pause" once
+        when it becomes paused (so the engine can record the step it stopped at)."""
 
 
 class RunSink(Protocol):
@@ -284,6 +286,7 @@ class Trainer:
         probe_acc = self._accuracy(features[seen >= 0], seen[seen >= 0])
         if probe_acc is not None:
             metrics["probe_acc"] = probe_acc
+        metrics.update(self._geometry(features, seen >= 0))
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = self._classified = self._steps_since = 0
@@ -292,6 +295,16 @@ class Trainer:
             features=features.cpu().numpy(), class_means=means.cpu().numpy(),
             class_vectors={k: v.detach().float().cpu().numpy() for k, v in self.loss_fn.class_vectors().items()},
         )
+
+    def _geometry(self, features: torch.Tensor, seen: torch.Tensor) -> dict[str, float]:
+        """Retrieval, separation and angles of the probe's training classes, and how well the
+        feature space retrieves the classes it never trained on (``unseen_p_at_1``)."""
+        labels = self.data.probe_labels
+        metrics = geometry.snapshot_metrics(features[seen], labels[seen], self.normalized)
+        if torch.unique(labels[~seen]).numel() > 1:
+            unseen = geometry.retrieval_metrics(features[~seen], labels[~seen], self.normalized)
+            metrics["unseen_p_at_1"] = unseen["p_at_1"]
+        return metrics
 
     def info(self) -> dict[str, Any]:
         data = self.data
@@ -340,11 +353,13 @@ class Engine:
         self.sink.started(trainer.info())
         start = time.perf_counter()
         last = start
+        snapshot_step = 0
 
         def take(kind: str) -> float:
-            nonlocal last
+            nonlocal last, snapshot_step
             now = time.perf_counter()
             self.sink.snapshot(trainer.snapshot(kind, now - start, now - last))
+            snapshot_step = trainer.step
             last = time.perf_counter()
             return last - now
 
@@ -352,6 +367,10 @@ class Engine:
         next_due = time.perf_counter() + config.snapshot_every
         while trainer.step < trainer.total_steps:
             action = self.control.gate()
+            if action == "pause":
+                if trainer.step != snapshot_step:
+                    spent += take("tick")
+                continue
             if action == "stop":
                 take("final")
                 return RunResult("stopped", trainer.step)

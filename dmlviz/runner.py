@@ -56,13 +56,16 @@ class SharedControl:
     """The worker's side of the control: reads the command the runner writes into shared memory."""
 
     def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_id: int,
-                 owner_pid: int) -> None:
+                 owner_pid: int, pace: Synchronized | None = None) -> None:
         self.command = command
         self.credits = credits
+        self.pace = pace
+        self._last_step = 0.0
         self.store = store
         self.run_id = run_id
         self.owner_pid = owner_pid
         self.paused = False
+        self._announce_pause = False
         self._owner_checked = time.monotonic()
 
     def _check_owner(self) -> None:
@@ -81,16 +84,36 @@ class SharedControl:
             if command == RUN:
                 if self.paused:
                     self.paused = False
-                    self.store.set_status(self.run_id, "running")
+                    if not self._announce_pause:
+                        self.store.set_status(self.run_id, "running")
+                    self._announce_pause = False
+                if self._wait_for_pace():
+                    continue
+                self._last_step = time.monotonic()
                 return "run"
             if not self.paused:
-                self.paused = True
+                self.paused = self._announce_pause = True
+                return "pause"  # the engine records the step it paused at, then asks again
+            if self._announce_pause:
+                # Only now: whoever sees "paused" finds the step it paused at already recorded.
+                self._announce_pause = False
                 self.store.set_status(self.run_id, "paused")
             with self.credits.get_lock():
                 if self.credits.value > 0:
                     self.credits.value -= 1
                     return "step"
             time.sleep(_POLL)
+
+
+    def _wait_for_pace(self) -> bool:
+        """Slow motion: True (after a short sleep) while the next step is not yet due, so that the
+        caller looks at the command again and a pause or stop is obeyed at once."""
+        seconds_per_step = self.pace.value if self.pace is not None else 0.0
+        wait = self._last_step + seconds_per_step - time.monotonic()
+        if wait <= 0:
+            return False
+        time.sleep(min(wait, _POLL * 5))
+        return True
 
 
 def _alive(pid: int) -> bool:
@@ -104,7 +127,7 @@ def _alive(pid: int) -> bool:
 
 
 def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: str, command: Synchronized,
-          credits: Synchronized, owner_pid: int, threads: int) -> None:
+          credits: Synchronized, pace: Synchronized, owner_pid: int, threads: int) -> None:
     """Entry point of a worker process: train one run and record how it ended."""
     store = RunStore(store_root)
     store.set_status(run_id, "running", pid=os.getpid())
@@ -112,7 +135,7 @@ def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: s
         from dmlviz.engine import train
 
         config = RunConfig.from_dict(config_data)
-        control = SharedControl(command, credits, store, run_id, owner_pid)
+        control = SharedControl(command, credits, store, run_id, owner_pid, pace)
         result = train(config, Path(data_dir), StoreSink(store, run_id), control, threads=threads)
         store.set_status(run_id, result.outcome, error=result.error)
     except OwnerGone:
@@ -137,6 +160,7 @@ class _Job:
     config: RunConfig
     command: Synchronized
     credits: Synchronized
+    pace: Synchronized  # seconds per step at the least (0: full speed)
     process: BaseProcess | None = None
 
 
@@ -178,7 +202,8 @@ class Runner:
         """Queue a run; it starts when a slot is free. ``paused`` starts it paused at step 0."""
         run_id = self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
                                        status="queued", pid=os.getpid())
-        job = _Job(run_id, config, self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0))
+        job = _Job(run_id, config, self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
+                   self._ctx.Value("d", 0.0))
         with self._lock:
             self._jobs[run_id] = job
             self._queue.append(run_id)
@@ -197,6 +222,13 @@ class Runner:
         with job.credits.get_lock():
             job.credits.value += steps
         job.command.value = PAUSE
+
+    def set_speed(self, run_id: int, steps_per_second: float | None) -> None:
+        """Slow a run down to at most this many steps a second (None: full speed), e.g. for a class
+        to follow the features step by step."""
+        if steps_per_second is not None and steps_per_second <= 0:
+            raise ValueError(f"steps per second must be positive, got {steps_per_second:g}")
+        self._job(run_id).pace.value = 1.0 / steps_per_second if steps_per_second else 0.0
 
     def stop(self, run_id: int) -> None:
         """Stop a run: a running one ends after its current step; a queued one never starts."""
@@ -272,7 +304,7 @@ class Runner:
                 job.process = self._ctx.Process(
                     target=_work, name=f"dmlviz-run-{job.run_id}", daemon=True,
                     args=(job.run_id, config.to_dict(), str(self.store.root), str(self.data_dir), job.command,
-                          job.credits, os.getpid(), self.threads),
+                          job.credits, job.pace, os.getpid(), self.threads),
                 )
                 job.process.start()
                 running += 1

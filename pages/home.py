@@ -1,26 +1,49 @@
-"""Home: what dmlviz is, and the runs in the store."""
+"""Home: what dmlviz is, a demo run in one click, and the runs in the store."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dmlviz.store import RunStore
+from dmlviz.config import ConfigError, RunConfig
+from dmlviz.presets import DEMO, PRESETS, get_preset
+from ui import live
+from ui.resources import store
 
 
-@st.cache_resource
-def store() -> RunStore:
-    return RunStore()
+def run_query(config: dict) -> dict[str, str]:
+    try:
+        return RunConfig.from_dict(config).to_query()
+    except ConfigError:  # a run recorded by an older version: open it without its settings
+        return {}
 
 
 st.title("dmlviz — a loss-geometry lab")
 st.markdown(
-    "Pick a feature-learning loss, train on MNIST, Fashion-MNIST or CIFAR-10, and watch the learned "
-    "features take shape. The **Learn** page explains every loss and opens a run preset to it; runs "
-    "started from the command line (`python -m dmlviz train`) are listed below."
+    "Pick a feature-learning loss — softmax, center loss, ArcFace, CosFace, triplet and twenty more — train a "
+    "small network on MNIST, Fashion-MNIST or CIFAR-10, and **watch the learned features take shape**: the "
+    "feature space of 2,000 test images live in 2-D or 3-D, the loss's class centers and weights moving, "
+    "intra- and inter-class distance histograms, and retrieval metrics over time. Every number is computed "
+    "from the run; every run is kept and can be scrubbed back through."
 )
+demo = get_preset(DEMO)
+left, right = st.columns([2, 3])
+with left:
+    if st.button(f"Watch it: {demo.title}", type="primary", icon=":material/play_arrow:", key="demo"):
+        config = demo.config()
+        live.start_run(config)
+        st.session_state["preset_note"] = (demo.title, demo.what_to_watch)
+        st.switch_page("pages/train.py", query_params=config.to_query())
+    st.caption(demo.what_to_watch)
+with right:
+    st.markdown("**Presets** that reproduce the classic pictures:")
+    for preset in PRESETS:
+        st.page_link("pages/train.py", label=preset.title, query_params=preset.config().to_query())
+    st.page_link("pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
+
+st.subheader("Runs")
 runs = store().list_runs()
 if not runs:
-    st.info("No runs yet. Try `python -m dmlviz train --dataset digits --epochs 3`.")
+    st.info("No runs yet. Start one above, or from a terminal: `python -m dmlviz train --dataset digits --epochs 3`.")
 else:
     st.dataframe(
         [
@@ -33,3 +56,6 @@ else:
         ],
         hide_index=True,
     )
+    latest = runs[0]
+    st.page_link("pages/train.py", label=f"Open run {latest.id} ({latest.config.get('loss')}) in the live view",
+                 icon=":material/visibility:", query_params={**run_query(latest.config), "run": str(latest.id)})

@@ -1,4 +1,9 @@
-"""Train: the run a link describes (the live view of a run builds on this page)."""
+"""Train: pick a loss, press Start, and watch it shape the feature space, live.
+
+The settings live in the sidebar and in the URL (a link reproduces the run; ``present=1`` hides
+the settings and enlarges the figures for a projector); training runs in the runner's worker
+and the live view polls the store.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,71 @@ import streamlit as st
 
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.losses import get_spec
+from ui import live, settings_form
 
-st.title("Train")
-try:
-    config = RunConfig.from_query(st.query_params.to_dict())
-except ConfigError as error:
-    st.error("This link's settings are not valid:\n\n" + "\n".join(f"- {e}" for e in error.errors))
-    st.stop()
-spec = get_spec(config.loss)
-st.markdown(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features")
-st.code(config.to_yaml(), language="yaml")
-st.caption("Train this run from a terminal with `python -m dmlviz train --config run.yaml`.")
+# Query keys that are about the page, not the run.
+PAGE_KEYS = ("present", "run")
+
+
+def settings_from_url() -> list[str]:
+    """Seed the widgets from the URL when it changed from outside (first visit, a link, a preset
+    link from Learn); return the URL's problems, if any."""
+    query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
+    run = st.query_params.get("run")
+    if run is not None and run != st.session_state.get("written_run"):
+        # A link to a run (from Home, or shared): show that run.
+        st.session_state["written_run"] = run
+        if run.isdigit() and int(run) != st.session_state.get("run_id"):
+            st.session_state["run_id"] = int(run)
+            st.session_state.pop("view", None)
+    if query == st.session_state.get("written_query") and settings_form.PREFIX + "loss" in st.session_state:
+        return []
+    if not query and "written_query" in st.session_state:
+        query = st.session_state["written_query"]  # back from another page: the URL lost its settings
+    try:
+        config = RunConfig.from_query(query)
+    except ConfigError as error:
+        settings_form.seed(RunConfig(), overwrite=settings_form.PREFIX + "loss" not in st.session_state)
+        st.session_state["written_query"] = query
+        return error.errors
+    settings_form.seed(config)
+    return []
+
+
+def write_url(config: RunConfig | None, present: bool) -> None:
+    query = config.to_query() if config is not None else st.session_state.get("written_query", {})
+    st.session_state["written_query"] = query
+    page = {"present": "1"} if present else {}
+    if (run_id := st.session_state.get("run_id")) is not None:
+        page["run"] = st.session_state["written_run"] = str(run_id)
+    if st.query_params.to_dict() != {**query, **page}:
+        st.query_params.from_dict({**query, **page})
+
+
+present = st.query_params.get("present") in ("1", "true", "yes")
+url_errors = settings_from_url()
+if present:
+    # A projector: no sidebar, no header, room for the figures.
+    st.markdown("<style>[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], header "
+                "{display: none !important;}</style>", unsafe_allow_html=True)
+with st.sidebar:
+    settings_form.render()
+config, errors = settings_form.read()
+write_url(config, present)
+
+if not present:
+    st.title("Train")
+if url_errors:
+    st.error("This link's settings are not valid, so the defaults are shown instead:\n\n"
+             + "\n".join(f"- {e}" for e in url_errors))
+if errors:
+    st.error("Fix these settings to start a run:\n\n" + "\n".join(f"- {e}" for e in errors))
+elif not present:
+    spec = get_spec(config.loss)
+    note = st.session_state.get("preset_note")
+    st.caption(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features, "
+               f"{config.epochs:g} epochs, seed {config.seed}. {spec.description}")
+    if note:
+        st.info(f"**{note[0]}** — {note[1]}")
+live.controls(config)
+live.live_view(present)

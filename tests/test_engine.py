@@ -70,7 +70,9 @@ def test_stop_and_single_step_through_control():
             return self.actions.pop(0)
 
     sink = ListSink()
-    engine = Engine(setup(digits(steps=100, snapshot_every=3600), None), sink, Script(["step", "run", "stop"]))
+    actions = ["pause", "step", "run", "run", "run", "pause", "pause", "stop"]
+    engine = Engine(setup(digits(steps=100, snapshot_every=3600), None), sink, Script(actions))
     result = engine.run()
-    assert result.outcome == "stopped" and result.step == 2
-    assert [(s.step, s.kind) for s in sink.snapshots] == [(0, "tick"), (1, "tick"), (2, "final")]
+    assert result.outcome == "stopped" and result.step == 4
+    # A pause records the step it stopped at (once); a pause at a recorded step adds nothing.
+    assert [(s.step, s.kind) for s in sink.snapshots] == [(0, "tick"), (1, "tick"), (4, "tick"), (4, "final")]

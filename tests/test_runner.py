@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -44,6 +45,42 @@ def test_a_run_trains_in_a_worker_and_records_everything(runner):
     assert record.started_at <= record.finished_at and record.summary["step"] == 40
     assert runner.store.latest_snapshot(run_id).kind == "final"
     assert runner.store.get_info(run_id, "model") == "lenetpp-light"
+
+
+def test_speed_spaces_steps_out_and_a_stop_is_obeyed_at_once(tmp_path):
+    import multiprocessing as mp
+
+    from dmlviz.runner import RUN, STOP, SharedControl
+
+    store = RunStore(tmp_path)
+    run_id = store.create_run({"loss": "softmax"}, status="running")
+    command, credits, pace = mp.Value("i", RUN), mp.Value("i", 0), mp.Value("d", 0.0)
+    control = SharedControl(command, credits, store, run_id, os.getpid(), pace)
+    pace.value = 1 / 8  # 8 steps a second
+    start = time.monotonic()
+    assert [control.gate() for _ in range(5)] == ["run"] * 5
+    assert 4 / 8 <= time.monotonic() - start < 4 / 8 + 0.25
+    pace.value = 0.0  # full speed
+    start = time.monotonic()
+    for _ in range(50):
+        control.gate()
+    assert time.monotonic() - start < 0.1
+    pace.value = 1000.0  # the next step is due in a quarter of an hour; a stop must not wait for it
+    threading.Timer(0.2, lambda: setattr(command, "value", STOP)).start()
+    start = time.monotonic()
+    assert control.gate() == "stop" and time.monotonic() - start < 0.5
+
+
+def test_set_speed_reaches_the_worker_and_refuses_nonsense(runner):
+    run_id = runner.submit(digits(steps=100_000), paused=True)
+    runner.set_speed(run_id, 4.0)
+    assert runner._job(run_id).pace.value == 0.25
+    runner.set_speed(run_id, None)
+    assert runner._job(run_id).pace.value == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        runner.set_speed(run_id, 0)
+    runner.stop(run_id)
+    assert runner.wait(run_id, timeout=60) == "stopped"
 
 
 def test_pause_step_resume_stop(runner):

@@ -1,0 +1,344 @@
+"""Plotly figures of a run: the feature space, the distance histogram and the training curves.
+
+Pure functions from NumPy arrays to ``go.Figure``. A live page rebuilds them about twice a second,
+so traces are passed as plain dicts (validated once, by the figure) and the figures use a small
+template: resolving the named ``"plotly_white"`` template costs ~9 ms per figure on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+#: Paul Tol's qualitative scheme for colour-blind readers (SRON technical note, 2012): his
+#: 10-colour selection first, then the two colours his 12-colour set adds; ids beyond cycle.
+PALETTE: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#661100",
+                            "#CC6677", "#882255", "#AA4499", "#6699CC", "#AA4466")
+
+#: Class vectors that are directions (a classifier's weights): drawn as lines from the origin.
+DIRECTIONS = frozenset({"weights"})
+#: The key of the empirical class means in ``trails`` (K rows, indexed by class id).
+MEANS = "class_means"
+
+# The look of plotly's "plotly_white", reduced to what these figures use; the paper stays white so
+# the dark labels stay readable on a page with a dark theme.
+_AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "zerolinewidth": 2,
+         "ticks": "", "automargin": True}
+_SCENE_AXIS = {"backgroundcolor": "white", "gridcolor": "#DFE8F3", "linecolor": "#EBF0F8",
+               "zerolinecolor": "#EBF0F8", "showbackground": True, "ticks": "", "title": {"text": ""}}
+_TEMPLATE = go.layout.Template(layout={
+    "font": {"color": "#2a3f5f"}, "paper_bgcolor": "white", "plot_bgcolor": "white",
+    "xaxis": _AXIS, "yaxis": _AXIS, "hoverlabel": {"align": "left"},
+    "scene": {"xaxis": _SCENE_AXIS, "yaxis": _SCENE_AXIS, "zaxis": _SCENE_AXIS},
+})
+_MARGIN = {"l": 10, "r": 10, "b": 10}
+_OUTLINE = {"color": "#222222", "width": 1.5}
+_NOTE = {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 14}}
+
+# Markers of what a loss learns, by kind; Scatter3d knows only a few symbols.
+_SYMBOLS_2D = {"centers": "star", "proxies": "diamond", "vertices": "star-diamond", MEANS: "cross"}
+_SYMBOLS_3D = {"centers": "diamond", "proxies": "diamond", "vertices": "diamond", MEANS: "square"}
+
+
+def class_color(class_id: int) -> str:
+    """The colour of a class, the same in every panel and figure."""
+    return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha:.3f})"
+
+
+def _xyz(coords: np.ndarray) -> dict[str, np.ndarray]:
+    """The x, y (and z) entries of a trace for rows of 2-D or 3-D coordinates."""
+    return dict(zip("xyz", np.asarray(coords, dtype=float).T, strict=False))
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _weight_scale(weights: np.ndarray | None, points: np.ndarray) -> float:
+    """One factor for all weight vectors so the longest reaches the data's extent.
+
+    The extent is the 99th percentile of the points' distances from the origin (robust to a few
+    outliers); one common factor keeps the weights' relative lengths, which softmax reads.
+    """
+    if weights is None or len(points) == 0:
+        return 1.0
+    longest = float(np.nanmax(np.linalg.norm(weights, axis=1), initial=0.0))
+    extent = float(np.percentile(np.linalg.norm(points, axis=1), 99))
+    return extent / longest if longest > 0 and extent > 0 else 1.0
+
+
+def _place(kind: str, vectors: np.ndarray, normalized: bool, weight_scale: float) -> np.ndarray:
+    """Where to draw class vectors of a kind: on the unit sphere for a normalised loss, weights scaled."""
+    if kind == MEANS:
+        return vectors
+    if normalized:
+        return _unit(vectors)
+    return vectors * weight_scale if kind in DIRECTIONS else vectors
+
+
+def _rows(kind: str, count: int, train_classes: Sequence[int]) -> list[int]:
+    """The class id of each row: class means are indexed by class id, class vectors by training class."""
+    return list(range(count)) if kind == MEANS else [int(c) for c in train_classes][:count]
+
+
+def _class_points(coords: np.ndarray, index: np.ndarray, name: str, color: str, unseen: bool,
+                  three_d: bool, group: str) -> dict[str, Any]:
+    marker = {"color": color, "size": 3 if three_d else 5, "symbol": "circle-open" if unseen else "circle"}
+    if unseen:
+        marker["line"] = {"color": color, "width": 1}
+    return {"type": "scatter3d" if three_d else "scattergl", "mode": "markers", **_xyz(coords),
+            "customdata": index, "name": name, "legendgroup": group, "marker": marker,
+            "hovertemplate": f"{name}<br>probe #%{{customdata}}<extra></extra>"}
+
+
+def _class_vector_traces(kind: str, positions: np.ndarray, classes: list[int], names: dict[int, str],
+                         three_d: bool) -> list[dict[str, Any]]:
+    """Weights as lines from the origin (a trace each, for the class colour), other kinds as one trace of markers.
+
+    Each kind is one legend entry (its legend group also holds its trails), so the legend hides a kind.
+    """
+    finite = np.all(np.isfinite(positions), axis=1)
+    classes, positions = [c for c, ok in zip(classes, finite, strict=False) if ok], positions[finite]
+    label = "class means" if kind == MEANS else kind
+    common = {"type": "scatter3d" if three_d else "scattergl", "legendgroup": kind, "name": label}
+    if kind in DIRECTIONS:
+        return [{**common, "mode": "lines", **_xyz(np.stack([np.zeros_like(tip), tip])), "showlegend": i == 0,
+                 "line": {"color": class_color(c), "width": 6 if three_d else 4},
+                 "hovertemplate": f"{names[c]}<br>{label}<extra></extra>"}
+                for i, (c, tip) in enumerate(zip(classes, positions, strict=False))]
+    if not classes:
+        return []
+    symbol = (_SYMBOLS_3D if three_d else _SYMBOLS_2D).get(kind, "diamond")
+    marker = {"color": [class_color(c) for c in classes], "size": 9 if three_d else 16, "symbol": symbol,
+              "line": _OUTLINE}
+    return [{**common, "mode": "markers", **_xyz(positions), "marker": marker, "text": [names[c] for c in classes],
+             "hovertemplate": f"%{{text}}<br>{label}<extra></extra>"}]
+
+
+def _trail_trace(kind: str, positions: np.ndarray, classes: list[int], three_d: bool) -> dict[str, Any]:
+    """Earlier positions (T × rows × k, oldest first) of every class as one trace of fading markers.
+
+    Each point's colour is a number, its class's slot plus its age (0 oldest … 0.9 newest), read
+    through a colour scale that ramps each class colour from 15 % to 85 % opaque.
+    One trace of numbers draws fast where a trace per class or a colour string per point does not.
+    """
+    count = len(classes)
+    positions = positions[:, :count]
+    value = np.arange(count)[None, :] + np.linspace(0, 0.9, len(positions))[:, None]
+    keep = np.all(np.isfinite(positions), axis=2)
+    scale = []
+    for slot, c in enumerate(classes):
+        scale += [[slot / count, _rgba(class_color(c), 0.15)], [(slot + 0.9) / count, _rgba(class_color(c), 0.85)]]
+    scale.append([1, scale[-1][1]])
+    marker = {"color": value[keep], "cmin": 0, "cmax": count, "colorscale": scale, "size": 4 if three_d else 7}
+    return {"type": "scatter3d" if three_d else "scattergl", "mode": "markers", **_xyz(positions[keep]),
+            "marker": marker, "legendgroup": kind, "showlegend": False, "hoverinfo": "skip", "name": f"{kind} trail"}
+
+
+def _sphere(resolution: int = 16) -> dict[str, Any]:
+    """A translucent low-resolution unit sphere that takes no hover."""
+    theta, phi = np.meshgrid(np.linspace(0, 2 * np.pi, 2 * resolution), np.linspace(0, np.pi, resolution))
+    return {"type": "surface", "x": np.cos(theta) * np.sin(phi), "y": np.sin(theta) * np.sin(phi), "z": np.cos(phi),
+            "opacity": 0.12, "colorscale": [[0, "#888888"], [1, "#888888"]], "showscale": False,
+            "hoverinfo": "skip", "name": "unit sphere", "showlegend": False}
+
+
+def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
+                   *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
+                   class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
+                   selected: int | None = None, uirevision: str = "features", height: int | None = None,
+                   title: str | None = None) -> go.Figure:
+    """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
+
+    Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
+    ``customdata`` is its probe index (its row in ``points``), so a selection maps back to the probe.
+    Weights are lines from the origin (unit length for a ``normalized`` loss, else see
+    ``_weight_scale``); other class vectors are outlined markers, the class means crosses (squares in 3-D).
+    ``trails`` maps a class-vector kind (or ``MEANS``) to its earlier positions, T × rows × k, oldest
+    first. The legend toggles each class's points and each kind of class vector (with its trails).
+    """
+    points = np.asarray(points, dtype=float)
+    labels = np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] not in (2, 3):
+        raise ValueError(f"points must be P × 2 or P × 3, got shape {points.shape}")
+    three_d = points.shape[1] == 3
+    trained = {int(c) for c in train_classes}
+    names = {c: str(class_names[c]) + ("" if c in trained else " (unseen)") for c in range(len(class_names))}
+
+    traces = []
+    for c in np.unique(labels).tolist():
+        index = np.flatnonzero(labels == c)
+        traces.append(_class_points(points[index], index, names[c], class_color(c), c not in trained, three_d, str(c)))
+
+    vectors = {kind: np.asarray(v, dtype=float) for kind, v in (class_vectors or {}).items()}
+    if class_means is not None:
+        vectors[MEANS] = np.asarray(class_means, dtype=float)
+    scale = _weight_scale(vectors.get("weights"), points)
+    for kind, past in (trails or {}).items():
+        past = np.asarray(past, dtype=float)
+        rows = _rows(kind, past.shape[1], train_classes) if past.ndim == 3 else []
+        if len(past) and rows:
+            traces.append(_trail_trace(kind, _place(kind, past, normalized, scale), rows, three_d))
+    for kind, v in vectors.items():
+        traces += _class_vector_traces(kind, _place(kind, v, normalized, scale), _rows(kind, len(v), train_classes),
+                                       names, three_d)
+
+    if selected is not None and 0 <= selected < len(points):
+        ring = {"color": "#111111", "size": 12 if three_d else 18, "symbol": "circle-open",
+                "line": {"color": "#111111", "width": 2}}
+        traces.append({"type": "scatter3d" if three_d else "scattergl", "mode": "markers",
+                       **_xyz(points[selected][None]), "marker": ring, "name": f"probe #{selected}",
+                       "showlegend": False, "hoverinfo": "skip"})
+
+    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
+                              "title": {"text": title} if title else None,
+                              "margin": {**_MARGIN, "t": 40 if title else 10},
+                              "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
+    if three_d:
+        if normalized:
+            traces.append(_sphere())
+        layout["scene"] = {"aspectmode": "data", "uirevision": uirevision}
+    else:
+        layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+        if normalized:
+            layout["shapes"] = [{"type": "circle", "x0": -1, "y0": -1, "x1": 1, "y1": 1, "layer": "below",
+                                 "line": {"color": "#999999", "width": 1}}]
+    return go.Figure(data=traces, layout=layout)
+
+
+def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:
+    """Distances within and between classes as two overlaid histograms, titled with their overlap.
+
+    ``hist`` is a ``geometry.DistanceHistogram``: ``metric`` ("euclidean" or "angular", in degrees),
+    bin ``edges``, ``intra`` and ``inter`` (fractions per bin), ``overlap``, ``gap`` and the two means.
+    """
+    angular = hist.metric == "angular"
+    unit = "°" if angular else ""
+    layout: dict[str, Any] = {
+        "template": _TEMPLATE, "uirevision": uirevision, "barmode": "overlay", "bargap": 0,
+        "margin": {**_MARGIN, "t": 40}, "xaxis": {"title": {"text": "angle (°)" if angular else "Euclidean distance"}},
+        "yaxis": {"title": {"text": "fraction of pairs"}, "tickformat": ".0%"},
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+    }
+    edges, intra, inter = (np.asarray(a, dtype=float) for a in (hist.edges, hist.intra, hist.inter))
+    if len(edges) < 2 or intra.size == 0 or inter.size == 0:
+        layout.update(annotations=[_NOTE | {"text": "not enough classes"}], xaxis={"visible": False},
+                      yaxis={"visible": False})
+        return go.Figure(layout=layout)
+
+    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    # Colours from Paul Tol's "bright" scheme, apart from the class palette on purpose.
+    traces, shapes = [], []
+    for name, fractions, mean, color in (("same class", intra, hist.intra_mean, "#4477AA"),
+                                         ("different classes", inter, hist.inter_mean, "#EE6677")):
+        traces.append({"type": "bar", "x": centres, "y": fractions, "width": widths, "name": name, "opacity": 0.6,
+                       "marker": {"color": color},
+                       "hovertemplate": f"{name}<br>%{{x:.3g}}{unit}: %{{y:.1%}}<extra></extra>"})
+        if math.isfinite(mean):
+            shapes.append({"type": "line", "x0": mean, "x1": mean, "y0": 0, "y1": 1, "yref": "paper",
+                           "line": {"color": color, "dash": "dash", "width": 1.5}})
+    text = f"overlap {hist.overlap:.1%}"
+    if hist.gap > 0:
+        text += f" · gap {hist.gap:.3g}{unit}"
+    layout.update(shapes=shapes, title={"text": text, "x": 0.01, "font": {"size": 14}})
+    return go.Figure(data=traces, layout=layout)
+
+
+#: The curve panels: title and the metrics each draws. Any metric in no panel and not in
+#: ``_NOT_DRAWN`` is a scheduled loss hyperparameter and goes to "Schedules" with the learning rate.
+_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Loss", ("loss",)),
+    ("Accuracy", ("train_acc", "probe_acc", "test_acc")),
+    ("Retrieval", ("p_at_1", "map_at_r")),
+    ("Separation (Fisher ratio)", ("fisher_ratio",)),
+    ("Overlap", ("overlap",)),
+    ("Angles (°)", ("intra_angle", "inter_angle")),
+)
+_SCHEDULES = "Schedules (÷ max)"
+_NOT_DRAWN = frozenset({"images_per_s"})
+_LABELS = {"loss": "loss", "train_acc": "train", "probe_acc": "probe", "test_acc": "test", "p_at_1": "P@1",
+           "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "overlap", "intra_angle": "intra-class",
+           "inter_angle": "inter-class"}
+_FRACTION_PANELS = ("Accuracy", "Retrieval")
+# Paul Tol's "bright" scheme: the lines of one panel.
+_CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+
+
+def _panels(series: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
+    """The panels that have at least one finite value, each with its metrics that do."""
+    drawn = {name for name, values in series.items() if np.isfinite(np.asarray(values, dtype=float)).any()}
+    known = {name for _, names in _PANELS for name in names} | _NOT_DRAWN
+    schedules = ["lr", *(name for name in series if name not in known and name != "lr")]
+    panels = [(title, [n for n in names if n in drawn]) for title, names in (*_PANELS, (_SCHEDULES, schedules))]
+    return [(title, names) for title, names in panels if names]
+
+
+def _curve(name: str, steps: np.ndarray, values: np.ndarray, panel: str, color: str,
+           epochs_per_step: float | None) -> dict[str, Any]:
+    """One metric's line (its finite values), divided by its largest magnitude on the schedules panel."""
+    keep = np.isfinite(values)
+    x, raw = steps[keep], values[keep]
+    label, y = _LABELS.get(name, name), raw
+    if panel == _SCHEDULES:
+        peak = float(np.max(np.abs(raw)))
+        y = raw / peak if peak > 0 else raw
+        label = f"{name} = {raw[-1]:.3g}"
+    columns = [raw] if epochs_per_step is None else [raw, x * epochs_per_step]
+    hover = f"{_LABELS.get(name, name)}: %{{customdata[0]:.4g}}"  # the unified hover names the step
+    if epochs_per_step is not None:
+        hover += "<br>epoch %{customdata[1]:.2f}"
+    mode = "lines+markers" if name == "test_acc" else "markers" if len(x) == 1 else "lines"
+    return {"type": "scatter", "x": x, "y": y, "customdata": np.column_stack(columns), "mode": mode, "name": label,
+            "line": {"color": color, "width": 1.5}, "marker": {"color": color, "size": 7},
+            "legendgroup": panel, "legendgrouptitle": {"text": panel}, "hovertemplate": hover + "<extra></extra>"}
+
+
+def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs_per_step: float | None = None,
+                  uirevision: str = "curves", height: int | None = None) -> go.Figure:
+    """Training curves against the step, in small panels that zoom together; only panels with data appear.
+
+    ``series`` maps a metric name to values aligned with ``steps`` (NaN where not recorded). Names
+    this module does not know are scheduled hyperparameters: with ``lr`` they share one panel,
+    each divided by its largest magnitude, with the current value in its legend name.
+    The panels are a ``layout.grid`` that plotly.js lays out, not ``make_subplots``, whose full
+    axis objects cost ~20 ms per figure to build and validate.
+    """
+    steps = np.asarray(steps, dtype=float)
+    panels = _panels(series)
+    cols = min(3, len(panels)) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "margin": {**_MARGIN, "t": 30},
+                              "height": height or 60 + 200 * rows, "hovermode": "x unified",
+                              "legend": {"groupclick": "toggleitem"}, "annotations": [],
+                              "grid": {"rows": rows, "columns": cols, "pattern": "independent",
+                                       "xgap": 0.12, "ygap": 0.35}}
+    if not panels:
+        layout.update(annotations=[_NOTE | {"text": "no data yet"}], xaxis={"visible": False}, yaxis={"visible": False})
+    traces = []
+    for i, (title, names) in enumerate(panels):
+        axis = "" if i == 0 else str(i + 1)
+        for j, name in enumerate(names):
+            trace = _curve(name, steps, np.asarray(series[name], dtype=float), title,
+                           _CURVE_COLORS[j % len(_CURVE_COLORS)], epochs_per_step)
+            traces.append({**trace, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
+        xaxis: dict[str, Any] = {} if i == 0 else {"matches": "x"}
+        if i + cols >= len(panels):  # nothing below this panel
+            xaxis["title"] = {"text": "step"}
+        yaxis: dict[str, Any] = {"range": [0, 1.02]} if title in _FRACTION_PANELS else {}
+        if title == "Overlap":
+            yaxis.update(tickformat=".0%", rangemode="tozero")
+        layout.update({f"xaxis{axis}": xaxis, f"yaxis{axis}": yaxis})
+        layout["annotations"].append({"text": title, "showarrow": False, "xref": f"x{axis} domain",
+                                      "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
+                                      "font": {"size": 13}})
+    return go.Figure(data=traces, layout=layout)

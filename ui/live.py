@@ -1,0 +1,290 @@
+"""The live view of a run: controls, progress and figures, polled from the store.
+
+Training runs in the runner's worker; the page only sends commands and, inside an
+``st.fragment(run_every=…)``, reads the newest snapshot and draws it. Nothing here waits for
+training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dmlviz import settings
+from dmlviz.config import RunConfig
+from dmlviz.data import load_raw
+from dmlviz.store import StoreError
+from dmlviz.view import Frame, RunView, ViewOptions
+from ui.plotly_live import live_plotly_chart
+from ui.resources import runner, store
+
+REFRESH_S = 0.5  # the page redraws twice a second while a run is active
+SPEEDS = {"1 step/s": 1.0, "5 steps/s": 5.0, "20 steps/s": 20.0, "full speed": None}
+_ENDED_MESSAGES = {
+    "finished": ("success", "Finished."),
+    "stopped": ("info", "Stopped; what it recorded is kept."),
+    "diverged": ("error", "Diverged"),
+    "failed": ("error", "Failed"),
+    "interrupted": ("warning", "Interrupted"),
+}
+_METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
+                  "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
+                  "unseen_p_at_1": "unseen P@1"}
+
+
+# -- controls -----------------------------------------------------------------------------------
+
+def _speed() -> float | None:
+    return SPEEDS[st.session_state.get("speed", "full speed")]
+
+
+def start_run(config: RunConfig, paused: bool = False) -> None:
+    run_id = runner().submit(config, paused=paused)
+    if _speed() is not None:
+        runner().set_speed(run_id, _speed())
+    st.session_state["run_id"] = run_id
+    st.session_state["command"] = "pause" if paused else "run"
+    st.session_state.pop("view", None)
+    st.session_state.pop("selected", None)
+
+
+def _command(action: str) -> None:
+    run_id = st.session_state.get("run_id")
+    try:
+        if action == "pause":
+            runner().pause(run_id)
+        elif action == "resume":
+            runner().resume(run_id)
+        elif action == "step":
+            runner().step(run_id)
+        elif action == "stop":
+            runner().stop(run_id)
+    except KeyError:
+        st.session_state["control_error"] = "This run is no longer controlled by this app (it ended or was started " \
+                                            "elsewhere)."
+        return
+    st.session_state["command"] = {"resume": "run", "step": "pause"}.get(action, action)
+
+
+def _reset() -> None:
+    """The same run again from step 0, same seed, paused on its first frame."""
+    run_id = st.session_state.get("run_id")
+    record = store().get_run(run_id)
+    if run_id in runner().active_runs():
+        runner().stop(run_id)
+    start_run(RunConfig.from_dict(record.config), paused=True)
+
+
+def _apply_speed() -> None:
+    run_id = st.session_state.get("run_id")
+    if run_id in runner().active_runs():
+        runner().set_speed(run_id, _speed())
+
+
+def controls(config: RunConfig | None) -> None:
+    """Start / pause / resume / step / stop / reset, and the speed; buttons act on this session's run."""
+    run_id = st.session_state.get("run_id")
+    controlled = run_id is not None and run_id in runner().active_runs()
+    command = st.session_state.get("command", "run")
+    with st.container(horizontal=True, vertical_alignment="center", key="controls"):
+        if not controlled:
+            st.button("Start", key="start", type="primary", icon=":material/play_arrow:", disabled=config is None,
+                      on_click=start_run, args=(config,), help="Train the settings on the left in a new run.")
+        elif command == "run":
+            st.button("Pause", key="pause", icon=":material/pause:", on_click=_command, args=("pause",))
+        else:
+            st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", on_click=_command,
+                      args=("resume",))
+        if controlled:
+            st.button("Step", key="step", icon=":material/skip_next:", on_click=_command, args=("step",),
+                      help="Pause, then train one batch.")
+            st.button("Stop", key="stop", icon=":material/stop:", on_click=_command, args=("stop",),
+                      help="End the run; everything it recorded is kept.")
+        if run_id is not None:
+            st.button("Reset", key="reset", icon=":material/replay:", on_click=_reset,
+                      help="The same run again from step 0 with the same seed, paused on its first frame.")
+        st.session_state.setdefault("speed", "full speed")
+        st.select_slider("Speed", list(SPEEDS), key="speed",
+                         on_change=_apply_speed, width=260,
+                         help="Slow motion for a class: at most this many training steps a second.")
+    if message := st.session_state.pop("control_error", None):
+        st.warning(message)
+
+
+# -- the live view ------------------------------------------------------------------------------
+
+def live_view(present: bool = False) -> None:
+    run_id = st.session_state.get("run_id")
+    if run_id is None:
+        st.info("Choose settings (or a preset) on the left and press **Start**: the features of "
+                f"{RunConfig().probe_size:,} test images will appear and move as the network learns.")
+        return
+    try:
+        record = store().get_run(run_id)
+    except StoreError:
+        st.session_state.pop("run_id", None)
+        st.warning(f"Run {run_id} is no longer in the store.")
+        return
+    # Poll only while something can change; an ended run is drawn once and then scrubbed.
+    st.fragment(run_every=REFRESH_S if record.active else None)(_draw)(run_id, record.status, present)
+
+
+def _view(run_id: int) -> RunView:
+    view = st.session_state.get("view")
+    if view is None or view.run_id != run_id:
+        view = st.session_state["view"] = RunView(store(), run_id)
+    return view
+
+
+def _draw(run_id: int, status_seen: str, present: bool) -> None:
+    view = _view(run_id)
+    record = view.refresh()
+    if record.status != status_seen:
+        # The controls outside this fragment show the old state: redraw the whole page once.
+        if record.status in ("paused", "running"):
+            st.session_state["command"] = "pause" if record.status == "paused" else "run"
+        st.rerun()
+    index = view.snapshots()
+    _status(view, index)
+    if not index or view.info is None:
+        return
+    position = _timeline(index, record.status)
+    options = _view_options(view, present)
+    selected = st.session_state.get("selected")
+    height = 760 if present else 560
+    frame = view.frame(index, position, options, selected=selected, height=height)
+    if frame is None:
+        return
+    _metrics(frame)
+    left, right = st.columns([3, 2]) if not present else st.columns([5, 2])
+    two_d = frame.points.shape[1] == 2
+    with left:
+        clicked = live_plotly_chart(frame.features_figure, key="features_chart",
+                                    camera_key=frame.features_figure.layout.uirevision)
+        if clicked is not None:
+            st.session_state["selected"] = clicked
+    with right:
+        live_plotly_chart(frame.histogram_figure, key="histogram_chart")
+        _inspector(view, frame, two_d)
+    live_plotly_chart(view.curves(height=420 if present else 380), key="curves_chart")
+
+
+def _status(view: RunView, index: list) -> None:
+    record = view.record
+    info = view.info or {}
+    total = int(info.get("total_steps") or 0)
+    with st.container(key="run_status"):
+        if record.status == "queued":
+            position = runner().queue_position(record.id)
+            where = f" (position {position} in the queue)" if position else ""
+            st.progress(0.0, text=f"Waiting for a free slot{where}: {runner().max_concurrent} run(s) at a time "
+                        "on this machine.")
+            return
+        if not index:
+            st.progress(0.0, text="Starting: loading the data and building the model…")
+            return
+        latest = index[-1]
+        rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
+        speed = record.summary.get("images_per_s") if record.status == "running" else None
+        parts = [f"step {latest.step} / {total}", f"epoch {latest.epoch:.2f}"]
+        if speed and np.isfinite(speed):
+            parts.append(f"{speed:,.0f} images/s")
+        if record.status == "running" and rate > 0 and total:
+            parts.append(f"{_duration((total - latest.step) / rate)} left")
+        parts.append(record.status)
+        st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
+        if record.status in _ENDED_MESSAGES:
+            kind, text = _ENDED_MESSAGES[record.status]
+            getattr(st, kind)(f"{text}: {record.error}" if record.error else text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _timeline(index: list, status: str) -> int:
+    """The snapshot to draw: the newest while training, any of them when paused or ended."""
+    last = len(index) - 1
+    if status in ("running", "queued") or last == 0:
+        st.session_state.pop("timeline", None)
+        return last
+    # Follow new snapshots (a single step while paused) unless the person scrubbed back.
+    shown = st.session_state.get("timeline")
+    if shown is None or shown > last or shown == st.session_state.get("timeline_end"):
+        st.session_state["timeline"] = last
+    st.session_state["timeline_end"] = last
+    return st.select_slider("Timeline", options=range(len(index)), key="timeline",
+                            format_func=lambda i: f"step {index[i].step} (epoch {index[i].epoch:.2f})",
+                            help="Scrub back through the run's snapshots.")
+
+
+def _view_options(view: RunView, present: bool) -> ViewOptions:
+    if present:
+        return ViewOptions(directions=view.normalized, dims=min(view.feature_dim, 3) if view.feature_dim > 3 else 2)
+    columns = st.columns(4)
+    directions = columns[0].toggle("Normalised features", value=view.normalized, key=f"directions-{view.run_id}",
+                                   help="Draw each feature at unit length: what a normalised loss reads.")
+    dims = 2
+    if view.feature_dim > 3:
+        dims = columns[1].segmented_control("Projection", (2, 3), default=2, key=f"dims-{view.run_id}",
+                                            format_func=lambda d: f"PCA {d}-D",
+                                            help="Features wider than 3-D are drawn through a PCA kept aligned "
+                                                 "from frame to frame, so the picture does not flip.") or 2
+    trail = columns[2].slider("Trail", 0, 60, 20, key="trail", help="How many earlier snapshots the class "
+                              "trails reach back.")
+    histogram = columns[3].segmented_control("Distances", ("euclidean", "angular"),
+                                             default="angular" if view.normalized else "euclidean",
+                                             key=f"histogram-{view.run_id}") or "euclidean"
+    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram)
+
+
+def _metrics(frame: Frame) -> None:
+    metrics = frame.snapshot.metrics
+    shown = [(label, metrics[name]) for name, label in _METRIC_LABELS.items() if name in metrics]
+    scheduled = {k: v for k, v in metrics.items() if k not in _METRIC_LABELS and k not in
+                 ("train_acc", "images_per_s", "intra_angle", "inter_angle")}
+    shown += [(name if name != "lr" else "learning rate", value) for name, value in scheduled.items()]
+    if not shown:
+        return
+    columns = st.columns(len(shown))
+    for column, (label, value) in zip(columns, shown, strict=True):
+        column.metric(label, f"{value:.4g}")
+
+
+def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
+    """The selected probe image and its nearest neighbours in the feature space, with distances."""
+    info = view.info
+    labels = np.asarray(info["probe_labels"])
+    with st.container(border=True, key="inspector"):
+        selected = st.number_input("Inspect probe image #", 0, len(labels) - 1, value=st.session_state.get("selected"),
+                                   placeholder="click a point" if two_d else "a probe index",
+                                   help="Click a point in the 2-D view, or type its index (hover shows it).")
+        if selected is None:
+            st.caption("Select a point to see its image and its nearest neighbours in the feature space.")
+            return
+        st.session_state["selected"] = int(selected)
+        neighbours, distances = view.neighbours(frame.snapshot, int(selected), k=6)
+        images = _probe_images(view.record.config["dataset"], np.asarray(info["probe_index"]))
+        names = list(info["class_names"])
+        unit = "°" if view.normalized else ""
+        captions = [f"#{selected} · {names[labels[selected]]}"]
+        captions += [f"{'✓' if labels[n] == labels[selected] else '✗'} {names[labels[n]]} · {d:.3g}{unit}"
+                     for n, d in zip(neighbours, distances, strict=True)]
+        st.image([images[selected], *images[neighbours]], caption=captions, width=72)
+
+
+@st.cache_resource(max_entries=2)
+def _probe_image_cache(dataset: str) -> dict:
+    return {}
+
+
+def _probe_images(dataset: str, probe_index: np.ndarray) -> np.ndarray:
+    """The probe's test images as H × W (× 3) uint8 arrays, loaded once per dataset."""
+    cache = _probe_image_cache(dataset)
+    key = probe_index.tobytes()
+    if key not in cache:
+        images = load_raw(dataset, settings.data_dir()).x_test[probe_index].numpy()
+        cache.clear()
+        cache[key] = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    return cache[key]
