@@ -25,7 +25,7 @@ def test_home_lists_stored_runs(tmp_path, monkeypatch):
 
 def learn_page() -> AppTest:
     app = AppTest.from_file("../app.py").run(timeout=30)
-    app.switch_page("pages/learn.py").run(timeout=60)
+    app.switch_page("app_pages/learn.py").run(timeout=60)
     assert not app.exception
     return app
 
@@ -57,7 +57,7 @@ def test_train_page_reads_a_preset_from_the_url():
     query = RunConfig.from_dict(preset(get_spec("center"), 3)).to_query()
     app = AppTest.from_file("../app.py")
     app.query_params.update(query)
-    app.run(timeout=30).switch_page("pages/train.py").run(timeout=30)
+    app.run(timeout=30).switch_page("app_pages/train.py").run(timeout=30)
     assert not app.exception
     assert "loss: center" in app.code[0].value and "feature_dim: 3" in app.code[0].value
 
@@ -65,6 +65,6 @@ def test_train_page_reads_a_preset_from_the_url():
 def test_train_page_explains_a_garbled_url():
     app = AppTest.from_file("../app.py")
     app.query_params.update({"loss": "nope", "lr": "fast"})
-    app.run(timeout=30).switch_page("pages/train.py").run(timeout=30)
+    app.run(timeout=30).switch_page("app_pages/train.py").run(timeout=30)
     assert not app.exception
     assert "lr must be a number" in app.error[0].value and "unknown loss 'nope'" in app.error[0].value

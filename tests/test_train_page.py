@@ -33,7 +33,7 @@ def train_page(query: dict[str, str] | None = None) -> AppTest:
     app = AppTest.from_file("../app.py", default_timeout=60)
     app.query_params.update(query or {})
     app.run()
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     return app
 
 

@@ -32,13 +32,13 @@ with left:
         config = demo.config()
         live.start_run(config)
         st.session_state["preset_note"] = (demo.title, demo.what_to_watch)
-        st.switch_page("pages/train.py", query_params=config.to_query())
+        st.switch_page("app_pages/train.py", query_params=config.to_query())
     st.caption(demo.what_to_watch)
 with right:
     st.markdown("**Presets** that reproduce the classic pictures:")
     for preset in PRESETS:
-        st.page_link("pages/train.py", label=preset.title, query_params=preset.config().to_query())
-    st.page_link("pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
+        st.page_link("app_pages/train.py", label=preset.title, query_params=preset.config().to_query())
+    st.page_link("app_pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
 
 st.subheader("Runs")
 runs = store().list_runs()
@@ -57,5 +57,5 @@ else:
         hide_index=True,
     )
     latest = runs[0]
-    st.page_link("pages/train.py", label=f"Open run {latest.id} ({latest.config.get('loss')}) in the live view",
+    st.page_link("app_pages/train.py", label=f"Open run {latest.id} ({latest.config.get('loss')}) in the live view",
                  icon=":material/visibility:", query_params={**run_query(latest.config), "run": str(latest.id)})

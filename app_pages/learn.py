@@ -37,7 +37,7 @@ def card(spec: LossSpec) -> None:
         columns = st.columns(3)
         for column, dim in zip(columns, (2, 3), strict=False):
             settings = RunConfig.from_dict(preset(spec, dim))
-            column.page_link("pages/train.py", label=f"Train it in {dim}-D", icon="▶️",
+            column.page_link("app_pages/train.py", label=f"Train it in {dim}-D", icon="▶️",
                              query_params=settings.to_query())
 
 

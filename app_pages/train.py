@@ -77,5 +77,9 @@ elif not present:
                f"{config.epochs:g} epochs, seed {config.seed}. {spec.description}")
     if note:
         st.info(f"**{note[0]}** — {note[1]}")
+    with st.expander("Reproduce from a terminal"):
+        st.caption("Save as `run.yaml` and run `python -m dmlviz train --config run.yaml`; the page's URL "
+                   "reproduces it too.")
+        st.code(config.to_yaml(), language="yaml")
 live.controls(config)
 live.live_view(present)
