@@ -186,8 +186,10 @@ class Runner:
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         self._ctx = mp.get_context(method)
         if method == "forkserver":
-            # torch._dynamo too: torch.optim imports it on first use, a second per run otherwise.
-            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo"])
+            # torch._dynamo too: torch.optim imports it on first use, a second per run otherwise; and
+            # the retrieval metrics of the first snapshot.
+            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo",
+                                              "pytorch_metric_learning.utils.accuracy_calculator"])
         self._queue: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
