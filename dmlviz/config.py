@@ -111,7 +111,8 @@ class RunConfig:
             except ValueError as exc:
                 errors.append(str(exc))
         if hparams:
-            values["loss_params"] = {str(k): _coerce_hparam(v) for k, v in hparams.items()}
+            values["loss_params"] = _typed_hparams(values.get("loss", cls.loss),
+                                                   {str(k): _coerce_hparam(v) for k, v in hparams.items()})
         config = cls(**values)
         errors += config.problems()
         if errors:
@@ -320,6 +321,17 @@ def _parse_float(name: str, raw: Any) -> float:
         except ValueError:
             pass
     raise ValueError(f"{name} must be a number, got {raw!r}")
+
+
+def _typed_hparams(loss: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Whole numbers given for real-valued hyperparameters become floats ("scale=20" → 20.0), so a
+    config reads back from a URL exactly as it was written."""
+    try:
+        spec = get_spec(loss)
+    except UnknownLoss:
+        return params
+    names = {hp.name: hp for hp in spec.hparams}
+    return {k: float(v) if k in names and names[k].kind is float and type(v) is int else v for k, v in params.items()}
 
 
 def _coerce_hparam(raw: Any) -> Any:

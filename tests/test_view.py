@@ -1,0 +1,97 @@
+"""A run's view: snapshots from the store to figures, with projection and trails kept between frames;
+and the presets behind the one-click pictures."""
+
+import numpy as np
+import pytest
+
+from dmlviz import figures
+from dmlviz.config import RunConfig
+from dmlviz.presets import DEMO, PRESETS, get_preset
+from dmlviz.snapshot import Snapshot
+from dmlviz.store import RunStore
+from dmlviz.view import RunView, ViewOptions, normalize_rows
+
+CLASSES = 3
+PER_CLASS = 20
+
+
+def recorded_run(tmp_path, dim: int, frames: int = 4, loss: str = "center") -> tuple[RunStore, int]:
+    """A run whose classes drift apart along fixed directions, frame after frame."""
+    rng = np.random.default_rng(0)
+    store = RunStore(tmp_path)
+    run_id = store.create_run(RunConfig(loss=loss, feature_dim=dim, dataset="digits").to_dict(), status="finished")
+    labels = np.repeat(np.arange(CLASSES), PER_CLASS)
+    store.put_info(run_id, "probe_labels", labels)
+    store.put_info(run_id, "probe_index", np.arange(len(labels)))
+    store.put_info(run_id, "class_names", ["a", "b", "c"])
+    store.put_info(run_id, "train_classes", [0, 1, 2])
+    store.put_info(run_id, "total_steps", frames * 10)
+    directions = rng.normal(size=(CLASSES, dim))
+    noise = rng.normal(size=(len(labels), dim)) * 0.3
+    for frame in range(frames):
+        features = (directions[labels] * (1 + frame) + noise).astype(np.float32)
+        means = np.stack([features[labels == c].mean(0) for c in range(CLASSES)])
+        store.add_snapshot(run_id, Snapshot(frame * 10, frame / 2, float(frame), "tick", {"loss": 2.0 - frame / 4},
+                                            features, means, {"centers": means * 0.9}))
+    return store, run_id
+
+
+def test_a_frame_draws_every_probe_point_with_its_trails(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=2)
+    view = RunView(store, run_id)
+    index = view.snapshots()
+    frame = view.frame(index, len(index) - 1, ViewOptions(trail=2))
+    assert frame.info.step == 30 and frame.explained is None  # 2-D is drawn as it is
+    np.testing.assert_array_equal(frame.points, store.get_snapshot(run_id, index[-1].seq).features)
+    class_traces = [t for t in frame.features_figure.data if t.customdata is not None]
+    assert sum(len(t.x) for t in class_traces) == CLASSES * PER_CLASS
+    assert frame.histogram.pairs[0] == CLASSES * PER_CLASS * (PER_CLASS - 1) // 2
+    trails = view._trails(index[1:], lambda x: x)
+    assert trails[figures.MEANS].shape == (3, CLASSES, 2) and trails["centers"].shape == (3, CLASSES, 2)
+
+
+def test_wide_features_are_projected_without_flipping_between_frames(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=16, frames=6)
+    view = RunView(store, run_id)
+    index = view.snapshots()
+    frames = [view.frame(index, i, ViewOptions(dims=2)) for i in range(len(index))]
+    assert all(f.points.shape == (CLASSES * PER_CLASS, 2) and 0 < f.explained <= 1 for f in frames)
+    # The classes drift outwards along fixed directions, so each class's mean in the drawing must
+    # move outwards too, never jump to the other side.
+    for before, after in zip(frames, frames[1:], strict=False):
+        labels = np.repeat(np.arange(CLASSES), PER_CLASS)
+        for c in range(CLASSES):
+            a, b = before.points[labels == c].mean(0), after.points[labels == c].mean(0)
+            assert a @ b > 0, "a class jumped across the origin between two frames"
+
+
+def test_normalised_view_draws_directions_and_keeps_absent_classes_absent():
+    rows = np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, np.nan]])
+    np.testing.assert_allclose(normalize_rows(rows)[0], [0.6, 0.8])
+    assert (normalize_rows(rows)[1] == 0).all() and np.isnan(normalize_rows(rows)[2]).all()
+
+
+def test_a_normalised_loss_is_read_through_its_base(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=3, loss="arcface")
+    assert RunView(store, run_id).normalized
+    store, run_id = recorded_run(tmp_path / "2", dim=3, loss="center")
+    assert not RunView(store, run_id).normalized
+
+
+def test_curves_come_from_the_recorded_series(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=2)
+    figure = RunView(store, run_id).curves()
+    (loss,) = [t for t in figure.data if t.name == "loss"]
+    np.testing.assert_allclose(np.asarray(loss.y, dtype=float), [2.0, 1.75, 1.5, 1.25])
+
+
+def test_every_preset_is_a_valid_run_and_the_demo_is_one_of_them():
+    keys = [p.key for p in PRESETS]
+    assert len(set(keys)) == len(keys) and DEMO in keys
+    for preset in PRESETS:
+        config = preset.config()
+        assert RunConfig.from_query(config.to_query()).config_hash() == config.config_hash()
+    assert get_preset("unseen-classes").config().classes == (0, 1, 2, 3, 4)
+    assert get_preset("center-loss").config().loss_hparams()["lambda"] == pytest.approx(0.1)
+    with pytest.raises(KeyError, match="center-loss"):
+        get_preset("nope")
