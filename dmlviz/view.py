@@ -28,6 +28,8 @@ class ViewOptions:
     dims: int = 2  # 2 or 3: the drawing's dimension when features are wider than 3
     trail: int = 20  # how many earlier snapshots the class trails reach back
     histogram: str = "euclidean"  # or "angular"
+    # Features wider than 3-D: "pca" (live), or "umap" / "tsne" on request (seconds per frame).
+    method: str = "pca"
 
 
 @dataclass
@@ -58,6 +60,8 @@ class RunView:
     _map: projection.LinearMap | None = field(default=None, init=False)
     _map_key: tuple | None = field(default=None, init=False)
     _history: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict, init=False)
+    _embedded: dict[tuple, np.ndarray] = field(default_factory=dict, init=False)
+    _embedded_last: np.ndarray | None = field(default=None, init=False)
     _info: dict | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -108,23 +112,34 @@ class RunView:
         current = index[position]
         snapshot = self.store.get_snapshot(self.run_id, current.seq)
         self._remember(current.seq, snapshot)
-        to_view, explained = self._projector(snapshot.features, options)
         labels = np.asarray(info["probe_labels"])
         train_classes = [int(c) for c in info["train_classes"]]
-        trails = self._trails(index[max(0, position - options.trail):position + 1], to_view)
-        uirevision = f"run-{self.run_id}-{options.directions}-{options.dims}"
+        uirevision = f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}"
         title = f"step {current.step:,} · epoch {current.epoch:.2f}"
-        if explained is not None:
-            title += f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
+        if options.method != "pca" and self.feature_dim > 3:
+            # A non-linear map has no meaning for vectors outside the data: draw the points and
+            # the class means of the drawing only, and say that distances are not to be read.
+            points = self._nonlinear(current.seq, snapshot.features, options)
+            means = np.stack([points[labels == c].mean(0) if (labels == c).any() else np.full(options.dims, np.nan)
+                              for c in range(len(info["class_names"]))])
+            class_vectors, trails, explained = None, None, None
+            title += f" · {'UMAP' if options.method == 'umap' else 't-SNE'} of {self.feature_dim}-D (distances " \
+                     "in the drawing are not distances in the feature space)"
+        else:
+            to_view, explained = self._projector(snapshot.features, options)
+            points, means = to_view(snapshot.features), to_view(snapshot.class_means)
+            class_vectors = {k: to_view(v) for k, v in snapshot.class_vectors.items()}
+            trails = self._trails(index[max(0, position - options.trail):position + 1], to_view)
+            if explained is not None:
+                title += f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
         features_figure = figures.feature_figure(
-            to_view(snapshot.features), labels, list(info["class_names"]), train_classes,
-            normalized=options.directions, class_vectors={k: to_view(v) for k, v in snapshot.class_vectors.items()},
-            class_means=to_view(snapshot.class_means), trails=trails, selected=selected, uirevision=uirevision,
-            height=height, title=title,
+            points, labels, list(info["class_names"]), train_classes, normalized=options.directions,
+            class_vectors=class_vectors, class_means=means, trails=trails, selected=selected,
+            uirevision=uirevision, height=height, title=title,
         )
         metric = options.histogram
         histogram = geometry.distance_histogram(snapshot.features, labels, metric=metric)
-        return Frame(current, snapshot, to_view(snapshot.features), features_figure, histogram,
+        return Frame(current, snapshot, points, features_figure, histogram,
                      figures.histogram_figure(histogram, uirevision=f"hist-{self.run_id}-{metric}"), explained)
 
     def curves(self, height: int | None = None) -> go.Figure:
@@ -167,6 +182,18 @@ class RunView:
             return linear(prepare(x))
 
         return to_view, linear.explained
+
+    def _nonlinear(self, seq: int, features: np.ndarray, options: ViewOptions) -> np.ndarray:
+        """UMAP / t-SNE of one snapshot, computed once and aligned to the last one drawn."""
+        key = (seq, options.method, options.dims, options.directions)
+        if key not in self._embedded:
+            x = normalize_rows(features) if options.directions else features
+            reference = self._embedded_last
+            if reference is not None and reference.shape != (len(x), options.dims):
+                reference = None
+            self._embedded[key] = projection.nonlinear(x, options.dims, options.method, reference=reference)
+        self._embedded_last = self._embedded[key]
+        return self._embedded[key]
 
     def _remember(self, seq: int, snapshot: Snapshot) -> None:
         self._history[seq] = (snapshot.class_means, snapshot.class_vectors)

@@ -68,3 +68,23 @@ def test_train_page_explains_a_garbled_url():
     app.run(timeout=30).switch_page("app_pages/train.py").run(timeout=30)
     assert not app.exception
     assert "lr must be a number" in app.error[0].value and "unknown loss 'nope'" in app.error[0].value
+
+
+def test_the_demo_button_starts_a_run_and_a_missing_dataset_is_explained(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(tmp_path / "store"))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "empty"))  # no MNIST here, and no network
+    app = AppTest.from_file("../app.py", default_timeout=60).run()
+    app.button(key="demo").click().run()
+    assert not app.exception
+    store = RunStore(tmp_path / "store")
+    (record,) = store.list_runs()
+    assert record.config["loss"] == "center" and record.config["dataset"] == "mnist"
+    deadline = time.monotonic() + 60
+    while store.get_run(record.id).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = store.get_run(record.id)
+    assert record.status == "failed" and "MNIST" in record.error
+    app.run()
+    assert any("MNIST" in e.value for e in app.error)  # the live page says why, in words

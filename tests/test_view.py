@@ -95,3 +95,17 @@ def test_every_preset_is_a_valid_run_and_the_demo_is_one_of_them():
     assert get_preset("center-loss").config().loss_hparams()["lambda"] == pytest.approx(0.1)
     with pytest.raises(KeyError, match="center-loss"):
         get_preset("nope")
+
+
+def test_tsne_on_request_draws_the_points_and_class_means_without_vectors(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=8, frames=2)
+    view = RunView(store, run_id)
+    index = view.snapshots()
+    frame = view.frame(index, 1, ViewOptions(method="tsne"))
+    assert frame.points.shape == (CLASSES * PER_CLASS, 2) and "t-SNE" in frame.features_figure.layout.title.text
+    labels = np.repeat(np.arange(CLASSES), PER_CLASS)
+    # Well-separated classes stay separated: each point is nearer its own class's mean in the drawing.
+    means = np.stack([frame.points[labels == c].mean(0) for c in range(CLASSES)])
+    nearest = np.argmin(((frame.points[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.9
+    assert view.frame(index, 1, ViewOptions(method="tsne")).points is frame.points  # computed once

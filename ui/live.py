@@ -181,7 +181,10 @@ def _status(view: RunView, index: list) -> None:
                         "on this machine.")
             return
         if not index:
-            st.progress(0.0, text="Starting: loading the data and building the model…")
+            if record.active:
+                st.progress(0.0, text="Starting: loading the data and building the model…")
+            else:
+                _ended(record)
             return
         latest = index[-1]
         rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
@@ -193,9 +196,14 @@ def _status(view: RunView, index: list) -> None:
             parts.append(f"{_duration((total - latest.step) / rate)} left")
         parts.append(record.status)
         st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
-        if record.status in _ENDED_MESSAGES:
-            kind, text = _ENDED_MESSAGES[record.status]
-            getattr(st, kind)(f"{text}: {record.error}" if record.error else text)
+        _ended(record)
+
+
+def _ended(record) -> None:
+    """How a run ended, in words; a failed run's reason (a missing dataset, a divergence) included."""
+    if record.status in _ENDED_MESSAGES:
+        kind, text = _ENDED_MESSAGES[record.status]
+        getattr(st, kind)(f"{text}: {record.error}" if record.error else text)
 
 
 def _duration(seconds: float) -> str:
