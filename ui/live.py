@@ -149,7 +149,7 @@ def _draw(run_id: int, status_seen: str, present: bool) -> None:
     if not index or view.info is None:
         return
     position = _timeline(index, record.status)
-    options = _view_options(view, present)
+    options = _view_options(view, present, live=record.status == "running")
     selected = st.session_state.get("selected")
     height = 760 if present else 560
     frame = view.frame(index, position, options, selected=selected, height=height)
@@ -227,24 +227,30 @@ def _timeline(index: list, status: str) -> int:
                             help="Scrub back through the run's snapshots.")
 
 
-def _view_options(view: RunView, present: bool) -> ViewOptions:
+def _view_options(view: RunView, present: bool, live: bool) -> ViewOptions:
     if present:
         return ViewOptions(directions=view.normalized, dims=min(view.feature_dim, 3) if view.feature_dim > 3 else 2)
     columns = st.columns(4)
     directions = columns[0].toggle("Normalised features", value=view.normalized, key=f"directions-{view.run_id}",
                                    help="Draw each feature at unit length: what a normalised loss reads.")
-    dims = 2
+    dims, method = 2, "pca"
     if view.feature_dim > 3:
-        dims = columns[1].segmented_control("Projection", (2, 3), default=2, key=f"dims-{view.run_id}",
-                                            format_func=lambda d: f"PCA {d}-D",
-                                            help="Features wider than 3-D are drawn through a PCA kept aligned "
-                                                 "from frame to frame, so the picture does not flip.") or 2
+        choice = columns[1].segmented_control(
+            "Projection", ("PCA 2-D", "PCA 3-D", "UMAP", "t-SNE"), default="PCA 2-D", key=f"projection-{view.run_id}",
+            help="Features wider than 3-D: a PCA kept aligned from frame to frame, so the picture does not flip; "
+                 "UMAP and t-SNE (a few seconds each) while the run is paused or has ended.") or "PCA 2-D"
+        if choice.startswith("PCA"):
+            dims = int(choice[4])
+        elif live:
+            columns[1].caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
+        else:
+            method = "umap" if choice == "UMAP" else "tsne"
     trail = columns[2].slider("Trail", 0, 60, 20, key="trail", help="How many earlier snapshots the class "
                               "trails reach back.")
     histogram = columns[3].segmented_control("Distances", ("euclidean", "angular"),
                                              default="angular" if view.normalized else "euclidean",
                                              key=f"histogram-{view.run_id}") or "euclidean"
-    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram)
+    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method)
 
 
 def _metrics(frame: Frame) -> None:
