@@ -7,6 +7,9 @@ training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import streamlit as st
 
@@ -17,6 +20,8 @@ from dmlviz.store import StoreError
 from dmlviz.view import Frame, RunView, ViewOptions
 from ui.plotly_live import live_plotly_chart
 from ui.resources import runner, store
+
+T = TypeVar("T")
 
 REFRESH_S = 0.5  # the page redraws twice a second while a run is active
 SPEEDS = {"1 step/s": 1.0, "5 steps/s": 5.0, "20 steps/s": 20.0, "full speed": None}
@@ -44,6 +49,7 @@ def start_run(config: RunConfig, paused: bool = False) -> None:
         runner().set_speed(run_id, _speed())
     st.session_state["run_id"] = run_id
     st.session_state["command"] = "pause" if paused else "run"
+    st.session_state["command_run"] = run_id
     st.session_state.pop("view", None)
     st.session_state.pop("selected", None)
 
@@ -81,21 +87,44 @@ def _apply_speed() -> None:
         runner().set_speed(run_id, _speed())
 
 
+def _controlled(run_id: int | None) -> bool:
+    """Whether this app's runner still drives the run. The store is asked too: a worker records how its
+    run ended a moment before the runner notices its process is gone, and an ended run has no controls."""
+    if run_id is None or run_id not in runner().active_runs():
+        return False
+    try:
+        return store().get_run(run_id).active
+    except StoreError:
+        return False
+
+
+def _last_command(run_id: int) -> str:
+    """This session's last command to the run ("run", "pause" or "stop"); for a run it has not commanded
+    (opened from a link or from Home), what the run is doing."""
+    if st.session_state.get("command_run") != run_id:
+        st.session_state["command"] = "pause" if store().get_run(run_id).status == "paused" else "run"
+        st.session_state["command_run"] = run_id
+    return st.session_state["command"]
+
+
 def controls(config: RunConfig | None) -> None:
     """Start / pause / resume / step / stop / reset, and the speed; buttons act on this session's run."""
     run_id = st.session_state.get("run_id")
-    controlled = run_id is not None and run_id in runner().active_runs()
-    command = st.session_state.get("command", "run")
+    controlled = _controlled(run_id)
+    command = _last_command(run_id) if controlled else None
     with st.container(horizontal=True, vertical_alignment="center", key="controls"):
         if not controlled:
             st.button("Start", key="start", type="primary", icon=":material/play_arrow:", disabled=config is None,
                       on_click=start_run, args=(config,), help="Train the settings on the left in a new run.")
+        elif command == "stop":
+            # The worker ends the run after its current step and a last snapshot of the whole test set.
+            st.button("Stopping…", key="stopping", icon=":material/hourglass_top:", disabled=True)
         elif command == "run":
             st.button("Pause", key="pause", icon=":material/pause:", on_click=_command, args=("pause",))
         else:
             st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", on_click=_command,
                       args=("resume",))
-        if controlled:
+        if controlled and command != "stop":
             st.button("Step", key="step", icon=":material/skip_next:", on_click=_command, args=("step",),
                       help="Pause, then train one batch.")
             st.button("Stop", key="stop", icon=":material/stop:", on_click=_command, args=("stop",),
@@ -141,32 +170,52 @@ def _draw(run_id: int, status_seen: str, present: bool) -> None:
     record = view.refresh()
     if record.status != status_seen:
         # The controls outside this fragment show the old state: redraw the whole page once.
-        if record.status in ("paused", "running"):
+        if record.status in ("paused", "running") and st.session_state.get("command") != "stop":
             st.session_state["command"] = "pause" if record.status == "paused" else "run"
         st.rerun()
     index = view.snapshots()
     _status(view, index)
     if not index or view.info is None:
         return
-    position = _timeline(index, record.status)
+    # The same elements in the same places on every run, whatever the state: an element that moves
+    # (the timeline coming and going) makes the charts after it mount afresh and lose the user's zoom.
+    with st.container(key="timeline_slot"):
+        position = _timeline(index, record.status)
     options = _view_options(view, present, live=record.status == "running")
     selected = st.session_state.get("selected")
     height = 760 if present else 560
-    frame = view.frame(index, position, options, selected=selected, height=height)
+    # This runs twice a second and new snapshots come less often: build figures only for a new one.
+    frame = _cached("frame", (run_id, index[position].seq, options, selected, height),
+                    lambda: view.frame(index, position, options, selected=selected, height=height))
     if frame is None:
         return
-    _metrics(frame)
+    with st.container(key="metrics"):
+        _metrics(frame)
     left, right = st.columns([3, 2]) if not present else st.columns([5, 2])
     two_d = frame.points.shape[1] == 2
     with left:
-        clicked = live_plotly_chart(frame.features_figure, key="features_chart",
-                                    camera_key=frame.features_figure.layout.uirevision)
-        if clicked is not None:
-            st.session_state["selected"] = clicked
+        live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
+                          camera_key=frame.features_figure.layout.uirevision)
     with right:
         live_plotly_chart(frame.histogram_figure, key="histogram_chart")
         _inspector(view, frame, two_d)
-    live_plotly_chart(view.curves(height=420 if present else 380), key="curves_chart")
+    curves_height = 420 if present else 380
+    curves = _cached("curves", (run_id, len(index), index[-1].seq, curves_height),
+                     lambda: view.curves(height=curves_height))
+    live_plotly_chart(curves, key="curves_chart")
+
+
+def _select(index: int) -> None:
+    """A clicked probe point: ringed in the chart and shown in the inspector on the rerun the click starts."""
+    st.session_state["selected"] = index
+
+
+def _cached(name: str, key: tuple, build: Callable[[], T]) -> T:
+    """``build()``, or what it returned last time for the same ``key``."""
+    cache = st.session_state.setdefault("live_cache", {})
+    if name not in cache or cache[name][0] != key:
+        cache[name] = (key, build())
+    return cache[name][1]
 
 
 def _status(view: RunView, index: list) -> None:

@@ -4,11 +4,12 @@
 mounts a new chart: the 3-D camera and the 2-D zoom are lost, the chart blinks out while it
 remounts, and the browser runs out of WebGL contexts. This small component (``live_plot/index.html``,
 no build step) keeps one graph per key, re-applies the 3-D camera the person chose, holds redraws
-while they drag, and sends clicks on probe points back to Python.
+while they drag, skips redraws of an unchanged figure, and sends clicks on probe points back to Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly
@@ -21,14 +22,22 @@ _live_plot = components.declare_component("live_plot", path=str(Path(__file__).p
 components.declare_component("plotlyjs", path=str(Path(plotly.__file__).parent / "package_data"))
 
 
-def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = None) -> int | None:
-    """Draw ``figure``; return the probe index of a point clicked since the last call, if any.
+def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = None,
+                      on_click: Callable[[int], None] | None = None) -> None:
+    """Draw ``figure``; a click on a probe point calls ``on_click`` with its probe index before the rerun.
 
     ``camera_key`` names the remembered 3-D camera (per run and view, so a new run starts from
-    the default camera).
+    the default camera). A figure without a height is drawn 450 px high.
     """
-    clicked = _live_plot(spec=figure.to_json(), camera_key=camera_key or key, key=key, default=None)
-    if not clicked or clicked.get("at") == st.session_state.get(f"{key}.clicked_at"):
-        return None
-    st.session_state[f"{key}.clicked_at"] = clicked["at"]
-    return int(clicked["index"])
+    # The page redraws twice a second, mostly with the figure it drew last: serialise each figure once.
+    cached = st.session_state.get(f"{key}.spec")
+    if cached is None or cached[0] is not figure:
+        cached = st.session_state[f"{key}.spec"] = (figure, figure.to_json())
+
+    def clicked() -> None:
+        value = st.session_state.get(key)
+        if value and on_click is not None:
+            on_click(int(value["index"]))
+
+    _live_plot(spec=cached[1], camera_key=camera_key or key, clickable=on_click is not None, key=key, default=None,
+               on_change=clicked if on_click is not None else None)

@@ -1,9 +1,11 @@
 """The Train page in a real browser: a run started, paused, single-stepped and stopped from its buttons,
-and a view the user set (3-D camera, 2-D zoom) that survives the live updates.
+a view the user set (3-D camera, 2-D zoom) that survives the live updates, and a point picked by a click.
 
 The page's DOM contract: Streamlit gives an element with ``key=K`` the CSS class ``st-key-K``; the
-buttons are keyed start / pause / resume / step / stop / reset, the status line ``run_status`` reads
-``step N / M``, and the feature chart is keyed ``features_chart``. Its graph div is the
+buttons are keyed start / pause / resume / step / stop / reset (and a disabled stopping while a run
+stops), the status line ``run_status`` reads ``step N / M``, the feature chart is keyed
+``features_chart`` and the point inspector ``inspector`` (a number input with the selected probe
+index, then the images). The chart's graph div is the
 ``.js-plotly-plot`` inside that element, or inside an iframe there (a chart drawn by a component).
 """
 
@@ -25,9 +27,11 @@ pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
-# A run long enough never to end during a test (each test stops its own), with small, frequent snapshots.
+# A run long enough never to end during a test (each test stops its own), with small, frequent snapshots:
+# a generous snapshot budget, so that on a busy two-core machine, where one snapshot can take a second,
+# the engine does not space the live snapshots out to one per epoch.
 RUN = {"dataset": "digits", "loss": "softmax", "device": "cpu", "epochs": 100, "batch_size": 64,
-       "probe_size": 300, "snapshot_every": 0.25}
+       "probe_size": 300, "snapshot_every": 0.25, "snapshot_budget": 0.5}
 STEP = re.compile(r"step\s+([\d,\u202f ]+?)\s*/\s*([\d,\u202f ]+)")
 
 # The feature chart as the browser draws it: class points are the traces with customdata; the view is
@@ -47,13 +51,47 @@ CHART_JS = """(key) => {
   let eye = null;
   if (scene) eye = scene._scene && scene._scene.getCamera ? scene._scene.getCamera().eye : scene.camera.eye;
   const xaxis = !scene && gd._fullLayout.xaxis;
+  const ring = gd._fullData.find((t) => /^probe #/.test(t.name || ""));
   return {points, data: JSON.stringify(head), eye: eye && [eye.x, eye.y, eye.z],
-          xrange: xaxis ? Array.from(xaxis.range).map(Number) : null, autorange: xaxis ? xaxis.autorange : null};
+          xrange: xaxis ? Array.from(xaxis.range).map(Number) : null, autorange: xaxis ? xaxis.autorange : null,
+          ring: ring ? Number(ring.name.slice(7)) : null};
+}"""
+# Where to click a probe point of a 2-D chart, in page pixels: the one farthest from any other drawn point
+# (so that no neighbour or class mean takes the click), inside the plot area. With its probe index.
+POINT_JS = """(key) => {
+  const frame = document.querySelector('.st-key-' + key + ' iframe');
+  const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis || gd._fullLayout.scene) return null;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = frame.getBoundingClientRect();
+  const inside = (p, a) => p > a._offset + 10 && p < a._offset + a._length - 10;
+  const drawn = [];
+  for (const t of gd._fullData) {
+    if (t.visible !== true || !t.x || !t.y) continue;
+    for (let i = 0; i < t.x.length; i++) {
+      const x = xa._offset + xa.l2p(t.x[i]), y = ya._offset + ya.l2p(t.y[i]);
+      if (Number.isFinite(x) && Number.isFinite(y)) drawn.push({x, y, index: t.customdata ? t.customdata[i] : null});
+    }
+  }
+  let best = null, room = 0;
+  for (const p of drawn) {
+    if (p.index === null || !inside(p.x, xa) || !inside(p.y, ya)) continue;
+    const gap = Math.min(...drawn.filter((q) => q !== p).map((q) => Math.hypot(p.x - q.x, p.y - q.y)));
+    if (gap > room) { best = p; room = gap; }
+  }
+  return best && {x: box.left + best.x, y: box.top + best.y, index: Number(best.index), room};
+}"""
+INSPECTED_JS = """() => {
+  const input = document.querySelector('.st-key-inspector input');
+  const images = document.querySelectorAll('.st-key-inspector img').length;
+  return input ? {index: input.value === '' ? null : Number(input.value), images} : null;
 }"""
 STATUS_JS = "() => { const e = document.querySelector('.st-key-run_status'); return e ? e.innerText : null; }"
+# How long any one thing may take: generous, for a two-core machine that someone else is also using.
+# Every wait polls, so a fast machine never waits this long.
+WAIT_S = 60.0
 
 
-def wait_until(page, condition: Callable[[], T], what: str, timeout_s: float = 30.0) -> T:
+def wait_until(page, condition: Callable[[], T], what: str, timeout_s: float = WAIT_S) -> T:
     """Poll ``condition`` while the page keeps running; its first truthy value, or fail naming ``what``."""
     deadline = time.monotonic() + timeout_s
     while not (value := condition()):
@@ -86,24 +124,46 @@ def press(page, key: str) -> None:
     page.locator(f".st-key-{key} button").filter(visible=True).first.click()
 
 
-def latest_status(app) -> str | None:
+def latest(app) -> tuple[str | None, int | None]:
+    """The newest run's status in the store, and the step of its newest snapshot."""
     store = RunStore(app.store_dir)
     try:
         runs = store.list_runs()
-        return runs[0].status if runs else None
+        if not runs:
+            return None, None
+        index = store.snapshot_index(runs[0].id)
+        return runs[0].status, index[-1].step if index else None
     finally:
         store.close()
 
 
-def steady_step(page, hold_s: float = 1.0) -> int:
-    """The step counter once it has stayed put for ``hold_s`` (a paused run's counter must not move)."""
-    last, since = step(page), time.monotonic()
+def latest_status(app) -> str | None:
+    return latest(app)[0]
+
+
+def paused_step(app, page) -> int:
+    """The step a paused run stands at, once the page's counter shows it: the engine records that step
+    before it says "paused", so the store's newest snapshot is it."""
+    def settled() -> list[int] | None:
+        status, newest = latest(app)
+        return [newest] if status == "paused" and newest is not None and step(page) == newest else None
+
+    return wait_until(page, settled, "the page to show the step the paused run stands at")[0]
+
+
+def steady_box(page, key: str, hold_s: float = 0.5) -> dict[str, float]:
+    """An element's box once it has stayed put for ``hold_s``: the page lays itself out again when the
+    run's state changes (the timeline comes and goes), and a drag must land where it was aimed."""
+    def box() -> dict[str, float] | None:
+        return page.locator(f".st-key-{key}").first.bounding_box()
+
+    last, since = wait_until(page, box, f"the box of {key}"), time.monotonic()
     while time.monotonic() - since < hold_s:
         page.wait_for_timeout(100)
-        now = step(page)
+        now = box()
         if now != last:
             last, since = now, time.monotonic()
-    assert last is not None, "no step counter on a paused run"
+    assert last is not None
     return last
 
 
@@ -128,7 +188,7 @@ def stop_run(app, page) -> None:
 def drag(page, dx: float, dy: float) -> None:
     """A user's drag from the middle of the feature chart, by fractions of its size, with pauses a slow
     renderer can follow."""
-    box = wait_until(page, lambda: page.locator(".st-key-features_chart").first.bounding_box(), "the chart's box")
+    box = steady_box(page, "features_chart")
     x, y = box["x"] + 0.4 * box["width"], box["y"] + 0.5 * box["height"]
     page.mouse.move(x, y)
     page.wait_for_timeout(50)
@@ -175,8 +235,22 @@ def assert_view_survives_updates(page) -> None:
     ), f"a redraw reset the view: {view(chosen)} → {view(after)}"
 
 
+def assert_click_selects_the_point(page) -> None:
+    """Click a probe point in the 2-D chart: the inspector shows that image (and its neighbours) and the
+    chart rings it."""
+    target = wait_until(page, lambda: page.evaluate(POINT_JS, "features_chart"), "a probe point to click")
+    page.mouse.move(target["x"], target["y"])
+    page.wait_for_timeout(300)  # plotly finds the point under the mouse on hover; the click reports it
+    page.mouse.click(target["x"], target["y"])
+    index = target["index"]
+    wait_until(page, lambda: (seen := page.evaluate(INSPECTED_JS)) and seen["index"] == index
+               and seen["images"] > 1, f"the inspector to show probe image #{index} and its neighbours")
+    wait_until(page, lambda: (state := chart(page)) and state["ring"] == index, f"a ring around probe point #{index}")
+
+
 def test_start_pause_step_resume_zoom_stop(app, page, e2e_output):
-    """The whole life of a 2-D run from its buttons, and a zoomed chart that stays zoomed while it trains."""
+    """The whole life of a 2-D run from its buttons, a zoomed chart that stays zoomed while it trains, and
+    a point picked by clicking it."""
     try:
         first = start_run(app, page, feature_dim=2)
         assert first["eye"] is None, "a 2-D run drew a 3-D scene"
@@ -187,21 +261,22 @@ def test_start_pause_step_resume_zoom_stop(app, page, e2e_output):
         press(page, "pause")
         wait_until(page, lambda: shown(page, "resume") and shown(page, "step") and not shown(page, "pause"),
                    "Resume and Step in place of Pause")
-        wait_until(page, lambda: latest_status(app) == "paused", "the run to be paused in the store")
-        paused = steady_step(page)
+        paused = paused_step(app, page)
 
-        # The counter shows the newest snapshot, which can trail the step the run paused at: the first
-        # single step reveals that step + 1, each further one adds exactly 1.
-        press(page, "step")
-        stepped = wait_until(page, lambda: (n := step(page) or 0) > paused and n, "a single step to show")
-        press(page, "step")
-        wait_until(page, lambda: step(page) == stepped + 1, f"the counter to go from {stepped} to {stepped + 1}")
-        assert steady_step(page) == stepped + 1, "the run went on after a single step"
-        assert latest_status(app) == "paused"
+        # Each single step trains exactly one batch and shows it; the run stays paused.
+        for expected in (paused + 1, paused + 2):
+            press(page, "step")
+            wait_until(page, lambda n=expected: (step(page) or 0) >= n, f"the counter to reach {expected}")
+            assert paused_step(app, page) == expected, f"a single step from {expected - 1} did not end at {expected}"
+        page.wait_for_timeout(1000)
+        assert latest(app) == ("paused", paused + 2) and step(page) == paused + 2, "the run went on after a step"
+        # A paused chart holds still and is not zoomed yet: every point is there to be clicked.
+        assert_click_selects_the_point(page)
 
         press(page, "resume")
         wait_until(page, lambda: shown(page, "pause") and not shown(page, "resume"), "Pause in place of Resume")
-        wait_until(page, lambda: (step(page) or 0) > stepped + 1, "the counter to move again")
+        wait_until(page, lambda: (step(page) or 0) > paused + 2 and "running" in (page.evaluate(STATUS_JS) or ""),
+                   "the counter to move again")
         assert_view_survives_updates(page)
 
         press(page, "stop")
@@ -209,6 +284,9 @@ def test_start_pause_step_resume_zoom_stop(app, page, e2e_output):
         wait_until(page, lambda: not any(shown(page, key) for key in ("pause", "resume", "step", "stop")),
                    "the run's controls to go once it stopped")
         wait_until(page, lambda: (state := chart(page)) and state["points"] > 0, "the stopped run's chart")
+        # Streamlit scrolls inside the page, so a "full page" shot is the window: make it tall enough for all.
+        page.set_viewport_size({"width": page.viewport_size["width"], "height": 2200})
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(e2e_output / "train_page.png"), full_page=True)
     finally:
         stop_run(app, page)
