@@ -363,13 +363,16 @@ class Engine:
             last = time.perf_counter()
             return last - now
 
-        spent = take("tick")
+        # The budget is for snapshots taken while training runs; the first one (which also warms
+        # the evaluation path up) and those of a paused run's single steps cost no training time.
+        take("tick")
+        spent = 0.0
         next_due = time.perf_counter() + config.snapshot_every
         while trainer.step < trainer.total_steps:
             action = self.control.gate()
             if action == "pause":
                 if trainer.step != snapshot_step:
-                    spent += take("tick")
+                    take("tick")
                 continue
             if action == "stop":
                 take("final")
@@ -382,7 +385,9 @@ class Engine:
                 break
             if trainer.step % trainer.steps_per_epoch == 0:
                 spent += take("epoch")
-            elif action == "step" or (config.snapshot_steps and trainer.step % config.snapshot_steps == 0):
+            elif action == "step":
+                take("tick")
+            elif config.snapshot_steps and trainer.step % config.snapshot_steps == 0:
                 spent += take("tick")
             elif not config.snapshot_steps and time.perf_counter() >= next_due:
                 spent += take("tick")
