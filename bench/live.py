@@ -5,15 +5,19 @@
    drawn.
 2. Refresh rate with the default 2,000 probe points: redraws of the feature chart per second over a
    window of a running run, all of them (``Plotly.react`` calls) and those with new data (snapshots).
-3. Training throughput with the page open against the same run from ``python -m dmlviz train``:
-   images/s from the store's series, median over the snapshots after the first seconds.
-4. Server memory: RSS of the Streamlit process every 5 s while a run trains with the page polling.
+3. Training throughput with the page open against the same run from ``python -m dmlviz train``
+   (default settings, each stopped after the same training time): images/s from the store's series,
+   median over the snapshots after the first seconds, with the cores each process used.
+4. Server memory: RSS of the Streamlit process every 5 s while a run trains with the page polling
+   (a run of 1,000 epochs, stopped at the end), and the least-squares slope over the second half.
 
 The app is served by ``streamlit run app.py`` on a loopback port with its own store, and driven by
 Chromium through Playwright (Debian's chromium; Playwright's own browsers are never downloaded). An
 init script in every frame wraps ``Plotly.react`` in the chart component's iframe and counts what it
-draws, so the page itself is measured unchanged. Every result carries the load average at the time:
-other processes on a shared machine slow the page and the training down. Results are printed and
+draws, so the page itself is measured unchanged. Other processes on a shared machine slow the page
+and the training down: each measurement first waits (``--settle``) for the CPU to go idle, the CLI
+and page runs are repeated (``--attempts``) while others took more than a quarter of a core, and
+every result carries the load average and the cores other processes used. Results are printed and
 written to ``bench/results/live.json``.
 """
 
@@ -43,6 +47,7 @@ import numpy as np
 import plotly
 import streamlit
 import torch
+from scipy import stats
 
 from bench.engine import mnist_cache
 from dmlviz import settings
@@ -514,20 +519,31 @@ def memory(browser, app: App, minutes: float, settle_s: float) -> dict[str, Any]
             page.wait_for_timeout(max(0.0, SAMPLE_S * len(samples) - (time.monotonic() - begun)) * 1000)
         status = app.store.get_run(run.id).status
         stop_run(page, app)
+    return rss_summary(samples) | {"status_before_stop": status, "samples": samples, "load_before": system_load,
+                                   "load_after": load()}
+
+
+def rss_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Start, end and peak of the server's RSS, and its least-squares slope with its standard error over
+    the second half (the target) and over the whole run; the page's redraw rate over the run."""
     t = np.array([s["t_s"] for s in samples]) / 60
     mb = np.array([s["server_mb"] for s in samples])
     half = t >= t[-1] / 2
-    slope = float(np.polyfit(t[half], mb[half], 1)[0]) if half.sum() >= 2 else float("nan")
+    trend = {}
+    for name, chosen in (("", half), ("_whole_run", np.ones_like(half))):
+        fit = stats.linregress(t[chosen], mb[chosen]) if chosen.sum() >= 3 else None
+        trend[f"server_rss_slope_mb_per_min{name}"] = float(fit.slope) if fit else float("nan")
+        trend[f"server_rss_slope_stderr{name}"] = float(fit.stderr) if fit else float("nan")
     worker_mb = [s["worker_mb"] for s in samples if s["worker_mb"] is not None]
     others = [s["other_cores"] for s in samples if s["other_cores"] is not None]
-    return {"minutes": float(t[-1]), "status_before_stop": status, "server_start_mb": float(mb[0]),
-            "server_end_mb": float(mb[-1]), "server_max_mb": float(mb.max()),
-            "server_rss_slope_mb_per_min": slope,
+    return {"minutes": float(t[-1]), "server_start_mb": float(mb[0]), "server_end_mb": float(mb[-1]),
+            "server_min_mb": float(mb.min()), "server_max_mb": float(mb.max()), **trend,
             "worker_start_mb": worker_mb[0] if worker_mb else None,
             "worker_end_mb": worker_mb[-1] if worker_mb else None,
             "page_redraws_per_s": samples[-1]["redraws"] / max(samples[-1]["t_s"], 1e-9),
-            "other_cores_mean": float(np.mean(others)) if others else None,
-            "samples": samples, "load_before": system_load, "load_after": load()}
+            "training_img_s": (samples[-1]["step"] - samples[0]["step"]) * RunConfig().batch_size
+            / max(samples[-1]["t_s"] - samples[0]["t_s"], 1e-9),
+            "other_cores_mean": float(np.mean(others)) if others else None}
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -548,13 +564,48 @@ def verdicts(values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def table(results: dict[str, Any]) -> str:
+def summarize(results: dict[str, Any]) -> None:
+    """The verdicts on the targets, from the measurements."""
+    page = results["page"]
+    results["targets"] = verdicts({
+        "start_to_first_frame_s": results["first_frame"]["median_s"],
+        "page_redraws_per_s": page["refresh"]["page_redraws_per_s"],
+        "new_frames_per_s": page["refresh"]["new_frames_per_s"],
+        "page_vs_cli_throughput": page["throughput"]["median_img_s"] / results["cli"]["median_img_s"],
+        "server_rss_slope_mb_per_min": results.get("memory", {}).get("server_rss_slope_mb_per_min"),
+    })
+
+
+def report(results: dict[str, Any]) -> str:
+    """The verdicts as a table, then the numbers behind them, each with the machine's load."""
     rows = [f"{'measure':34} {'value':>10}  {'target':>10}  result"]
     for name, verdict in results["targets"].items():
         value = verdict["value"]
         shown = f"{value:10.3g}" if value is not None else f"{'—':>10}"
         result = {True: "pass", False: "FAIL", None: "not measured"}[verdict["pass"]]
         rows.append(f"{name:34} {shown}  {verdict['target']:>10}  {result}")
+    rows.append("")
+    for trial in results["first_frame"]["trials"]:
+        rows.append(f"first frame {trial['seconds']:.2f} s: snapshot stored {trial['click_to_snapshot_stored_s']:.2f}, "
+                    f"render message {trial['click_to_first_render_message_s']:.2f}, Plotly.react called "
+                    f"{trial['click_to_first_react_call_s']:.2f} (load {trial['load']['1min']:.2f})")
+    refresh, page, cli = results["page"]["refresh"], results["page"]["throughput"], results["cli"]
+    rows.append(f"refresh over {refresh['window_s']:.0f} s: {refresh['page_redraws_per_s']:.3f} redraws/s, "
+                f"{refresh['new_frames_per_s']:.3f} new frames/s, {refresh['store_snapshots_per_s']:.3f} "
+                f"snapshots/s stored; over the run {refresh['whole_run']['page_redraws_per_s']:.3f} redraws/s "
+                f"(load {refresh['load']['1min']:.2f})")
+    for name, run in (("cli ", cli), ("page", page)):
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in run["cores_used"].items())
+        rows.append(f"{name} {run['median_img_s']:5.0f} img/s (overall {run['overall_img_s']:.0f}); cores: {cores}; "
+                    f"snapshots at {run['snapshot_elapsed_s']} s (load {run['load_after']['1min']:.2f})")
+    if "memory" in results:
+        m = results["memory"]
+        rows.append(f"server RSS over {m['minutes']:.1f} min: start {m['server_start_mb']:.0f} MB, end "
+                    f"{m['server_end_mb']:.0f}, min {m['server_min_mb']:.0f}, max {m['server_max_mb']:.0f}; slope "
+                    f"{m['server_rss_slope_mb_per_min']:.2f} ± {m['server_rss_slope_stderr']:.2f} MB/min (second "
+                    f"half), {m['server_rss_slope_mb_per_min_whole_run']:.2f} ± "
+                    f"{m['server_rss_slope_stderr_whole_run']:.2f} (whole run); {m['page_redraws_per_s']:.3f} "
+                    f"redraws/s, {m['training_img_s']:.0f} img/s (load {m['load_after']['1min']:.2f})")
     return "\n".join(rows)
 
 
@@ -597,20 +648,8 @@ def main() -> None:
             if not args.skip_memory:
                 results["memory"] = memory(browser, app, args.minutes, args.settle)
             app.store.close()
-
-    page = results["page"]
-    results["targets"] = verdicts({
-        "start_to_first_frame_s": results["first_frame"]["median_s"],
-        "page_redraws_per_s": page["refresh"]["page_redraws_per_s"],
-        "new_frames_per_s": page["refresh"]["new_frames_per_s"],
-        "page_vs_cli_throughput": page["throughput"]["median_img_s"] / results["cli"]["median_img_s"],
-        "server_rss_slope_mb_per_min": results.get("memory", {}).get("server_rss_slope_mb_per_min"),
-    })
-    print(table(results))
-    if "memory" in results:
-        m = results["memory"]
-        print(f"server RSS over {m['minutes']:.1f} min: start {m['server_start_mb']:.0f} MB, end "
-              f"{m['server_end_mb']:.0f} MB, max {m['server_max_mb']:.0f} MB")
+    summarize(results)
+    print(report(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float))
 
