@@ -338,16 +338,7 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
 
 
 @st.cache_resource(max_entries=2)
-def _probe_image_cache(dataset: str) -> dict:
-    return {}
-
-
 def _probe_images(dataset: str, probe_index: np.ndarray) -> np.ndarray:
-    """The probe's test images as H × W (× 3) uint8 arrays, loaded once per dataset."""
-    cache = _probe_image_cache(dataset)
-    key = probe_index.tobytes()
-    if key not in cache:
-        images = load_raw(dataset, settings.data_dir()).x_test[probe_index].numpy()
-        cache.clear()
-        cache[key] = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
-    return cache[key]
+    """The probe's test images as H × W (× 3) uint8 arrays, loaded once per dataset and probe set."""
+    images = load_raw(dataset, settings.data_dir()).x_test[probe_index].numpy()
+    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
