@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from dmlviz import settings
 from dmlviz.config import RunConfig
 from dmlviz.data import prepare
-from dmlviz.engine import Engine, setup
+from dmlviz.engine import Engine, FreeRunning, setup
 from dmlviz.models import build_model
 from dmlviz.store import RunStore
 
@@ -181,7 +181,7 @@ def time_to_accuracy(config: RunConfig, data_dir: Path, target: float) -> float 
             if self.reached is None and snapshot.metrics.get("probe_acc", 0) >= target:
                 self.reached = snapshot.elapsed
 
-    class UntilReached:
+    class UntilReached(FreeRunning):
         def gate(self) -> str:
             return "stop" if sink.reached is not None else "run"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from dmlviz import settings
 from dmlviz.config import HP_PREFIX, ConfigError, RunConfig
-from dmlviz.engine import Action
+from dmlviz.engine import Action, FreeRunning
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunStore, StoreError
 
@@ -117,7 +117,7 @@ class _Progress:
             self.bar.close()
 
 
-class _CtrlC:
+class _CtrlC(FreeRunning):
     """Turns the first Ctrl-C into a clean stop after the current step; the run is kept."""
 
     def __init__(self) -> None:

@@ -77,7 +77,8 @@ class RunConfig:
     precision: str = _setting("auto", "bf16 autocast where the hardware runs it natively (auto), or fp32.",
                               choices=PRECISIONS)
     snapshot_every: float = _setting(0.5, "Seconds between live snapshots.", low=0.05, high=3600.0, unit="s")
-    snapshot_budget: float = _setting(0.04, "Largest share of time that live snapshots may take; they are "
+    snapshot_budget: float = _setting(0.04, "Largest share of time that live snapshots may take while nobody "
+                                      "watches the run live (a watching page allows up to half); they are "
                                       "spaced out further when the probe set is slow to embed.", low=0.005,
                                       high=1.0)
     snapshot_steps: int | None = _setting(None, "Take a snapshot every this many steps instead of on the clock "

@@ -27,7 +27,7 @@ MEANS = "class_means"
 # The look of plotly's "plotly_white", reduced to what these figures use; the paper stays white so
 # the dark labels stay readable on a page with a dark theme.
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "zerolinewidth": 2,
-         "ticks": "", "automargin": True}
+         "ticks": "", "automargin": False}
 _SCENE_AXIS = {"backgroundcolor": "white", "gridcolor": "#DFE8F3", "linecolor": "#EBF0F8",
                "zerolinecolor": "#EBF0F8", "showbackground": True, "ticks": "", "title": {"text": ""}}
 _TEMPLATE = go.layout.Template(layout={
@@ -35,7 +35,7 @@ _TEMPLATE = go.layout.Template(layout={
     "xaxis": _AXIS, "yaxis": _AXIS, "hoverlabel": {"align": "left"},
     "scene": {"xaxis": _SCENE_AXIS, "yaxis": _SCENE_AXIS, "zaxis": _SCENE_AXIS},
 })
-_MARGIN = {"l": 10, "r": 10, "b": 10}
+_MARGIN = {"l": 55, "r": 10, "b": 45}
 _OUTLINE = {"color": "#222222", "width": 1.5}
 _NOTE = {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 14}}
 
@@ -214,6 +214,16 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
             layout["shapes"] = [{"type": "circle", "x0": -1, "y0": -1, "x1": 1, "y1": 1, "layer": "below",
                                  "line": {"color": "#999999", "width": 1}}]
     return go.Figure(data=traces, layout=layout)
+
+
+def placeholder_figure(text: str, height: int | None = None, webgl: bool = False) -> go.Figure:
+    """An empty chart with a note, in the place a run's figure will take. ``webgl``: with an empty
+    WebGL trace, so the browser has its WebGL context ready when the first frame arrives."""
+    data = [{"type": "scattergl", "x": [], "y": [], "showlegend": False, "hoverinfo": "skip"}] if webgl else []
+    return go.Figure(data=data, layout={
+        "template": _TEMPLATE, "height": height, "margin": _MARGIN | {"t": 10}, "xaxis": {"visible": False},
+        "yaxis": {"visible": False}, "annotations": [_NOTE | {"text": text, "font": {"size": 14, "color": "#777777"}}],
+    })
 
 
 def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:

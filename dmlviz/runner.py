@@ -31,6 +31,7 @@ from dmlviz.store import RunStore
 RUN, PAUSE, STOP = 0, 1, 2
 _POLL = 0.02  # seconds between looks at the control while paused, and the runner's reaping tick
 _OWNER_CHECK = 1.0  # seconds between a worker's checks that the process that started it is alive
+WATCH_S = 3.0  # how long one sign of a watching page counts
 
 
 class StoreSink:
@@ -56,10 +57,11 @@ class SharedControl:
     """The worker's side of the control: reads the command the runner writes into shared memory."""
 
     def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_id: int,
-                 owner_pid: int, pace: Synchronized | None = None) -> None:
+                 owner_pid: int, pace: Synchronized | None = None, watched_until: Synchronized | None = None) -> None:
         self.command = command
         self.credits = credits
         self.pace = pace
+        self.watched_until = watched_until
         self._last_step = 0.0
         self.store = store
         self.run_id = run_id
@@ -105,6 +107,10 @@ class SharedControl:
             time.sleep(_POLL)
 
 
+    def watched(self) -> bool:
+        # time.monotonic() is one clock for all processes of a machine (CLOCK_MONOTONIC, mach time).
+        return self.watched_until is not None and self.watched_until.value > time.monotonic()
+
     def _wait_for_pace(self) -> bool:
         """Slow motion: True (after a short sleep) while the next step is not yet due, so that the
         caller looks at the command again and a pause or stop is obeyed at once."""
@@ -127,7 +133,8 @@ def _alive(pid: int) -> bool:
 
 
 def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: str, command: Synchronized,
-          credits: Synchronized, pace: Synchronized, owner_pid: int, threads: int) -> None:
+          credits: Synchronized, pace: Synchronized, watched_until: Synchronized, owner_pid: int,
+          threads: int) -> None:
     """Entry point of a worker process: train one run and record how it ended."""
     store = RunStore(store_root)
     store.set_status(run_id, "running", pid=os.getpid())
@@ -135,7 +142,7 @@ def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: s
         from dmlviz.engine import train
 
         config = RunConfig.from_dict(config_data)
-        control = SharedControl(command, credits, store, run_id, owner_pid, pace)
+        control = SharedControl(command, credits, store, run_id, owner_pid, pace, watched_until)
         result = train(config, Path(data_dir), StoreSink(store, run_id), control, threads=threads)
         store.set_status(run_id, result.outcome, error=result.error)
     except OwnerGone:
@@ -161,6 +168,7 @@ class _Job:
     command: Synchronized
     credits: Synchronized
     pace: Synchronized  # seconds per step at the least (0: full speed)
+    watched_until: Synchronized  # time.monotonic() until which a page watches the run live
     process: BaseProcess | None = None
 
 
@@ -190,6 +198,10 @@ class Runner:
             # the retrieval metrics of the first snapshot.
             self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo",
                                               "pytorch_metric_learning.utils.accuracy_calculator"])
+            # Started now, in the background (its imports take seconds), not when the first run starts.
+            from multiprocessing import forkserver
+
+            threading.Thread(target=forkserver.ensure_running, name="dmlviz-forkserver", daemon=True).start()
         self._queue: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
@@ -205,7 +217,7 @@ class Runner:
         run_id = self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
                                        status="queued", pid=os.getpid())
         job = _Job(run_id, config, self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
-                   self._ctx.Value("d", 0.0))
+                   self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0))
         with self._lock:
             self._jobs[run_id] = job
             self._queue.append(run_id)
@@ -231,6 +243,12 @@ class Runner:
         if steps_per_second is not None and steps_per_second <= 0:
             raise ValueError(f"steps per second must be positive, got {steps_per_second:g}")
         self._job(run_id).pace.value = 1.0 / steps_per_second if steps_per_second else 0.0
+
+    def watch(self, run_id: int, seconds: float = WATCH_S) -> None:
+        """Someone watches the run live for the next ``seconds``: it snapshots as often as its
+        ``snapshot_every`` allows (engine.WATCHED_SNAPSHOT_BUDGET), so the figures move. A page calls
+        this on every poll; when it stops (the tab closed), the run goes back to its own budget."""
+        self._job(run_id).watched_until.value = time.monotonic() + seconds
 
     def stop(self, run_id: int) -> None:
         """Stop a run: a running one ends after its current step; a queued one never starts."""
@@ -306,7 +324,7 @@ class Runner:
                 job.process = self._ctx.Process(
                     target=_work, name=f"dmlviz-run-{job.run_id}", daemon=True,
                     args=(job.run_id, config.to_dict(), str(self.store.root), str(self.data_dir), job.command,
-                          job.credits, job.pace, os.getpid(), self.threads),
+                          job.credits, job.pace, job.watched_until, os.getpid(), self.threads),
                 )
                 job.process.start()
                 running += 1

@@ -1,9 +1,10 @@
 """The engine: real training on real MNIST, reproducibility, snapshots, divergence."""
 
 import numpy as np
+import pytest
 
 from dmlviz.config import RunConfig
-from dmlviz.engine import Engine, setup, train
+from dmlviz.engine import Engine, FreeRunning, setup, train
 
 
 class ListSink:
@@ -62,7 +63,7 @@ def test_divergence_stops_the_run_with_a_hint():
 
 
 def test_stop_and_single_step_through_control():
-    class Script:
+    class Script(FreeRunning):
         def __init__(self, actions):
             self.actions = list(actions)
 
@@ -76,3 +77,31 @@ def test_stop_and_single_step_through_control():
     assert result.outcome == "stopped" and result.step == 4
     # A pause records the step it stopped at (once); a pause at a recorded step adds nothing.
     assert [(s.step, s.kind) for s in sink.snapshots] == [(0, "tick"), (1, "tick"), (4, "tick"), (4, "final")]
+
+
+def test_snapshot_period_keeps_snapshots_within_their_budget():
+    from dmlviz.engine import snapshot_period
+
+    assert snapshot_period(0.01, 0.04, 0.5) == 0.5  # cheap snapshots: the cadence asked for
+    assert snapshot_period(0.15, 0.04, 0.5) == pytest.approx(3.75)  # 0.15 s every 3.75 s is 4 %
+    assert snapshot_period(0.15, 0.5, 0.5) == 0.5  # a watching page allows half the time
+
+
+def test_a_watched_run_snapshots_at_its_cadence_and_an_unwatched_one_within_its_budget():
+    class Watched(FreeRunning):
+        def __init__(self, watched):
+            self._watched = watched
+
+        def watched(self):
+            return self._watched
+
+    # A budget so small that, unwatched, only the first live snapshot (before any cost is known) fits in.
+    config = digits(steps=150, batch_size=16, snapshot_every=0.05, snapshot_budget=0.005, probe_size=500)
+
+    def ticks(watched):
+        sink = ListSink()
+        Engine(setup(config, None), sink, Watched(watched)).run()
+        return sum(1 for s in sink.snapshots if s.kind == "tick" and s.step > 0)
+
+    assert ticks(False) <= 1
+    assert ticks(True) >= 4

@@ -10,7 +10,15 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dmlviz.figures import MEANS, PALETTE, class_color, curves_figure, feature_figure, histogram_figure
+from dmlviz.figures import (
+    MEANS,
+    PALETTE,
+    class_color,
+    curves_figure,
+    feature_figure,
+    histogram_figure,
+    placeholder_figure,
+)
 
 NAMES = ["zero", "one", "two", "three", "four"]
 
@@ -227,3 +235,10 @@ def test_schedules_share_a_panel_normalised_with_their_current_value_named():
 def test_curves_without_data_say_so():
     fig = curves_figure(np.array([0]), {"loss": np.array([math.nan])})
     assert not fig.data and _panel_titles(fig) == ["no data yet"]
+
+
+def test_placeholder_figure_is_an_empty_chart_with_a_note():
+    figure = placeholder_figure("waiting", height=300, webgl=True)
+    assert figure.layout.height == 300 and figure.layout.annotations[0].text == "waiting"
+    assert len(figure.data) == 1 and figure.data[0].type == "scattergl" and len(figure.data[0].x) == 0
+    assert placeholder_figure("waiting").data == ()

@@ -171,3 +171,29 @@ def test_when_the_app_dies_its_runs_become_interrupted(tmp_path):
     assert store.count_snapshots(run_id) >= 3
     # A later start finds nothing left to mark.
     assert store.mark_interrupted() == []
+
+
+def test_watching_reaches_the_worker_and_wears_off(tmp_path):
+    import multiprocessing as mp
+
+    from dmlviz.runner import RUN, SharedControl
+
+    store = RunStore(tmp_path)
+    run_id = store.create_run({"loss": "softmax"}, status="running")
+    watched_until = mp.Value("d", 0.0)
+    control = SharedControl(mp.Value("i", RUN), mp.Value("i", 0), store, run_id, os.getpid(), None, watched_until)
+    assert not control.watched()
+    watched_until.value = time.monotonic() + 0.3  # what Runner.watch writes
+    assert control.watched()
+    time.sleep(0.35)
+    assert not control.watched()
+
+
+def test_watch_marks_a_run_watched(runner):
+    run_id = runner.submit(digits(steps=100_000), paused=True)
+    runner.watch(run_id, seconds=60)
+    assert runner._job(run_id).watched_until.value > time.monotonic() + 50
+    runner.stop(run_id)
+    assert runner.wait(run_id, timeout=60) == "stopped"
+    with pytest.raises(KeyError):
+        runner.watch(run_id)

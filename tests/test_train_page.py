@@ -108,5 +108,16 @@ def test_start_trains_a_real_run_and_the_page_draws_it(store_dir):
     points = sum(array_length(trace["x"]) for trace in features["data"] if "customdata" in trace)
     assert points == 200  # every probe image
     assert any("Timeline" in s.label for s in app.select_slider)
-    labels = [m.label for m in app.metric]
-    assert "probe accuracy" in labels and "P@1" in labels and "Fisher ratio" in labels
+    numbers = next(m.value for m in app.markdown if "dmlviz-metrics" in m.value)
+    assert all(f">{label}<" in numbers for label in ("probe accuracy", "P@1", "Fisher ratio"))
+
+
+def test_the_charts_are_in_place_before_a_run_starts(store_dir):
+    # Mounted before Start, the charts have plotly.js loaded when the first frame arrives.
+    app = train_page()
+    assert not app.exception
+    assert any("press **Start**" in i.value for i in app.info)
+    specs = [json.loads(json.loads(c.proto.json_args)["spec"]) for c in app.get("component_instance")]
+    assert len(specs) == 3
+    assert [t["type"] for t in specs[0]["data"]] == ["scattergl"]  # WebGL ready for the first frame
+    assert "Press Start" in specs[0]["layout"]["annotations"][0]["text"]

@@ -7,13 +7,15 @@ training.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 import streamlit as st
 
-from dmlviz import settings
+from dmlviz import figures, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
 from dmlviz.store import StoreError
@@ -24,6 +26,7 @@ from ui.resources import runner, store
 T = TypeVar("T")
 
 REFRESH_S = 0.5  # the page redraws twice a second while a run is active
+CURVES_EVERY_S = 2.0  # run time between redraws of the curves while training
 SPEEDS = {"1 step/s": 1.0, "5 steps/s": 5.0, "20 steps/s": 20.0, "full speed": None}
 _ENDED_MESSAGES = {
     "finished": ("success", "Finished."),
@@ -32,6 +35,9 @@ _ENDED_MESSAGES = {
     "failed": ("error", "Failed"),
     "interrupted": ("warning", "Interrupted"),
 }
+_METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem 2.5rem}"
+                  ".dmlviz-metrics .label{font-size:0.875rem;opacity:0.7}"
+                  ".dmlviz-metrics .value{font-size:1.75rem;line-height:1.3}</style>")
 _METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
                   "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
                   "unseen_p_at_1": "unseen P@1"}
@@ -90,7 +96,9 @@ def _apply_speed() -> None:
 def _controlled(run_id: int | None) -> bool:
     """Whether this app's runner still drives the run. The store is asked too: a worker records how its
     run ended a moment before the runner notices its process is gone, and an ended run has no controls."""
-    if run_id is None or run_id not in runner().active_runs():
+    # runner() on every page load, run or not: it starts the worker processes' parent while the person
+    # is still choosing settings, so that Start is quick.
+    if run_id not in runner().active_runs():
         return False
     try:
         return store().get_run(run_id).active
@@ -143,19 +151,26 @@ def controls(config: RunConfig | None) -> None:
 # -- the live view ------------------------------------------------------------------------------
 
 def live_view(present: bool = False) -> None:
+    """The run on screen, or the empty places its figures will take. The view options are drawn here,
+    outside the polling fragment: a change reruns the page anyway, and every element the fragment
+    does not have to send again twice a second is work the training worker keeps."""
     run_id = st.session_state.get("run_id")
-    if run_id is None:
-        st.info("Choose settings (or a preset) on the left and press **Start**: the features of "
-                f"{RunConfig().probe_size:,} test images will appear and move as the network learns.")
-        return
-    try:
-        record = store().get_run(run_id)
-    except StoreError:
-        st.session_state.pop("run_id", None)
-        st.warning(f"Run {run_id} is no longer in the store.")
-        return
+    view, record = None, None
+    if run_id is not None:
+        try:
+            view = _view(run_id)
+            record = view.refresh()
+        except StoreError:
+            st.session_state.pop("run_id", None)
+            st.session_state.pop("view", None)
+            st.warning(f"Run {run_id} is no longer in the store.")
+            view = None
+    with st.container(key="view_options"):
+        options = _view_options(view, present, live=record.status == "running") if view else ViewOptions()
     # Poll only while something can change; an ended run is drawn once and then scrubbed.
-    st.fragment(run_every=REFRESH_S if record.active else None)(_draw)(run_id, record.status, present)
+    active = record is not None and record.active
+    st.fragment(run_every=REFRESH_S if active else None)(_draw)(
+        run_id if view else None, record.status if record else None, present, options)
 
 
 def _view(run_id: int) -> RunView:
@@ -165,44 +180,87 @@ def _view(run_id: int) -> RunView:
     return view
 
 
-def _draw(run_id: int, status_seen: str, present: bool) -> None:
-    view = _view(run_id)
-    record = view.refresh()
-    if record.status != status_seen:
-        # The controls outside this fragment show the old state: redraw the whole page once.
-        if record.status in ("paused", "running") and st.session_state.get("command") != "stop":
-            st.session_state["command"] = "pause" if record.status == "paused" else "run"
-        st.rerun()
-    index = view.snapshots()
-    _status(view, index)
-    if not index or view.info is None:
-        return
-    # The same elements in the same places on every run, whatever the state: an element that moves
-    # (the timeline coming and going) makes the charts after it mount afresh and lose the user's zoom.
+def _draw(run_id: int | None, status_seen: str | None, present: bool, options: ViewOptions) -> None:
+    # The same elements in the same places whatever the state (no run, starting, running, ended): an
+    # element that moves makes the charts after it mount afresh, reload plotly.js (a second or more)
+    # and lose the user's zoom. So the charts are in place, empty, before Start is pressed.
+    view = _view(run_id) if run_id is not None else None
+    record = view.refresh() if view is not None else None
+    if record is not None and record.status != status_seen and _controls_change(record):
+        st.rerun()  # the controls outside this fragment show the old state: redraw the whole page once
+    if record is not None and record.status == "running" and run_id in runner().active_runs():
+        try:
+            runner().watch(run_id)  # snapshots come at the page's pace while it watches
+        except KeyError:
+            pass  # ended just now
+    index = view.snapshots() if view is not None else []
+    with st.container(key="run_status"):
+        if view is None:
+            st.info("Choose settings (or a preset) on the left and press **Start**: the features of "
+                    f"{RunConfig().probe_size:,} test images will appear and move as the network learns.")
+        else:
+            _status(view, index)
+    drawable = bool(index) and view is not None and view.info is not None
     with st.container(key="timeline_slot"):
-        position = _timeline(index, record.status)
-    options = _view_options(view, present, live=record.status == "running")
+        position = _timeline(index, record.status) if drawable else None
+    if record is not None and record.status == "running" and options.method != "pca":
+        options = replace(options, method="pca")  # UMAP / t-SNE only while paused or ended
     selected = st.session_state.get("selected")
     height = 760 if present else 560
-    # This runs twice a second and new snapshots come less often: build figures only for a new one.
-    frame = _cached("frame", (run_id, index[position].seq, options, selected, height),
-                    lambda: view.frame(index, position, options, selected=selected, height=height))
-    if frame is None:
-        return
+    frame = None
+    if position is not None:
+        # Figures are built once per snapshot; a poll that finds no new one sends the same ones again.
+        frame = _cached("frame", (run_id, index[position].seq, options, selected, height),
+                        lambda: view.frame(index, position, options, selected=selected, height=height))
     with st.container(key="metrics"):
-        _metrics(frame)
+        if frame is not None:
+            _metrics(frame)
     left, right = st.columns([3, 2]) if not present else st.columns([5, 2])
-    two_d = frame.points.shape[1] == 2
+    waiting = "Starting…" if record is not None and record.active else "Press Start"
     with left:
-        live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
-                          camera_key=frame.features_figure.layout.uirevision)
+        if frame is None:
+            live_plotly_chart(_placeholder("features", waiting, height), key="features_chart")
+        else:
+            live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
+                              camera_key=frame.features_figure.layout.uirevision)
     with right:
-        live_plotly_chart(frame.histogram_figure, key="histogram_chart")
-        _inspector(view, frame, two_d)
+        live_plotly_chart(frame.histogram_figure if frame is not None else _placeholder("histogram", waiting),
+                          key="histogram_chart")
+        if frame is not None:
+            _inspector(view, frame, frame.points.shape[1] == 2)
     curves_height = 420 if present else 380
-    curves = _cached("curves", (run_id, len(index), index[-1].seq, curves_height),
-                     lambda: view.curves(height=curves_height))
+    if frame is None:
+        curves = _placeholder("curves", waiting, curves_height)
+    else:
+        # While training, the curves (a history of many small panels, ~65 ms for the browser to redraw)
+        # are rebuilt every CURVES_EVERY_S of run time; the feature space, histogram and numbers follow
+        # every snapshot. Paused or ended, they follow every snapshot too (single steps).
+        latest = index[-1]
+        version = int(latest.elapsed // CURVES_EVERY_S) if record.status == "running" else latest.seq
+        curves = _cached("curves", (run_id, record.status, version, curves_height),
+                         lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
+
+
+def _controls_change(record) -> bool:
+    """Whether a new status changes the buttons: the run ended, or it was paused or resumed elsewhere
+    (another tab). Queued → running changes nothing there."""
+    if not record.active:
+        return True
+    command = st.session_state.get("command")
+    expected = {"paused": "pause", "running": "run"}.get(record.status)
+    if expected is not None and command not in (expected, "stop"):
+        st.session_state["command"] = expected
+        return True
+    return False
+
+
+@st.cache_resource(max_entries=8)
+def _placeholder(kind: str, text: str, height: int | None = None):
+    """The empty figure in a chart's place before a run has a frame (shared by all sessions)."""
+    notes = {"features": f"{text}: the probe images' features appear here",
+             "histogram": "distances within and between classes", "curves": "loss, accuracy and geometry over time"}
+    return figures.placeholder_figure(notes[kind], height=height, webgl=kind == "features")
 
 
 def _select(index: int) -> None:
@@ -222,30 +280,29 @@ def _status(view: RunView, index: list) -> None:
     record = view.record
     info = view.info or {}
     total = int(info.get("total_steps") or 0)
-    with st.container(key="run_status"):
-        if record.status == "queued":
-            position = runner().queue_position(record.id)
-            where = f" (position {position} in the queue)" if position else ""
-            st.progress(0.0, text=f"Waiting for a free slot{where}: {runner().max_concurrent} run(s) at a time "
-                        "on this machine.")
-            return
-        if not index:
-            if record.active:
-                st.progress(0.0, text="Starting: loading the data and building the model…")
-            else:
-                _ended(record)
-            return
-        latest = index[-1]
-        rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
-        speed = record.summary.get("images_per_s") if record.status == "running" else None
-        parts = [f"step {latest.step} / {total}", f"epoch {latest.epoch:.2f}"]
-        if speed and np.isfinite(speed):
-            parts.append(f"{speed:,.0f} images/s")
-        if record.status == "running" and rate > 0 and total:
-            parts.append(f"{_duration((total - latest.step) / rate)} left")
-        parts.append(record.status)
-        st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
-        _ended(record)
+    if record.status == "queued":
+        position = runner().queue_position(record.id)
+        where = f" (position {position} in the queue)" if position else ""
+        st.progress(0.0, text=f"Waiting for a free slot{where}: {runner().max_concurrent} run(s) at a time "
+                    "on this machine.")
+        return
+    if not index:
+        if record.active:
+            st.progress(0.0, text="Starting: loading the data and building the model…")
+        else:
+            _ended(record)
+        return
+    latest = index[-1]
+    rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
+    speed = record.summary.get("images_per_s") if record.status == "running" else None
+    parts = [f"step {latest.step} / {total}", f"epoch {latest.epoch:.2f}"]
+    if speed and np.isfinite(speed):
+        parts.append(f"{speed:,.0f} images/s")
+    if record.status == "running" and rate > 0 and total:
+        parts.append(f"{_duration((total - latest.step) / rate)} left")
+    parts.append(record.status)
+    st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
+    _ended(record)
 
 
 def _ended(record) -> None:
@@ -290,10 +347,10 @@ def _view_options(view: RunView, present: bool, live: bool) -> ViewOptions:
                  "UMAP and t-SNE (a few seconds each) while the run is paused or has ended.") or "PCA 2-D"
         if choice.startswith("PCA"):
             dims = int(choice[4])
-        elif live:
-            columns[1].caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
         else:
             method = "umap" if choice == "UMAP" else "tsne"
+            if live:
+                columns[1].caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
     trail = columns[2].slider("Trail", 0, 60, 20, key="trail", help="How many earlier snapshots the class "
                               "trails reach back.")
     histogram = columns[3].segmented_control("Distances", ("euclidean", "angular"),
@@ -310,9 +367,11 @@ def _metrics(frame: Frame) -> None:
     shown += [(name if name != "lr" else "learning rate", value) for name, value in scheduled.items()]
     if not shown:
         return
-    columns = st.columns(len(shown))
-    for column, (label, value) in zip(columns, shown, strict=True):
-        column.metric(label, f"{value:.4g}")
+    # One element, not a column and an st.metric per number: the fragment sends it twice a second,
+    # and each element costs the browser layout and React work that the training worker needs.
+    cells = "".join(f"<div><div class='label'>{html.escape(label)}</div><div class='value'>{value:.4g}</div></div>"
+                    for label, value in shown)
+    st.markdown(f"{_METRICS_STYLE}<div class='dmlviz-metrics'>{cells}</div>", unsafe_allow_html=True)
 
 
 def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
