@@ -30,14 +30,11 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +50,7 @@ import torch
 from scipy import stats
 
 from bench.engine import mnist_cache
-from dmlviz import settings
+from dmlviz import appserver, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
 from dmlviz.engine import WATCHED_SNAPSHOT_BUDGET
@@ -61,10 +58,6 @@ from dmlviz.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "live.json"
-CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-# Without the background-networking flags Chromium keeps calling home, which floods a closed network.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
 SERVER_START_S = 90.0
 WARMUP_S = 5.0  # snapshots before this much run time are left out of the images/s median
@@ -91,18 +84,18 @@ INIT_JS = """(() => {
     return;
   }
   const b = window.__bench = {renders: 0, calls: 0, newData: 0, reactMs: [], specChars: 0, signature: null,
-                              firstCallAt: null, firstPointsAt: null, firstRenderAt: null, points: 0};
+                              lastRenderAt: null, pointsRenderAt: null, pointsCallAt: null, firstPointsAt: null,
+                              points: 0};
   window.addEventListener('message', (e) => {
     if (!e.data || e.data.type !== 'streamlit:render') return;
     b.renders++;
-    b.firstRenderAt = b.firstRenderAt || Date.now();
+    b.lastRenderAt = Date.now();
     b.specChars = e.data.args && e.data.args.spec ? e.data.args.spec.length : 0;
   });
   const wrap = (P) => {
     const react = P.react;
     P.react = async function (gd, ...rest) {
-      const t0 = performance.now();
-      b.firstCallAt = b.firstCallAt || Date.now();
+      const t0 = performance.now(), calledAt = Date.now(), renderAt = b.lastRenderAt;
       const result = await react.call(this, gd, ...rest);
       b.calls++;
       b.reactMs.push(performance.now() - t0);
@@ -113,7 +106,10 @@ INIT_JS = """(() => {
                                                       Array.from(classes[0].x.slice(0, 8)) : []);
       if (signature !== b.signature) { b.newData++; b.signature = signature; }
       b.points = points;
-      if (points > 0 && b.firstPointsAt === null) b.firstPointsAt = Date.now();
+      if (points > 0 && b.firstPointsAt === null) {
+        // The first frame with points: when its render message came, when it was drawn from and to.
+        b.firstPointsAt = Date.now(); b.pointsCallAt = calledAt; b.pointsRenderAt = renderAt;
+      }
       return result;
     };
   };
@@ -126,8 +122,8 @@ COUNTERS_JS = """(key) => {
   const b = frame && frame.contentWindow && frame.contentWindow.__bench;
   if (!b) return null;
   return {now: Date.now(), clickAt: window.__benchClickAt || null, renders: b.renders, calls: b.calls,
-          newData: b.newData, points: b.points, specChars: b.specChars, firstCallAt: b.firstCallAt,
-          firstRenderAt: b.firstRenderAt, firstPointsAt: b.firstPointsAt, reactMs: b.reactMs.slice()};
+          newData: b.newData, points: b.points, specChars: b.specChars, pointsRenderAt: b.pointsRenderAt,
+          pointsCallAt: b.pointsCallAt, firstPointsAt: b.firstPointsAt, reactMs: b.reactMs.slice()};
 }"""
 
 
@@ -229,62 +225,22 @@ class App:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextmanager
 def serve(store_dir: Path, data_dir: Path) -> Iterator[App]:
-    """``streamlit run app.py`` in a session of its own, so stopping the group stops the workers too."""
-    port = _free_port()
-    log = store_dir / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    env = {**os.environ, settings.STORE_DIR_ENV: str(store_dir), settings.DATA_DIR_ENV: str(data_dir),
-           "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        yield App(url, server.pid, RunStore(store_dir), log)
-    finally:
-        for sig, grace_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(server.pid, sig)
-                server.wait(timeout=grace_s)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+    """The app on a loopback port with its own store (``dmlviz.appserver``)."""
+    with appserver.serve(store_dir, data_dir, store_dir / "server.log", SERVER_START_S) as server:
+        yield App(server.url, server.pid, RunStore(store_dir), server.log)
 
 
 @contextmanager
 def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    path = next((p for p in CHROMIUM if os.access(p, os.X_OK)), None) or shutil.which("chromium")
+    path = appserver.chromium_path()
     if path is None:
         raise RuntimeError("no Chromium found: apt-get install chromium")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=path, args=list(appserver.CHROMIUM_FLAGS), headless=True)
         try:
             yield browser
         finally:
@@ -372,8 +328,8 @@ def first_frame(browser, app: App, settle_s: float) -> dict[str, Any]:
         click = state["clickAt"]
         result = {"seconds": (state["firstPointsAt"] - click) / 1000,
                   "click_to_snapshot_stored_s": (stored_at - click) / 1000 if stored_at else None,
-                  "click_to_first_render_message_s": (state["firstRenderAt"] - click) / 1000,
-                  "click_to_first_react_call_s": (state["firstCallAt"] - click) / 1000,
+                  "click_to_first_render_message_s": (state["pointsRenderAt"] - click) / 1000,
+                  "click_to_first_react_call_s": (state["pointsCallAt"] - click) / 1000,
                   "points": state["points"], "machine_cores": busy_since(jiffies), "load": system_load}
         stop_run(page, app)
     return result

@@ -8,110 +8,31 @@ come up is a failure.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dmlviz import settings
+from dmlviz.appserver import CHROMIUM_ENV, CHROMIUM_FLAGS, AppServer, ServerError, chromium_path, serve
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM_ENV = "DMLVIZ_CHROMIUM"
 OUTPUT_ENV = "DMLVIZ_E2E_OUTPUT"
-# Without the background-networking flags Chromium keeps calling home, which floods a closed network.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 VIEWPORT = {"width": 1400, "height": 1000}
 SERVER_START_S = 60.0  # a first start imports torch and Streamlit on a busy two-core machine
 WAIT_MS = 30_000  # Playwright's default wait for an element or a page
 
 
-def chromium_path() -> str | None:
-    """The first executable Chromium of: $DMLVIZ_CHROMIUM, Debian's and Ubuntu's paths, the PATH."""
-    candidates = (os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                  shutil.which("chromium"), shutil.which("chromium-browser"))
-    return next((path for path in candidates if path and os.path.isfile(path) and os.access(path, os.X_OK)), None)
-
-
-@dataclass(frozen=True)
-class App:
-    """A running app: the URL to open and the folders it keeps its runs and datasets in."""
-
-    url: str
-    store_dir: Path
-    data_dir: Path
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, then SIGKILL to whatever is left of it: the training
-    workers are in the group too and must not outlive a test."""
-    for sig, grace_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            server.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """``streamlit run app.py`` from the repository root, on a free port, until the module's tests end."""
     root = tmp_path_factory.mktemp("app")
-    store_dir, data_dir, log = root / "store", root / "data", root / "server.log"
+    store_dir, data_dir = root / "store", root / "data"
     store_dir.mkdir()
     data_dir.mkdir()
-    port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    env = {**os.environ, settings.STORE_DIR_ENV: str(store_dir), settings.DATA_DIR_ENV: str(data_dir),
-           "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        # A session of its own, so that stopping the group also stops the training workers.
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SERVER_START_S
-        while not _healthy(url):
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with status {server.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /_stcore/health within {SERVER_START_S:g} s:\n{_tail(log)}")
-            time.sleep(0.2)
-        yield App(url, store_dir, data_dir, log)
-    finally:
-        _stop(server)
+        with serve(store_dir, data_dir, root / "server.log", SERVER_START_S) as server:
+            yield server
+    except ServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
