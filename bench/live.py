@@ -1,4 +1,4 @@
-"""The Train page's live view on MNIST, measured in a real browser (``python -m bench.live``).
+"""The Train and Compare pages' live views on MNIST, measured in a real browser (``python -m bench.live``).
 
 1. Start → first frame: from the click on Start to the first drawn feature chart with points, dataset
    cached; median of 3 fresh browser sessions, each split into click → first snapshot in the store →
@@ -13,6 +13,8 @@
    measured too, which shows what the live picture itself costs.
 4. Server memory: RSS of the Streamlit process every 5 s while a run trains with the page polling
    (a run of 1,000 epochs, stopped at the end), and the least-squares slope over the second half.
+5. The Compare page with two losses (softmax vs center loss, MNIST): new frames of the grid per second,
+   and the two runs' images/s together against one run alone (the CLI run of 3.).
 
 The app is served by ``streamlit run app.py`` on a loopback port with its own store, and driven by
 Chromium through Playwright (Debian's chromium; Playwright's own browsers are never downloaded). An
@@ -51,6 +53,7 @@ from scipy import stats
 
 from bench.engine import mnist_cache
 from dmlviz import appserver, settings
+from dmlviz.comparison import get_comparison_preset
 from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
 from dmlviz.engine import WATCHED_SNAPSHOT_BUDGET
@@ -71,6 +74,10 @@ TARGETS = {
     "page_vs_cli_throughput": (">=", 0.85),
     # "flat", read as: the server grows by at most 1 MB a minute over the second half of the run.
     "server_rss_slope_mb_per_min": ("abs<=", 1.0),
+    # The Compare page with two runs: its grid still refreshes at 1 Hz, and the two runs together train
+    # at ≥ 0.85× the images/s of one run alone (the same run from the CLI, with the same snapshots).
+    "compare_redraws_per_s": (">=", 1.0),
+    "compare_two_runs_vs_one": (">=", 0.85),
 }
 
 # Runs in every frame before its own scripts. In the page: the time Start is pressed. In a chart
@@ -250,6 +257,13 @@ def chromium() -> Iterator[Any]:
 @contextmanager
 def train_page(browser, app: App, config: dict[str, Any]) -> Iterator[Any]:
     """A fresh browser session (cold cache, new Streamlit session) on the Train page set to ``config``."""
+    with open_page(browser, app, "train", RunConfig.from_dict(config).to_query(), "start") as page:
+        yield page
+
+
+@contextmanager
+def open_page(browser, app: App, path: str, query: dict[str, str], ready: str) -> Iterator[Any]:
+    """A fresh browser session on ``/<path>?<query>``, once the button keyed ``ready`` shows."""
     context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(INIT_JS)
     page = context.new_page()
@@ -263,9 +277,8 @@ def train_page(browser, app: App, config: dict[str, Any]) -> Iterator[Any]:
         socket.on("framereceived", count)
 
     page.on("websocket", on_socket)
-    query = urlencode(RunConfig.from_dict(config).to_query())
-    page.goto(f"{app.url}/train?{query}" if query else f"{app.url}/train")
-    page.locator(".st-key-start button").filter(visible=True).first.wait_for()
+    page.goto(f"{app.url}/{path}?{urlencode(query)}" if query else f"{app.url}/{path}")
+    page.locator(f".st-key-{ready} button").filter(visible=True).first.wait_for()
     try:
         yield page
     finally:
@@ -285,8 +298,8 @@ def wait_until(page, condition: Callable[[], Any], what: str, timeout_s: float =
     return value
 
 
-def counters(page) -> dict[str, Any] | None:
-    return page.evaluate(COUNTERS_JS, "features_chart")
+def counters(page, key: str = "features_chart") -> dict[str, Any] | None:
+    return page.evaluate(COUNTERS_JS, key)
 
 
 def latest_run(store: RunStore):
@@ -403,6 +416,35 @@ def page_run(browser, app: App, run_s: float, window_s: float, settle_s: float) 
     run_cores |= {"machine": machine_cores, "others": machine_cores - sum(run_cores.values())}
     return {"refresh": refresh, "throughput": throughput(app.store.series(run.id))
             | {"cores_used": run_cores, "load_before": system_load, "load_after": load()}}
+
+
+def compare_run(browser, app: App, run_s: float, window_s: float, settle_s: float) -> dict[str, Any]:
+    """Two losses on the Compare page (the softmax vs center loss preset, MNIST), stopped after ``run_s``:
+    redraws of the grid over a window, and the two runs' images/s together."""
+    system_load = quiet(settle_s)
+    query = get_comparison_preset("softmax-vs-center").comparison().to_query()
+    before = {run.id for run in app.store.list_runs()}
+    with open_page(browser, app, "compare", query, "compare_start") as page:
+        press(page, "compare_start")
+        wait_until(page, lambda: (s := counters(page, "compare_chart")) and s["firstPointsAt"], "the grid's points",
+                   timeout_s=300)
+        runs = [run for run in app.store.list_runs() if run.id not in before]
+        began = time.monotonic()
+        page.wait_for_timeout(WINDOW_AFTER_S * 1000)
+        start, jiffies = counters(page, "compare_chart"), machine_jiffies()
+        page.wait_for_timeout(window_s * 1000)
+        end, machine_cores = counters(page, "compare_chart"), busy_since(jiffies)
+        seconds = (end["now"] - start["now"]) / 1000
+        page.wait_for_timeout(max(0.0, run_s - (time.monotonic() - began)) * 1000)
+        press(page, "compare_stop")
+        wait_until(page, lambda: not any(app.store.get_run(run.id).active for run in runs), "the runs to stop",
+                   timeout_s=300, poll_ms=500)
+    rates = [throughput(app.store.series(run.id)) for run in runs]
+    return {"runs": len(runs), "page_redraws_per_s": (end["calls"] - start["calls"]) / seconds,
+            "new_frames_per_s": (end["newData"] - start["newData"]) / seconds,
+            "overall_img_s_together": sum(r["overall_img_s"] for r in rates),
+            "median_img_s_together": sum(r["median_img_s"] for r in rates), "per_run": rates,
+            "machine_cores": machine_cores, "load_before": system_load, "load_after": load()}
 
 
 def least_disturbed(measure: Callable[[], dict[str, Any]], others: Callable[[dict[str, Any]], float],
@@ -535,6 +577,8 @@ def summarize(results: dict[str, Any]) -> None:
         "new_frames_per_s": page["refresh"]["new_frames_per_s"],
         "page_vs_cli_throughput": page["throughput"]["overall_img_s"] / results["cli"]["overall_img_s"],
         "server_rss_slope_mb_per_min": results.get("memory", {}).get("server_rss_slope_mb_per_min"),
+        "compare_redraws_per_s": results["compare"]["new_frames_per_s"],
+        "compare_two_runs_vs_one": results["compare"]["overall_img_s_together"] / results["cli"]["overall_img_s"],
     })
 
 
@@ -560,6 +604,10 @@ def report(results: dict[str, Any]) -> str:
         cores = ", ".join(f"{k} {v:.2f}" for k, v in run["cores_used"].items())
         rows.append(f"{name} {run['median_img_s']:5.0f} img/s (overall {run['overall_img_s']:.0f}); cores: {cores}; "
                     f"snapshots at {run['snapshot_elapsed_s']} s (load {run['load_after']['1min']:.2f})")
+    c = results["compare"]
+    rows.append(f"compare, two runs: {c['new_frames_per_s']:.3f} new frames/s, {c['overall_img_s_together']:.0f} "
+                f"img/s together (medians {c['median_img_s_together']:.0f}); machine {c['machine_cores']:.2f} "
+                f"cores (load {c['load_after']['1min']:.2f})")
     if "memory" in results:
         m = results["memory"]
         rows.append(f"server RSS over {m['minutes']:.1f} min: start {m['server_start_mb']:.0f} MB, end "
@@ -613,6 +661,8 @@ def main() -> None:
                 lambda: page_run(browser, app, args.run_seconds, args.window, args.settle),
                 lambda r: r["throughput"]["cores_used"]["others"], args.attempts)
             print(f"page: {results['page']}", flush=True)
+            results["compare"] = compare_run(browser, app, args.run_seconds, args.window, args.settle)
+            print(f"compare: {results['compare']}", flush=True)
             if not args.skip_memory:
                 results["memory"] = memory(browser, app, args.minutes, args.settle)
             app.store.close()

@@ -21,6 +21,7 @@ BUILTIN_DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
 MODELS = ("auto", "lenetpp", "lenetpp-light", "resnet")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SAMPLERS = ("auto", "balanced")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 _CUSTOM_NAME = re.compile(r"^custom:[A-Za-z0-9][A-Za-z0-9._ -]*$")
@@ -69,6 +70,9 @@ class RunConfig:
     weight_decay: float = _setting(0.0, "L2 weight decay of the backbone.", low=0.0, high=0.1)
     schedule: str = _setting("constant", "Learning-rate schedule over the run.", choices=SCHEDULES)
     batch_size: int = _setting(128, "Images per training step.", low=2, high=4096)
+    sampler: str = _setting("auto", "How batches are drawn: auto (class-balanced runs of 4 samples per class for "
+                            "pair losses, a plain shuffle otherwise) or balanced (class-balanced for every loss, "
+                            "so that runs of different losses see the same batches).", choices=SAMPLERS)
     epochs: float = _setting(3.0, "Length of the run in passes over the training set.", low=0.01, high=1000.0)
     steps: int | None = _setting(None, "Length of the run in steps; overrides epochs when set.", low=1,
                                  high=10_000_000, optional=True)

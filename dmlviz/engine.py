@@ -8,10 +8,12 @@ step whether the run lives in a worker process or in the CLI.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -150,7 +152,7 @@ class Trainer:
         precision = config.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_native(device))
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.per_class = PAIR_SAMPLES if spec.needs_pairs else 1
+        self.per_class = PAIR_SAMPLES if spec.needs_pairs or config.sampler == "balanced" else 1
         self.normalized = feature_spec.normalized
         counts = torch.bincount(data.y_train.cpu(), minlength=data.num_train_classes)
         n = int((counts // self.per_class * self.per_class).sum())
@@ -160,7 +162,8 @@ class Trainer:
         self.step = 0
         self.lr = config.lr * _lr_factor(config.schedule, 0.0)
         self.scheduled: dict[str, float] = {}
-        self._order = torch.empty(0, dtype=torch.long)
+        self._order = data.epoch_order(self.generator, self.per_class)
+        self.backbone_hash = backbone_hash(self.model)
         # Running sums on the device, read only at snapshots: no host sync per step on a GPU.
         self._loss_sum = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device, dtype=torch.long)
@@ -202,7 +205,7 @@ class Trainer:
         self.lr = self.config.lr * factor
         self.scheduled = self.loss_fn.set_progress(progress)
         position = self.step % self.steps_per_epoch
-        if position == 0:
+        if position == 0 and self.step > 0:  # the first epoch's order is drawn with the trainer
             self._order = self.data.epoch_order(self.generator, self.per_class)
         index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
         images, labels = self.data.train_batch(index, self.generator)
@@ -330,7 +333,21 @@ class Trainer:
             "precision": "bf16" if self.bf16 else "fp32",
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
+            # What makes runs comparable: the same initial backbone and the same batches.
+            "backbone_hash": self.backbone_hash,
+            "first_batch": self._order[:self.batch_size].cpu().numpy(),
         }
+
+
+def backbone_hash(model: torch.nn.Module) -> str:
+    """A fingerprint of a backbone's weights, leaving out the feature layer's activation (present only
+    before losses that read raw features), so runs of different losses compare their shared weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith("activation."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None = None) -> Trainer:
@@ -351,63 +368,102 @@ def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None =
 
 
 class Engine:
-    """Runs a trainer to the end, taking snapshots on the clock, at epoch ends and on request."""
+    """Runs trainers to their end in lockstep, taking snapshots on the clock, at epoch ends and on request.
 
-    def __init__(self, trainer: Trainer, sink: RunSink, control: Control | None = None) -> None:
-        self.trainer = trainer
-        self.sink = sink
+    One trainer is one run. Several (a comparison) train one step each in turn, under one control, and
+    are snapshotted at the same steps: with the same seed and sampler they start from the same
+    backbone weights and see the same batches, so their snapshots line up step for step.
+    """
+
+    def __init__(self, trainers: Trainer | Sequence[Trainer], sinks: RunSink | Sequence[RunSink],
+                 control: Control | None = None, on_end: Callable[[int, RunResult], None] | None = None) -> None:
+        self.trainers = [trainers] if isinstance(trainers, Trainer) else list(trainers)
+        self.sinks = list(sinks) if isinstance(sinks, Sequence) else [sinks]
+        if len(self.sinks) != len(self.trainers):
+            raise ValueError(f"{len(self.trainers)} trainers need as many sinks, got {len(self.sinks)}")
         self.control = control or FreeRunning()
+        # Called as each run ends (its index, its result), while the others may still train.
+        self.on_end = on_end
         # Checking the loss forces a host sync; on a GPU do it every few steps instead of every step.
-        self.check_every = 1 if trainer.device.type == "cpu" else 25
+        self.check_every = 1 if self.trainers[0].device.type == "cpu" else 25
 
     def run(self) -> RunResult:
-        trainer, config = self.trainer, self.trainer.config
-        self.sink.started(trainer.info())
+        """Train a single run; its result."""
+        (result,) = self.run_all()
+        return result
+
+    def run_all(self) -> list[RunResult]:
+        """Train every run to its end (or a stop, or its divergence); their results in order."""
+        trainers, config = self.trainers, self.trainers[0].config
+        for trainer, sink in zip(trainers, self.sinks, strict=True):
+            sink.started(trainer.info())
+        results: list[RunResult | None] = [None] * len(trainers)
         start = time.perf_counter()
         last = last_start = start
         snapshot_step = 0
 
-        def take(kind: str) -> float:
+        def active() -> list[int]:
+            return [i for i, result in enumerate(results) if result is None]
+
+        def take(kind: str, which: list[int] | None = None) -> float:
             nonlocal last, last_start, snapshot_step
             last_start = time.perf_counter()
-            self.sink.snapshot(trainer.snapshot(kind, last_start - start, last_start - last))
-            snapshot_step = trainer.step
+            for i in active() if which is None else which:
+                trainer = trainers[i]
+                at_epoch_end = kind == "epoch" and trainer.step % trainer.steps_per_epoch == 0
+                snapshot = trainer.snapshot(kind if at_epoch_end or kind != "epoch" else "tick",
+                                            last_start - start, last_start - last)
+                self.sinks[i].snapshot(snapshot)
+            snapshot_step = trainers[active()[0]].step if active() else snapshot_step
             last = time.perf_counter()
             return last - last_start
+
+        def end(i: int, outcome: Outcome, error: str | None = None) -> None:
+            results[i] = RunResult(outcome, trainers[i].step, error)
+            if self.on_end is not None:
+                self.on_end(i, results[i])
 
         # The budget is for snapshots taken while training runs; the first one (which also warms
         # the evaluation path up) and those of a paused run's single steps cost no training time.
         take("tick")
         costs: deque[float] = deque(maxlen=5)  # of the latest snapshots taken while training
-        while trainer.step < trainer.total_steps:
+        while running := active():
             action = self.control.gate()
             if action == "pause":
-                if trainer.step != snapshot_step:
+                if trainers[running[0]].step != snapshot_step:
                     take("tick")
                 continue
             if action == "stop":
                 take("final")
-                return RunResult("stopped", trainer.step)
-            loss = trainer.train_step()
-            if trainer.step % self.check_every == 0 or action == "step" or trainer.step == trainer.total_steps:
-                if not torch.isfinite(loss).item():
-                    return RunResult("diverged", trainer.step, _divergence_message(config, trainer.step))
-            if trainer.step == trainer.total_steps:
+                for i in running:
+                    end(i, "stopped")
                 break
-            if trainer.step % trainer.steps_per_epoch == 0:
+            for i in running:
+                trainer = trainers[i]
+                loss = trainer.train_step()
+                if trainer.step % self.check_every == 0 or action == "step" or trainer.step == trainer.total_steps:
+                    if not torch.isfinite(loss).item():
+                        end(i, "diverged", _divergence_message(trainer.config, trainer.step))
+            done = [i for i in active() if trainers[i].step == trainers[i].total_steps]
+            if done:
+                take("final", done)
+                for i in done:
+                    end(i, "finished")
+            if not active():
+                break
+            if any(trainers[i].step % trainers[i].steps_per_epoch == 0 for i in active()):
                 costs.append(take("epoch"))
             elif action == "step":
                 take("tick")
             elif config.snapshot_steps:
-                if trainer.step % config.snapshot_steps == 0:
+                if trainers[active()[0]].step % config.snapshot_steps == 0:
                     take("tick")
             else:
                 budget = WATCHED_SNAPSHOT_BUDGET if self.control.watched() else config.snapshot_budget
                 period = snapshot_period(median(costs) if costs else 0.0, budget, config.snapshot_every)
                 if time.perf_counter() >= last_start + period:
                     costs.append(take("tick"))
-        take("final")
-        return RunResult("finished", trainer.step)
+        return [result for result in results if result is not None]
 
 
 def snapshot_period(cost: float, budget: float, every: float) -> float:
@@ -428,4 +484,13 @@ def _divergence_message(config: RunConfig, step: int) -> str:
 def train(config: RunConfig, data_dir: Path | None, sink: RunSink, control: Control | None = None,
           threads: int | None = None) -> RunResult:
     """Set up and run one training run to its end."""
-    return Engine(setup(config, data_dir, threads), sink, control).run()
+    (result,) = train_together([config], data_dir, [sink], control, threads)
+    return result
+
+
+def train_together(configs: Sequence[RunConfig], data_dir: Path | None, sinks: Sequence[RunSink],
+                   control: Control | None = None, threads: int | None = None,
+                   on_end: Callable[[int, RunResult], None] | None = None) -> list[RunResult]:
+    """Set up several runs (a comparison) and train them in lockstep to their ends."""
+    trainers = [setup(config, data_dir, threads) for config in configs]
+    return Engine(trainers, sinks, control, on_end).run_all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,20 +154,11 @@ def _sphere(resolution: int = 16) -> dict[str, Any]:
             "hoverinfo": "skip", "name": "unit sphere", "showlegend": False}
 
 
-def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
+def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
-                   selected: int | None = None, uirevision: str = "features", height: int | None = None,
-                   title: str | None = None) -> go.Figure:
-    """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
-
-    Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
-    ``customdata`` is its probe index (its row in ``points``), so a selection maps back to the probe.
-    Weights are lines from the origin (unit length for a ``normalized`` loss, else see
-    ``_weight_scale``); other class vectors are outlined markers, the class means crosses (squares in 3-D).
-    ``trails`` maps a class-vector kind (or ``MEANS``) to its earlier positions, T × rows × k, oldest
-    first. The legend toggles each class's points and each kind of class vector (with its trails).
-    """
+                   selected: int | None = None) -> list[dict[str, Any]]:
+    """The traces of :func:`feature_figure` (without the unit sphere), for one panel or several."""
     points = np.asarray(points, dtype=float)
     labels = np.asarray(labels)
     if points.ndim != 2 or points.shape[1] not in (2, 3):
@@ -199,7 +191,26 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
         traces.append({"type": "scatter3d" if three_d else "scattergl", "mode": "markers",
                        **_xyz(points[selected][None]), "marker": ring, "name": f"probe #{selected}",
                        "showlegend": False, "hoverinfo": "skip"})
+    return traces
 
+
+def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
+                   *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
+                   class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
+                   selected: int | None = None, uirevision: str = "features", height: int | None = None,
+                   title: str | None = None) -> go.Figure:
+    """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
+
+    Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
+    ``customdata`` is its probe index (its row in ``points``), so a selection maps back to the probe.
+    Weights are lines from the origin (unit length for a ``normalized`` loss, else see
+    ``_weight_scale``); other class vectors are outlined markers, the class means crosses (squares in 3-D).
+    ``trails`` maps a class-vector kind (or ``MEANS``) to its earlier positions, T × rows × k, oldest
+    first. The legend toggles each class's points and each kind of class vector (with its trails).
+    """
+    traces = feature_traces(points, labels, class_names, train_classes, normalized=normalized,
+                            class_vectors=class_vectors, class_means=class_means, trails=trails, selected=selected)
+    three_d = np.shape(points)[1] == 3
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
                               "title": {"text": title} if title else None,
                               "margin": {**_MARGIN, "t": 40 if title else 10},
@@ -211,9 +222,85 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     else:
         layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
         if normalized:
-            layout["shapes"] = [{"type": "circle", "x0": -1, "y0": -1, "x1": 1, "y1": 1, "layer": "below",
-                                 "line": {"color": "#999999", "width": 1}}]
+            layout["shapes"] = [_unit_circle("x", "y")]
     return go.Figure(data=traces, layout=layout)
+
+
+def _unit_circle(xref: str, yref: str) -> dict[str, Any]:
+    return {"type": "circle", "x0": -1, "y0": -1, "x1": 1, "y1": 1, "layer": "below", "xref": xref, "yref": yref,
+            "line": {"color": "#999999", "width": 1}}
+
+
+@dataclass(frozen=True, eq=False)
+class FeaturePanel:
+    """One run's feature space in a comparison grid."""
+
+    title: str
+    points: np.ndarray  # P × 2 or P × 3, rows in probe order (the same probe set in every panel)
+    normalized: bool = False
+    class_vectors: Mapping[str, np.ndarray] | None = None
+    class_means: np.ndarray | None = None
+    trails: Mapping[str, np.ndarray] | None = None
+
+
+def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_names: Sequence[str],
+                      train_classes: Sequence[int], *, selected: int | None = None, uirevision: str = "compare",
+                      height: int | None = None) -> go.Figure:
+    """Several runs' feature spaces side by side (one row up to three, else two columns) on the same axes:
+    2-D panels share their ranges and zoom (``matches``), 3-D scenes get the same ranges (the live
+    chart gives them one camera). Classes keep their colours; one legend toggles a class (or a kind
+    of class vector) in every panel, and ``selected`` rings the same probe point everywhere."""
+    if not panels:
+        raise ValueError("a comparison figure needs at least one panel")
+    three_d = np.shape(panels[0].points)[1] == 3
+    cols = 2 if len(panels) == 4 else len(panels)
+    rows = math.ceil(len(panels) / cols)
+    traces: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
+                              "margin": {**_MARGIN, "t": 30}, "annotations": [], "shapes": [],
+                              "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
+    if not three_d:
+        layout["grid"] = {"rows": rows, "columns": cols, "pattern": "independent", "xgap": 0.06, "ygap": 0.12}
+    extent = _extent(panels)
+    for i, panel in enumerate(panels):
+        suffix = "" if i == 0 else str(i + 1)
+        panel_traces = feature_traces(panel.points, labels, class_names, train_classes, normalized=panel.normalized,
+                                      class_vectors=panel.class_vectors, class_means=panel.class_means,
+                                      trails=panel.trails, selected=selected)
+        if three_d and panel.normalized:
+            panel_traces.append(_sphere())
+        for trace in panel_traces:
+            if three_d:
+                trace["scene"] = f"scene{suffix}"
+            else:
+                trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+            if i > 0:
+                trace["showlegend"] = False
+        traces += panel_traces
+        row, col = divmod(i, cols)
+        x0, x1 = col / cols, (col + 1) / cols
+        y1, y0 = 1 - row / rows, 1 - (row + 1) / rows
+        if three_d:
+            axis = {"range": [-extent, extent]}
+            layout[f"scene{suffix}"] = {"domain": {"x": [x0, x1], "y": [y0, y1]}, "aspectmode": "cube",
+                                        "uirevision": uirevision, "xaxis": axis, "yaxis": axis, "zaxis": axis}
+            title = {"xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1}
+        else:
+            # Every panel on the first one's axes: the same ranges, and a zoom in one zooms them all.
+            layout[f"xaxis{suffix}"] = {"matches": "x"} if i else {"range": [-extent, extent]}
+            layout[f"yaxis{suffix}"] = {"matches": "y"} if i else {"scaleanchor": "x", "scaleratio": 1}
+            if panel.normalized:
+                layout["shapes"].append(_unit_circle(f"x{suffix}", f"y{suffix}"))
+            title = {"xref": f"x{suffix} domain", "yref": f"y{suffix} domain", "x": 0.5, "y": 1}
+        layout["annotations"].append({**title, "text": panel.title, "showarrow": False, "yanchor": "bottom",
+                                      "font": {"size": 14}})
+    return go.Figure(data=traces, layout=layout)
+
+
+def _extent(panels: Sequence[FeaturePanel]) -> float:
+    """Half the side of the square (cube) that holds every panel's points, 5 % to spare."""
+    largest = max((float(np.nanpercentile(np.abs(p.points), 99.5)) for p in panels if len(p.points)), default=1.0)
+    return 1.05 * max(largest, 1.05 if any(p.normalized for p in panels) else 1e-6)
 
 
 def placeholder_figure(text: str, height: int | None = None, webgl: bool = False) -> go.Figure:
@@ -348,6 +435,80 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
         if title == "Overlap":
             yaxis.update(tickformat=".0%", rangemode="tozero")
         layout.update({f"xaxis{axis}": xaxis, f"yaxis{axis}": yaxis})
+        layout["annotations"].append({"text": title, "showarrow": False, "xref": f"x{axis} domain",
+                                      "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
+                                      "font": {"size": 13}})
+    return go.Figure(data=traces, layout=layout)
+
+
+# -- comparisons --------------------------------------------------------------------------------------
+
+#: Colours of the runs of a comparison: Paul Tol's "vibrant" scheme, apart from the class palette.
+RUN_COLORS = ("#0077BB", "#EE7733", "#009988", "#CC3311")
+#: The metrics compared over time, one panel each.
+COMPARED_METRICS: tuple[tuple[str, str], ...] = (
+    ("loss", "Loss"), ("probe_acc", "Probe accuracy"), ("p_at_1", "P@1"), ("map_at_r", "MAP@R"),
+    ("fisher_ratio", "Fisher ratio"), ("overlap", "Histogram overlap"), ("intra_angle", "Intra-class angle (°)"),
+    ("inter_angle", "Inter-class angle (°)"),
+)
+
+
+def run_color(slot: int) -> str:
+    return RUN_COLORS[slot % len(RUN_COLORS)]
+
+
+def histogram_overlay_figure(histograms: Sequence[tuple[str, Any]], uirevision: str = "hist-compare",
+                             height: int | None = None) -> go.Figure:
+    """The intra- and inter-class distance histograms of several runs on shared axes: a run's colour,
+    solid within classes, dashed between; each run's overlap in its legend entry."""
+    metric = histograms[0][1].metric if histograms else "euclidean"
+    layout: dict[str, Any] = {
+        "template": _TEMPLATE, "uirevision": uirevision, "height": height, "margin": {**_MARGIN, "t": 10},
+        "xaxis": {"title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}},
+        "yaxis": {"title": {"text": "fraction of pairs"}, "tickformat": ".0%", "rangemode": "tozero"},
+        "legend": {"groupclick": "togglegroup"},
+    }
+    traces = []
+    for slot, (label, hist) in enumerate(histograms):
+        edges = np.asarray(hist.edges, dtype=float)
+        if len(edges) < 2:
+            continue
+        centres = (edges[:-1] + edges[1:]) / 2
+        for part, fractions, dash in (("same class", hist.intra, "solid"), ("different classes", hist.inter, "dash")):
+            name = f"{label} · {part}" + (f" (overlap {hist.overlap:.1%})" if part == "same class" else "")
+            traces.append({"type": "scatter", "mode": "lines", "x": centres, "y": np.asarray(fractions, dtype=float),
+                           "name": name, "legendgroup": label, "line": {"color": run_color(slot), "dash": dash,
+                                                                         "width": 2, "shape": "hvh"},
+                           "hovertemplate": f"{label} · {part}<br>%{{x:.3g}}: %{{y:.1%}}<extra></extra>"})
+    return go.Figure(data=traces, layout=layout)
+
+
+def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]],
+                             uirevision: str = "curves-compare", height: int | None = None) -> go.Figure:
+    """One panel per metric (``COMPARED_METRICS`` that any run recorded), every run a line of its colour.
+
+    ``runs``: (label, steps, series) per run, as ``RunStore.series`` gives them.
+    """
+    shown = [(name, title) for name, title in COMPARED_METRICS
+             if any(np.isfinite(np.asarray(series.get(name, []), dtype=float)).any() for _, _, series in runs)]
+    cols = min(4, len(shown)) or 1
+    rows = math.ceil(len(shown) / cols) or 1
+    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height or 60 + 200 * rows,
+                              "margin": {**_MARGIN, "t": 30}, "hovermode": "x unified", "annotations": [],
+                              "grid": {"rows": rows, "columns": cols, "pattern": "independent",
+                                       "xgap": 0.1, "ygap": 0.3}}
+    traces = []
+    for i, (name, title) in enumerate(shown):
+        axis = "" if i == 0 else str(i + 1)
+        for slot, (label, steps, series) in enumerate(runs):
+            values = np.asarray(series.get(name, np.full(len(steps), np.nan)), dtype=float)
+            keep = np.isfinite(values)
+            traces.append({"type": "scatter", "mode": "lines", "x": np.asarray(steps, dtype=float)[keep],
+                           "y": values[keep], "name": label, "legendgroup": label, "showlegend": i == 0,
+                           "line": {"color": run_color(slot), "width": 1.5}, "xaxis": f"x{axis}",
+                           "yaxis": f"y{axis}", "hovertemplate": f"{label}: %{{y:.4g}}<extra></extra>"})
+        layout[f"xaxis{axis}"] = {"matches": "x"} if i else {}
+        layout[f"yaxis{axis}"] = {"tickformat": ".0%", "rangemode": "tozero"} if name == "overlap" else {}
         layout["annotations"].append({"text": title, "showarrow": False, "xref": f"x{axis} domain",
                                       "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
                                       "font": {"size": 13}})

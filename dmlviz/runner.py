@@ -56,7 +56,7 @@ class OwnerGone(Exception):
 class SharedControl:
     """The worker's side of the control: reads the command the runner writes into shared memory."""
 
-    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_id: int,
+    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_ids: int | list[int],
                  owner_pid: int, pace: Synchronized | None = None, watched_until: Synchronized | None = None) -> None:
         self.command = command
         self.credits = credits
@@ -64,7 +64,7 @@ class SharedControl:
         self.watched_until = watched_until
         self._last_step = 0.0
         self.store = store
-        self.run_id = run_id
+        self.run_ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
         self.owner_pid = owner_pid
         self.paused = False
         self._announce_pause = False
@@ -87,7 +87,7 @@ class SharedControl:
                 if self.paused:
                     self.paused = False
                     if not self._announce_pause:
-                        self.store.set_status(self.run_id, "running")
+                        self._set_status("running")
                     self._announce_pause = False
                 if self._wait_for_pace():
                     continue
@@ -99,13 +99,18 @@ class SharedControl:
             if self._announce_pause:
                 # Only now: whoever sees "paused" finds the step it paused at already recorded.
                 self._announce_pause = False
-                self.store.set_status(self.run_id, "paused")
+                self._set_status("paused")
             with self.credits.get_lock():
                 if self.credits.value > 0:
                     self.credits.value -= 1
                     return "step"
             time.sleep(_POLL)
 
+    def _set_status(self, status: str) -> None:
+        """Of the runs still training: in a comparison, one may have ended (diverged) before the others."""
+        for run_id in self.run_ids:
+            if self.store.get_run(run_id).active:
+                self.store.set_status(run_id, status)
 
     def watched(self) -> bool:
         # time.monotonic() is one clock for all processes of a machine (CLOCK_MONOTONIC, mach time).
@@ -132,25 +137,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _work(run_id: int, config_data: dict[str, Any], store_root: str, data_dir: str, command: Synchronized,
-          credits: Synchronized, pace: Synchronized, watched_until: Synchronized, owner_pid: int,
-          threads: int) -> None:
-    """Entry point of a worker process: train one run and record how it ended."""
+def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, data_dir: str,
+          command: Synchronized, credits: Synchronized, pace: Synchronized, watched_until: Synchronized,
+          owner_pid: int, threads: int) -> None:
+    """Entry point of a worker process: train one run, or a comparison's runs in lockstep, and record
+    how each ended."""
     store = RunStore(store_root)
-    store.set_status(run_id, "running", pid=os.getpid())
-    try:
-        from dmlviz.engine import train
+    for run_id in run_ids:
+        store.set_status(run_id, "running", pid=os.getpid())
 
-        config = RunConfig.from_dict(config_data)
-        control = SharedControl(command, credits, store, run_id, owner_pid, pace, watched_until)
-        result = train(config, Path(data_dir), StoreSink(store, run_id), control, threads=threads)
-        store.set_status(run_id, result.outcome, error=result.error)
+    def ended(index: int, result) -> None:
+        store.set_status(run_ids[index], result.outcome, error=result.error)
+
+    try:
+        from dmlviz.engine import train_together
+
+        control = SharedControl(command, credits, store, run_ids, owner_pid, pace, watched_until)
+        train_together([RunConfig.from_dict(c) for c in configs], Path(data_dir),
+                       [StoreSink(store, run_id) for run_id in run_ids], control, threads=threads, on_end=ended)
     except OwnerGone:
-        store.set_status(run_id, "interrupted", error="the app that started this run stopped; what it recorded "
-                         "is kept")
+        _end_active(store, run_ids, "interrupted", "the app that started this run stopped; what it recorded is kept")
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
-        store.set_status(run_id, "failed", error=_describe(exc))
+        _end_active(store, run_ids, "failed", _describe(exc))
         traceback.print_exc(file=sys.stderr)
+
+
+def _end_active(store: RunStore, run_ids: list[int], status: str, error: str) -> None:
+    for run_id in run_ids:
+        if store.get_run(run_id).active:
+            store.set_status(run_id, status, error=error)
 
 
 def _describe(exc: BaseException) -> str:
@@ -161,10 +176,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
-    run_id: int
-    config: RunConfig
+    """One worker process: a run, or the runs of a comparison trained in lockstep."""
+
+    run_ids: list[int]
+    configs: list[RunConfig]
     command: Synchronized
     credits: Synchronized
     pace: Synchronized  # seconds per step at the least (0: full speed)
@@ -202,7 +219,7 @@ class Runner:
             from multiprocessing import forkserver
 
             threading.Thread(target=forkserver.ensure_running, name="dmlviz-forkserver", daemon=True).start()
-        self._queue: deque[int] = deque()
+        self._queue: deque[_Job] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -214,15 +231,24 @@ class Runner:
 
     def submit(self, config: RunConfig, *, paused: bool = False) -> int:
         """Queue a run; it starts when a slot is free. ``paused`` starts it paused at step 0."""
-        run_id = self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
-                                       status="queued", pid=os.getpid())
-        job = _Job(run_id, config, self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
+        return self.submit_together([config], paused=paused)[0]
+
+    def submit_together(self, configs: list[RunConfig], *, paused: bool = False) -> list[int]:
+        """Queue runs that train together in one worker, in lockstep and under one control (a
+        comparison): one slot, one set of controls, snapshots at the same steps. Any of their ids
+        controls them all."""
+        if not configs:
+            raise ValueError("nothing to run")
+        run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
+                                         status="queued", pid=os.getpid()) for config in configs]
+        job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
                    self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0))
         with self._lock:
-            self._jobs[run_id] = job
-            self._queue.append(run_id)
+            for run_id in run_ids:
+                self._jobs[run_id] = job
+            self._queue.append(job)
         self._wake.set()
-        return run_id
+        return run_ids
 
     def pause(self, run_id: int) -> None:
         self._job(run_id).command.value = PAUSE
@@ -251,19 +277,22 @@ class Runner:
         self._job(run_id).watched_until.value = time.monotonic() + seconds
 
     def stop(self, run_id: int) -> None:
-        """Stop a run: a running one ends after its current step; a queued one never starts."""
+        """Stop a run (and the runs training with it): a running one ends after its current step; a
+        queued one never starts."""
         job = self._job(run_id)
         job.command.value = STOP
         with self._lock:
-            if run_id in self._queue:
-                self._queue.remove(run_id)
-                self.store.set_status(run_id, "stopped", error=None)
-                del self._jobs[run_id]
+            if job in self._queue:
+                self._queue.remove(job)
+                for member in job.run_ids:
+                    self.store.set_status(member, "stopped", error=None)
+                    del self._jobs[member]
 
     def queue_position(self, run_id: int) -> int | None:
         """1 for the next run to start, None if the run is not waiting."""
         with self._lock:
-            return self._queue.index(run_id) + 1 if run_id in self._queue else None
+            job = self._jobs.get(run_id)
+            return self._queue.index(job) + 1 if job is not None and job in self._queue else None
 
     def active_runs(self) -> list[int]:
         with self._lock:
@@ -284,10 +313,10 @@ class Runner:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every run and wait for the workers to record how they ended."""
         with self._lock:
-            jobs = list(self._jobs.values())
+            jobs = list({id(job): job for job in self._jobs.values()}.values())
             self._closed = True
         for job in jobs:
-            self.stop(job.run_id)
+            self.stop(job.run_ids[0])
         self._wake.set()
         deadline = time.monotonic() + timeout
         for job in jobs:
@@ -317,13 +346,13 @@ class Runner:
 
     def _start_queued(self) -> None:
         with self._lock:
-            running = sum(1 for job in self._jobs.values() if job.process is not None)
+            running = len({id(job) for job in self._jobs.values() if job.process is not None})
             while self._queue and running < self.max_concurrent and not self._closed:
-                job = self._jobs[self._queue.popleft()]
-                config = self._place(job.config, running)
+                job = self._queue.popleft()
+                configs = [self._place(config, running).to_dict() for config in job.configs]
                 job.process = self._ctx.Process(
-                    target=_work, name=f"dmlviz-run-{job.run_id}", daemon=True,
-                    args=(job.run_id, config.to_dict(), str(self.store.root), str(self.data_dir), job.command,
+                    target=_work, name=f"dmlviz-run-{'-'.join(map(str, job.run_ids))}", daemon=True,
+                    args=(job.run_ids, configs, str(self.store.root), str(self.data_dir), job.command,
                           job.credits, job.pace, job.watched_until, os.getpid(), self.threads),
                 )
                 job.process.start()
@@ -339,15 +368,18 @@ class Runner:
 
     def _reap(self) -> None:
         with self._lock:
-            ended = [job for job in self._jobs.values() if job.process is not None and not job.process.is_alive()]
+            ended = list({id(job): job for job in self._jobs.values()
+                          if job.process is not None and not job.process.is_alive()}.values())
             for job in ended:
-                del self._jobs[job.run_id]
+                for run_id in job.run_ids:
+                    del self._jobs[run_id]
         for job in ended:
             job.process.join()
             code = job.process.exitcode
-            record = self.store.get_run(job.run_id)
-            if record.active:
-                self.store.set_status(job.run_id, "failed", error=_exit_message(code, record.summary))
+            for run_id in job.run_ids:
+                record = self.store.get_run(run_id)
+                if record.active:
+                    self.store.set_status(run_id, "failed", error=_exit_message(code, record.summary))
         if ended:
             self._wake.set()
 

@@ -45,6 +45,16 @@ class Frame:
     explained: float | None  # variance captured by the projection, when there is one
 
 
+@dataclass
+class Drawing:
+    """A snapshot in drawing coordinates (see :meth:`RunView.drawing`)."""
+
+    snapshot: Snapshot
+    panel: figures.FeaturePanel
+    explained: float | None
+    note: str  # how the drawing was made, for a title: " · PCA of 64-D, 83 % of variance"
+
+
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Unit-length rows; zero rows stay zero and NaN rows (classes absent from the probe) stay NaN."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -110,12 +120,30 @@ class RunView:
         if info is None or not index:
             return None
         current = index[position]
+        drawing = self.drawing(index, position, options)
+        title = f"step {current.step:,} · epoch {current.epoch:.2f}{drawing.note}"
+        labels = np.asarray(info["probe_labels"])
+        features_figure = figures.feature_figure(
+            drawing.panel.points, labels, list(info["class_names"]), [int(c) for c in info["train_classes"]],
+            normalized=options.directions, class_vectors=drawing.panel.class_vectors,
+            class_means=drawing.panel.class_means, trails=drawing.panel.trails, selected=selected,
+            uirevision=f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}", height=height,
+            title=title,
+        )
+        metric = options.histogram
+        histogram = geometry.distance_histogram(drawing.snapshot.features, labels, metric=metric)
+        return Frame(current, drawing.snapshot, drawing.panel.points, features_figure, histogram,
+                     figures.histogram_figure(histogram, uirevision=f"hist-{self.run_id}-{metric}"), drawing.explained)
+
+    def drawing(self, index: list[SnapshotInfo], position: int, options: ViewOptions, title: str = "") -> Drawing:
+        """Snapshot ``index[position]`` in drawing coordinates: its points, class vectors, class means and
+        trails, projected when the features are wider than 3-D (needs ``info``)."""
+        info = self.info
+        current = index[position]
         snapshot = self.store.get_snapshot(self.run_id, current.seq)
         self._remember(current.seq, snapshot)
         labels = np.asarray(info["probe_labels"])
-        train_classes = [int(c) for c in info["train_classes"]]
-        uirevision = f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}"
-        title = f"step {current.step:,} · epoch {current.epoch:.2f}"
+        note = ""
         if options.method != "pca" and self.feature_dim > 3:
             # A non-linear map has no meaning for vectors outside the data: draw the points and
             # the class means of the drawing only, and say that distances are not to be read.
@@ -123,24 +151,17 @@ class RunView:
             means = np.stack([points[labels == c].mean(0) if (labels == c).any() else np.full(options.dims, np.nan)
                               for c in range(len(info["class_names"]))])
             class_vectors, trails, explained = None, None, None
-            title += f" · {'UMAP' if options.method == 'umap' else 't-SNE'} of {self.feature_dim}-D (distances " \
-                     "in the drawing are not distances in the feature space)"
+            note = f" · {'UMAP' if options.method == 'umap' else 't-SNE'} of {self.feature_dim}-D (distances " \
+                   "in the drawing are not distances in the feature space)"
         else:
             to_view, explained = self._projector(snapshot.features, options)
             points, means = to_view(snapshot.features), to_view(snapshot.class_means)
             class_vectors = {k: to_view(v) for k, v in snapshot.class_vectors.items()}
             trails = self._trails(index[max(0, position - options.trail):position + 1], to_view)
             if explained is not None:
-                title += f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
-        features_figure = figures.feature_figure(
-            points, labels, list(info["class_names"]), train_classes, normalized=options.directions,
-            class_vectors=class_vectors, class_means=means, trails=trails, selected=selected,
-            uirevision=uirevision, height=height, title=title,
-        )
-        metric = options.histogram
-        histogram = geometry.distance_histogram(snapshot.features, labels, metric=metric)
-        return Frame(current, snapshot, points, features_figure, histogram,
-                     figures.histogram_figure(histogram, uirevision=f"hist-{self.run_id}-{metric}"), explained)
+                note = f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
+        panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails)
+        return Drawing(snapshot, panel, explained, note)
 
     def curves(self, height: int | None = None) -> go.Figure:
         series = self.store.series(self.run_id)
@@ -210,3 +231,105 @@ class RunView:
             if all(name in vectors for _, vectors in entries):
                 trails[name] = np.stack([to_view(vectors[name]) for _, vectors in entries])
         return trails
+
+
+@dataclass
+class ComparisonFrame:
+    """The figures of a comparison at one step, and the snapshot each run shows there."""
+
+    step: int
+    snapshots: list[Snapshot | None]
+    features_figure: go.Figure
+    histogram_figure: go.Figure
+
+
+@dataclass
+class ComparisonView:
+    """One page session's view of several runs side by side, on one timeline of steps."""
+
+    store: RunStore
+    run_ids: list[int]
+    views: list[RunView] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.views = [RunView(self.store, run_id) for run_id in self.run_ids]
+
+    def refresh(self) -> list[RunRecord]:
+        return [view.refresh() for view in self.views]
+
+    @property
+    def labels(self) -> list[str]:
+        """Each run's name for legends and titles: its loss, or its name when it has one."""
+        return [view.record.name or view.record.config["loss"] for view in self.views]
+
+    @property
+    def ready(self) -> bool:
+        """Every run has written its facts and has a snapshot."""
+        return all(view.info is not None for view in self.views) and all(self.indexes())
+
+    def indexes(self) -> list[list[SnapshotInfo]]:
+        return [view.snapshots() for view in self.views]
+
+    def probe_problem(self) -> str | None:
+        """Why the runs cannot share a grid (different probe sets), or None."""
+        labels = [np.asarray(view.info["probe_labels"]) for view in self.views if view.info is not None]
+        if any(len(other) != len(labels[0]) or not np.array_equal(other, labels[0]) for other in labels[1:]):
+            return "These runs track different probe images (another dataset or probe size), so their points " \
+                   "cannot be matched panel to panel."
+        return None
+
+    @staticmethod
+    def steps(indexes: list[list[SnapshotInfo]]) -> list[int]:
+        """The timeline: every step at which some run has a snapshot (runs trained together share them)."""
+        return sorted({info.step for index in indexes for info in index})
+
+    def frame(self, indexes: list[list[SnapshotInfo]], step: int, options: ViewOptions, *,
+              selected: int | None = None, height: int | None = None) -> ComparisonFrame:
+        """Every run at its latest snapshot at or before ``step`` (its first, if it has none by then)."""
+        info = self.views[0].info
+        labels = np.asarray(info["probe_labels"])
+        panels, snapshots, histograms = [], [], []
+        for view, index, label in zip(self.views, indexes, self.labels, strict=True):
+            position = max(0, int(np.searchsorted([i.step for i in index], step, side="right")) - 1)
+            drawing = view.drawing(index, position, options, title=f"{label} · step {index[position].step:,}")
+            panels.append(drawing.panel)
+            snapshots.append(drawing.snapshot)
+            histograms.append((label, geometry.distance_histogram(drawing.snapshot.features, labels,
+                                                                  metric=options.histogram)))
+        key = "-".join(map(str, self.run_ids))
+        features = figures.comparison_figure(
+            panels, labels, list(info["class_names"]), [int(c) for c in info["train_classes"]], selected=selected,
+            uirevision=f"compare-{key}-{options.directions}-{options.dims}", height=height)
+        overlay = figures.histogram_overlay_figure(histograms, uirevision=f"hist-{key}-{options.histogram}")
+        return ComparisonFrame(step, snapshots, features, overlay)
+
+    def curves(self, height: int | None = None) -> go.Figure:
+        runs = []
+        for view, label in zip(self.views, self.labels, strict=True):
+            series = self.store.series(view.run_id)
+            runs.append((label, series.pop("step"), series))
+        return figures.comparison_curves_figure(runs, uirevision=f"curves-{'-'.join(map(str, self.run_ids))}",
+                                                height=height)
+
+    def table(self, snapshots: list[Snapshot | None]) -> list[dict[str, object]]:
+        """One row per run: what it is, where it stands, and its numbers at the snapshot shown (test
+        accuracy once it has been measured, at the end)."""
+        rows = []
+        for view, label, snapshot in zip(self.views, self.labels, snapshots, strict=True):
+            metrics = snapshot.metrics if snapshot is not None else {}
+            summary = view.record.summary
+            rows.append({"run": label, "id": view.run_id, "status": view.record.status,
+                         "step": snapshot.step if snapshot is not None else None,
+                         **{column: metrics.get(name, summary.get(name) if name == "test_acc" else None)
+                            for name, column in TABLE_METRICS},
+                         "images/s": summary.get("images_per_s")})
+        return rows
+
+
+#: The numbers of a comparison's table: (metric, column), and whether larger is better.
+TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("test_acc", "test accuracy"), ("probe_acc", "probe accuracy"), ("p_at_1", "P@1"), ("map_at_r", "MAP@R"),
+    ("fisher_ratio", "Fisher ratio"), ("intra_angle", "intra angle (°)"), ("inter_angle", "inter angle (°)"),
+)
+#: Columns where smaller is better (everything else in the table: larger is better).
+SMALLER_IS_BETTER = frozenset({"intra angle (°)"})

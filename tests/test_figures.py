@@ -13,10 +13,15 @@ import pytest
 from dmlviz.figures import (
     MEANS,
     PALETTE,
+    RUN_COLORS,
+    FeaturePanel,
     class_color,
+    comparison_curves_figure,
+    comparison_figure,
     curves_figure,
     feature_figure,
     histogram_figure,
+    histogram_overlay_figure,
     placeholder_figure,
 )
 
@@ -242,3 +247,61 @@ def test_placeholder_figure_is_an_empty_chart_with_a_note():
     assert figure.layout.height == 300 and figure.layout.annotations[0].text == "waiting"
     assert len(figure.data) == 1 and figure.data[0].type == "scattergl" and len(figure.data[0].x) == 0
     assert placeholder_figure("waiting").data == ()
+
+
+def test_comparison_grid_shares_axes_legend_and_selection_across_panels():
+    points = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    labels = np.array([0, 1, 0])
+    panels = [FeaturePanel("softmax", points), FeaturePanel("center", points * 2, class_means=points[:2])]
+    fig = comparison_figure(panels, labels, NAMES, [0, 1], selected=2)
+    by_axis = {}
+    for trace in fig.data:
+        by_axis.setdefault(trace.xaxis, []).append(trace)
+    assert set(by_axis) == {"x", "x2"}
+    assert all(t.yaxis == ("y" if axis == "x" else "y2") for axis, ts in by_axis.items() for t in ts)
+    # One legend: the second panel's traces stay out of it, and share the first's legend groups.
+    assert not any(t.showlegend for t in by_axis["x2"])
+    assert {t.legendgroup for t in by_axis["x"] if t.legendgroup} >= {"0", "1"}
+    # The same ranges and zoom everywhere; the extent covers the larger panel.
+    assert fig.layout.xaxis2.matches == "x" and fig.layout.yaxis2.matches == "y"
+    assert fig.layout.xaxis.range[1] >= 10.0
+    # The selected probe point ringed in both panels, at its own place in each.
+    rings = [t for t in fig.data if t.name == "probe #2"]
+    assert [(t.x[0], t.y[0]) for t in rings] == [(4.0, 5.0), (8.0, 10.0)]
+    assert [a.text for a in fig.layout.annotations] == ["softmax", "center"]
+
+
+def test_comparison_grid_in_3d_gives_every_scene_the_same_cube_and_a_sphere_when_normalised():
+    rng = np.random.default_rng(0)
+    panels = [FeaturePanel(name, rng.normal(size=(6, 3)), normalized=True) for name in ("a", "b", "c", "d")]
+    fig = comparison_figure(panels, np.arange(6) % 2, NAMES, [0, 1])
+    scenes = [fig.layout[name] for name in ("scene", "scene2", "scene3", "scene4")]
+    assert len({tuple(s.xaxis.range) for s in scenes}) == 1 and scenes[0].aspectmode == "cube"
+    assert scenes[0].domain.x == (0.0, 0.5) and scenes[3].domain.y == (0.0, 0.5)  # two columns for four runs
+    assert sum(1 for t in fig.data if t.type == "surface") == 4
+
+
+def test_histogram_overlay_draws_each_run_in_its_colour():
+    from dmlviz.geometry import distance_histogram
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(40) % 2
+    hists = [("softmax", distance_histogram(rng.normal(size=(40, 2)), labels)),
+             ("center", distance_histogram(rng.normal(size=(40, 2)) * 0.1 + labels[:, None], labels))]
+    fig = histogram_overlay_figure(hists)
+    assert len(fig.data) == 4
+    assert [t.line.color for t in fig.data] == [RUN_COLORS[0]] * 2 + [RUN_COLORS[1]] * 2
+    assert [t.line.dash for t in fig.data] == ["solid", "dash"] * 2
+    assert f"overlap {hists[1][1].overlap:.1%}" in fig.data[2].name
+
+
+def test_comparison_curves_put_every_run_on_one_panel_per_metric():
+    steps = np.array([0, 10, 20])
+    runs = [("a", steps, {"loss": np.array([2.0, 1.0, 0.5]), "p_at_1": np.array([np.nan, 0.5, 0.6])}),
+            ("b", steps, {"loss": np.array([2.0, 1.5, 1.0])})]
+    fig = comparison_curves_figure(runs)
+    assert [a.text for a in fig.layout.annotations] == ["Loss", "P@1"]
+    loss = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.name for t in loss] == ["a", "b"] and [t.showlegend for t in loss] == [True, True]
+    p_at_1 = [t for t in fig.data if t.xaxis == "x2"]
+    assert p_at_1[0].x.tolist() == [10.0, 20.0] and len(p_at_1[1].x) == 0

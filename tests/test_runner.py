@@ -197,3 +197,18 @@ def test_watch_marks_a_run_watched(runner):
     assert runner.wait(run_id, timeout=60) == "stopped"
     with pytest.raises(KeyError):
         runner.watch(run_id)
+
+
+def test_runs_submitted_together_train_in_one_worker_under_one_control(runner):
+    ids = runner.submit_together([digits(steps=100_000), digits(steps=100_000, loss="center")], paused=True)
+    assert set(ids) <= set(runner.active_runs())
+    deadline = time.monotonic() + 60
+    while {runner.store.get_run(i).status for i in ids} != {"paused"} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.step(ids[1])  # any of them steps them all
+    while any(runner.store.count_snapshots(i) < 2 for i in ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [runner.store.snapshot_index(i)[-1].step for i in ids] == [1, 1]
+    assert len({runner.store.get_run(i).pid for i in ids}) == 1  # one worker
+    runner.stop(ids[0])
+    assert [runner.wait(i, timeout=60) for i in ids] == ["stopped", "stopped"]

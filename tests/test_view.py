@@ -109,3 +109,36 @@ def test_tsne_on_request_draws_the_points_and_class_means_without_vectors(tmp_pa
     nearest = np.argmin(((frame.points[:, None] - means[None]) ** 2).sum(-1), axis=1)
     assert (nearest == labels).mean() > 0.9
     assert view.frame(index, 1, ViewOptions(method="tsne")).points is frame.points  # computed once
+
+
+def test_a_comparison_shows_every_run_at_the_step_on_the_timeline(tmp_path):
+    from dmlviz.view import ComparisonView
+
+    store, first = recorded_run(tmp_path, dim=2, frames=4)
+    _, second = recorded_run(tmp_path, dim=2, frames=3, loss="softmax")  # one snapshot fewer
+    view = ComparisonView(store, [first, second])
+    view.refresh()
+    assert view.ready and view.probe_problem() is None and view.labels == ["center", "softmax"]
+    indexes = view.indexes()
+    assert view.steps(indexes) == [0, 10, 20, 30]
+    frame = view.frame(indexes, 30, ViewOptions(trail=2))
+    # The shorter run shows its last snapshot; the other the one at step 30.
+    assert [s.step for s in frame.snapshots] == [30, 20]
+    assert [a.text for a in frame.features_figure.layout.annotations] == ["center · step 30", "softmax · step 20"]
+    assert len(frame.histogram_figure.data) == 4
+    rows = view.table(frame.snapshots)
+    assert [r["run"] for r in rows] == ["center", "softmax"] and rows[0]["step"] == 30
+    scrubbed = view.frame(indexes, 10, ViewOptions())
+    assert [s.step for s in scrubbed.snapshots] == [10, 10]
+    curves = view.curves()
+    assert {t.name for t in curves.data} == {"center", "softmax"}
+
+
+def test_a_comparison_refuses_runs_with_different_probe_sets(tmp_path):
+    from dmlviz.view import ComparisonView
+
+    store, first = recorded_run(tmp_path, dim=2)
+    _, second = recorded_run(tmp_path, dim=2)
+    store.put_info(second, "probe_labels", np.zeros(CLASSES * PER_CLASS, dtype=int))
+    view = ComparisonView(store, [first, second])
+    assert "different probe images" in view.probe_problem()

@@ -24,7 +24,7 @@ from dmlviz.presets import PRESETS
 PREFIX = "cfg."
 MAIN = ("dataset", "classes", "label_noise", "model", "feature_dim", "loss")
 TRAINING = ("optimizer", "lr", "batch_size", "epochs", "seed")
-ADVANCED = ("loss_lr", "momentum", "weight_decay", "schedule", "train_size", "steps", "probe_size",
+ADVANCED = ("loss_lr", "momentum", "weight_decay", "schedule", "sampler", "train_size", "steps", "probe_size",
             "snapshot_every", "snapshot_budget", "snapshot_steps", "precision", "device", "name")
 # Increments of the +/- buttons of float settings; the others step by 1.
 _STEPS = {"label_noise": 0.05, "lr": 1e-4, "loss_lr": 1e-4, "momentum": 0.05, "weight_decay": 1e-4,
@@ -32,8 +32,8 @@ _STEPS = {"label_noise": 0.05, "lr": 1e-4, "loss_lr": 1e-4, "momentum": 0.05, "w
 _FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
-def hp_key(loss: str, name: str) -> str:
-    return f"hp.{loss}.{name}"
+def hp_key(loss: str, name: str, key_prefix: str = "hp.") -> str:
+    return f"{key_prefix}{loss}.{name}"
 
 
 def _widget_values(config: RunConfig) -> dict[str, Any]:
@@ -88,20 +88,21 @@ def render() -> None:
         if key.startswith("hp.") and key not in st.session_state:
             st.session_state[key] = value
     for name in MAIN:
-        _widget(name)
-    _loss_hparams(get_spec(st.session_state[PREFIX + "loss"]).hparams)
+        field_widget(name)
+    hparam_widgets(get_spec(st.session_state[PREFIX + "loss"]).hparams)
     st.markdown("**Training**")
     for name in TRAINING:
-        _widget(name)
+        field_widget(name)
     with st.expander("Advanced"):
         for name in ADVANCED:
-            _widget(name)
+            field_widget(name)
 
 
-def _widget(name: str) -> None:
+def field_widget(name: str, prefix: str = PREFIX) -> None:
+    """The widget of one ``RunConfig`` field, keyed ``<prefix><name>``."""
     f = _FIELDS[name]
     meta = f.metadata
-    key = PREFIX + name
+    key = prefix + name
     label = name.replace("_", " ").capitalize()
     current = st.session_state.get(key)
     if name == "dataset":
@@ -113,7 +114,7 @@ def _widget(name: str) -> None:
     elif name == "classes":
         st.text_input("Classes to train on", key=key, placeholder="all", help=meta["help"])
     elif name == "loss":
-        st.selectbox("Loss", loss_names(), key=key, help=meta["help"], format_func=_loss_label)
+        st.selectbox("Loss", loss_names(), key=key, help=meta["help"], format_func=loss_label)
     elif meta["choices"]:
         st.selectbox(label, meta["choices"], key=key, help=meta["help"])
     elif f.type in ("float", "float | None"):
@@ -126,15 +127,16 @@ def _widget(name: str) -> None:
         st.text_input(label, key=key, help=meta["help"])
 
 
-def _loss_label(name: str) -> str:
+def loss_label(name: str) -> str:
     spec = get_spec(name)
     return f"{spec.display_name} · {FAMILIES[spec.family]}"
 
 
-def _loss_hparams(hparams: tuple[HParam, ...]) -> None:
-    loss = st.session_state[PREFIX + "loss"]
+def hparam_widgets(hparams: tuple[HParam, ...], loss: str | None = None, key_prefix: str = "hp.") -> None:
+    """A widget per hyperparameter of ``loss`` (default: the sidebar's), keyed ``<key_prefix><loss>.<name>``."""
+    loss = loss or st.session_state[PREFIX + "loss"]
     for hp in hparams:
-        key = hp_key(loss, hp.name)
+        key = f"{key_prefix}{loss}.{hp.name}"
         label = f"{hp.name} ({hp.unit})" if hp.unit else hp.name
         if hp.choices:
             st.selectbox(label, hp.choices, key=key, help=hp.help)

@@ -64,6 +64,9 @@ POINT_JS = """(key) => {
   if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis || gd._fullLayout.scene) return null;
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = frame.getBoundingClientRect();
   const inside = (p, a) => p > a._offset + 10 && p < a._offset + a._length - 10;
+  // A click outside the window reaches nothing: only points the user can see.
+  const seen = (p) => box.top + p.y > 10 && box.top + p.y < window.innerHeight - 10 && box.left + p.x > 10
+                      && box.left + p.x < window.innerWidth - 10;
   const drawn = [];
   for (const t of gd._fullData) {
     if (t.visible !== true || !t.x || !t.y) continue;
@@ -74,7 +77,7 @@ POINT_JS = """(key) => {
   }
   let best = null, room = 0;
   for (const p of drawn) {
-    if (p.index === null || !inside(p.x, xa) || !inside(p.y, ya)) continue;
+    if (p.index === null || !inside(p.x, xa) || !inside(p.y, ya) || !seen(p)) continue;
     const gap = Math.min(...drawn.filter((q) => q !== p).map((q) => Math.hypot(p.x - q.x, p.y - q.y)));
     if (gap > room) { best = p; room = gap; }
   }
@@ -238,13 +241,14 @@ def assert_view_survives_updates(page) -> None:
 def assert_click_selects_the_point(page) -> None:
     """Click a probe point in the 2-D chart: the inspector shows that image (and its neighbours) and the
     chart rings it."""
+    page.locator(".st-key-features_chart").first.scroll_into_view_if_needed()
     target = wait_until(page, lambda: page.evaluate(POINT_JS, "features_chart"), "a probe point to click")
     page.mouse.move(target["x"], target["y"])
     page.wait_for_timeout(300)  # plotly finds the point under the mouse on hover; the click reports it
     page.mouse.click(target["x"], target["y"])
     index = target["index"]
     wait_until(page, lambda: (seen := page.evaluate(INSPECTED_JS)) and seen["index"] == index
-               and seen["images"] > 1, f"the inspector to show probe image #{index} and its neighbours")
+               and seen["images"] > 1, f"the inspector to show probe image #{index} (clicked at {target})")
     wait_until(page, lambda: (state := chart(page)) and state["ring"] == index, f"a ring around probe point #{index}")
 
 

@@ -1,0 +1,100 @@
+"""Compare: two to four losses side by side, on equal terms, in sync.
+
+New runs: the losses on the left train together in one worker, from the same initial backbone, on
+the same batches, and are snapshotted at the same steps. Or stored runs, picked below, with a warning
+when they differ in more than the loss. The comparison lives in the URL (``runs=<ids>`` for the runs
+on screen).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dmlviz.comparison import Comparison, differences
+from dmlviz.config import ConfigError
+from dmlviz.losses import get_spec
+from ui import compare, compare_form
+from ui.resources import store
+
+PAGE_KEYS = ("runs",)
+
+
+def settings_from_url() -> list[str]:
+    """Seed the widgets from the URL when it changed from outside (a first visit, a shared link)."""
+    query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
+    runs = st.query_params.get("runs")
+    if runs is not None and runs != st.session_state.get("compare_written_runs"):
+        st.session_state["compare_written_runs"] = runs
+        ids = [int(part) for part in runs.split(",") if part.strip().isdigit()]
+        if ids and ids != st.session_state.get(compare.IDS):
+            compare.show_stored(ids)
+    if query == st.session_state.get("compare_written_query") and compare_form.PREFIX + "count" in st.session_state:
+        return []
+    if not query:
+        if "compare_written_query" in st.session_state:
+            query = st.session_state["compare_written_query"]  # back from another page
+        else:
+            return []
+    try:
+        comparison = Comparison.from_query(query)
+    except ConfigError as error:
+        st.session_state["compare_written_query"] = query
+        return error.errors
+    compare_form.seed(comparison)
+    return []
+
+
+def write_url(comparison: Comparison | None) -> None:
+    query = comparison.to_query() if comparison is not None else st.session_state.get("compare_written_query", {})
+    st.session_state["compare_written_query"] = query
+    page = {}
+    if ids := st.session_state.get(compare.IDS):
+        page["runs"] = st.session_state["compare_written_runs"] = ",".join(map(str, ids))
+    if st.query_params.to_dict() != {**query, **page}:
+        st.query_params.from_dict({**query, **page})
+
+
+def fairness(comparison: Comparison) -> str:
+    configs = comparison.configs()
+    pairs = [c.loss for c in configs if get_spec(c.loss).needs_pairs]
+    shared = comparison.shared
+    text = (f"On equal terms: every run starts from the same backbone weights (seed {shared.seed}), sees the same "
+            f"batches in the same order and tracks the same {shared.probe_size:,} probe images; they train "
+            "together, so every panel shows the same step.")
+    if pairs:
+        text += (f" {', '.join(pairs)} needs several samples per class in a batch, so every run draws "
+                 "class-balanced batches.")
+    return text
+
+
+url_errors = settings_from_url()
+with st.sidebar:
+    compare_form.render()
+comparison, errors = compare_form.read()
+write_url(comparison)
+
+st.title("Compare")
+if url_errors:
+    st.error("This link's comparison is not valid:\n\n" + "\n".join(f"- {e}" for e in url_errors))
+if errors:
+    st.error("Fix these settings to start the comparison:\n\n" + "\n".join(f"- {e}" for e in errors))
+else:
+    st.caption(fairness(comparison))
+    if note := st.session_state.get("compare_note"):
+        st.info(f"**{note[0]}** — {note[1]}")
+
+with st.expander("Or compare stored runs"):
+    runs = store().list_runs()
+    labels = {run.id: f"#{run.id} · {run.name or run.config.get('loss')} · {run.config.get('dataset')} · "
+                      f"{run.config.get('feature_dim')}-D · {run.status}" for run in runs}
+    picked = st.multiselect("Runs (2 to 4)", list(labels), format_func=labels.get, max_selections=4,
+                            key="compare_pick", placeholder="Pick runs from the store")
+    if picked and len(picked) >= 2:
+        found = differences([store().get_run(run_id).config for run_id in picked])
+        if found:
+            st.warning("These runs differ in more than the loss, so the comparison is not on equal terms:\n\n"
+                       + "\n".join(f"- {d}" for d in found))
+        st.button("Show these runs", key="compare_show", on_click=compare.show_stored, args=(picked,))
+
+compare.controls(comparison)
+compare.live_view()

@@ -1,0 +1,208 @@
+"""The live view of a comparison: one set of controls for all its runs, synchronised feature panels,
+overlaid histograms and curves, a table of numbers, one timeline, and the exports.
+
+Runs launched here train together in one worker (``Runner.submit_together``), so one control drives
+them all and their snapshots share steps; stored runs picked here are shown on the same timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import pandas as pd
+import streamlit as st
+
+from dmlviz.comparison import Comparison
+from dmlviz.store import StoreError
+from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView, ViewOptions
+from ui.live import REFRESH_S
+from ui.plotly_live import live_plotly_chart
+from ui.resources import runner, store
+
+T = TypeVar("T")
+IDS = "compare_ids"  # the runs on screen, in session state
+
+
+def start(comparison: Comparison) -> None:
+    ids = runner().submit_together(comparison.configs())
+    _show(ids, command="run")
+
+
+def _show(ids: list[int], command: str | None = None) -> None:
+    st.session_state[IDS] = list(ids)
+    st.session_state["compare_command"] = command
+    st.session_state.pop("compare_view", None)
+    st.session_state.pop("compare_selected", None)
+    st.session_state.pop("compare_step", None)
+
+
+def show_stored(ids: list[int]) -> None:
+    _show(ids)
+
+
+def _controlled(ids: list[int]) -> bool:
+    active = runner().active_runs()
+    return bool(ids) and all(run_id in active for run_id in ids)
+
+
+def _command(action: str) -> None:
+    ids = st.session_state.get(IDS) or []
+    try:
+        getattr(runner(), action)(ids[0])  # one control drives the runs trained together
+    except KeyError:
+        st.session_state["compare_error"] = "These runs are no longer controlled by this app."
+        return
+    st.session_state["compare_command"] = {"resume": "run", "step": "pause"}.get(action, action)
+
+
+def controls(comparison: Comparison | None) -> None:
+    ids = st.session_state.get(IDS) or []
+    controlled = _controlled(ids)
+    command = st.session_state.get("compare_command")
+    with st.container(horizontal=True, vertical_alignment="center", key="compare_controls"):
+        if not controlled:
+            st.button("Start all", key="compare_start", type="primary", icon=":material/play_arrow:",
+                      disabled=comparison is None, on_click=start, args=(comparison,),
+                      help="Train every loss on the left together, on the same batches.")
+        elif command == "stop":
+            st.button("Stopping…", key="compare_stopping", icon=":material/hourglass_top:", disabled=True)
+        elif command == "pause":
+            st.button("Resume", key="compare_resume", type="primary", icon=":material/play_arrow:",
+                      on_click=_command, args=("resume",))
+        else:
+            st.button("Pause", key="compare_pause", icon=":material/pause:", on_click=_command, args=("pause",))
+        if controlled and command != "stop":
+            st.button("Step", key="compare_step_button", icon=":material/skip_next:", on_click=_command,
+                      args=("step",), help="Pause, then train every run one batch.")
+            st.button("Stop", key="compare_stop", icon=":material/stop:", on_click=_command, args=("stop",),
+                      help="End every run; what they recorded is kept.")
+    if message := st.session_state.pop("compare_error", None):
+        st.warning(message)
+
+
+def live_view() -> None:
+    ids = st.session_state.get(IDS)
+    if not ids:
+        st.info("Choose two to four losses (or a comparison preset) on the left and press **Start all**, or pick "
+                "stored runs above.")
+        return
+    try:
+        view = _view(ids)
+        records = view.refresh()
+    except StoreError:
+        st.session_state.pop(IDS, None)
+        st.warning("A run of this comparison is no longer in the store.")
+        return
+    active = any(record.active for record in records)
+    st.fragment(run_every=REFRESH_S if active else None)(_draw)(tuple(ids), active)
+
+
+def _view(ids: list[int]) -> ComparisonView:
+    view = st.session_state.get("compare_view")
+    if view is None or view.run_ids != list(ids):
+        view = st.session_state["compare_view"] = ComparisonView(store(), list(ids))
+    return view
+
+
+def _draw(ids: tuple[int, ...], was_active: bool) -> None:
+    view = _view(list(ids))
+    records = view.refresh()
+    active = any(record.active for record in records)
+    if active != was_active:
+        st.rerun()  # the run ended: the controls outside this fragment change
+    if active and _controlled(list(ids)):
+        try:
+            runner().watch(ids[0])
+        except KeyError:
+            pass
+    st.caption(" · ".join(f"**{label}** {record.status}" for label, record in zip(view.labels, records, strict=True)))
+    if not view.ready:
+        st.progress(0.0, text="Starting: loading the data and building the models…")
+        return
+    if problem := view.probe_problem():
+        st.error(problem)
+        return
+    indexes = view.indexes()
+    steps = view.steps(indexes)
+    running = any(record.status == "running" for record in records)
+    step = _timeline(steps, running)
+    options = ViewOptions(directions=view.views[0].normalized, dims=3 if view.views[0].feature_dim == 3 else 2,
+                          histogram="angular" if view.views[0].normalized else "euclidean")
+    selected = st.session_state.get("compare_selected")
+    frame = _cached("frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
+                    lambda: view.frame(indexes, step, options, selected=selected, height=520))
+    live_plotly_chart(frame.features_figure, key="compare_chart", on_click=_select,
+                      camera_key=frame.features_figure.layout.uirevision)
+    left, right = st.columns([2, 3])
+    rows = view.table(frame.snapshots)
+    with left:
+        live_plotly_chart(frame.histogram_figure, key="compare_histogram")
+    with right:
+        with st.container(key="compare_table"):
+            st.table(_styled(rows).hide(axis="index"))
+        st.caption("Best value of each column in bold. Test accuracy is measured on the whole test set when a "
+                   "run ends.")
+    latest = max(info.elapsed for index in indexes for info in index[-1:])
+    version = int(latest // 2.0) if running else tuple(len(i) for i in indexes)
+    curves = _cached("curves", (ids, version), lambda: view.curves(height=None))
+    live_plotly_chart(curves, key="compare_curves")
+    if not active:
+        _exports(view, frame, rows)
+
+
+def _select(index: int) -> None:
+    st.session_state["compare_selected"] = index
+
+
+def _timeline(steps: list[int], running: bool) -> int:
+    """One slider for every run: while they train, the newest step; else any step."""
+    if running or len(steps) < 2:
+        st.session_state.pop("compare_step", None)
+        return steps[-1]
+    shown = st.session_state.get("compare_step")
+    if shown not in steps or shown == st.session_state.get("compare_step_end"):
+        st.session_state["compare_step"] = steps[-1]
+    st.session_state["compare_step_end"] = steps[-1]
+    return st.select_slider("Timeline (every run)", options=steps, key="compare_step",
+                            format_func=lambda s: f"step {s:,}",
+                            help="Scrub back: every panel, the histograms and the table move to this step.")
+
+
+def _styled(rows: list[dict[str, object]]):
+    """The table with the best value of each numeric column in bold."""
+    frame = pd.DataFrame(rows)
+    columns = [column for _, column in TABLE_METRICS if column in frame and frame[column].notna().any()]
+    columns += ["images/s"] if "images/s" in frame and frame["images/s"].notna().any() else []
+    frame = frame[["run", "status", "step", *columns]]
+
+    def bold_best(values: pd.Series) -> list[str]:
+        best = values.min() if values.name in SMALLER_IS_BETTER else values.max()
+        return ["font-weight: bold" if pd.notna(v) and v == best and values.notna().sum() > 1 else "" for v in values]
+
+    return frame.style.apply(bold_best, subset=columns).format(
+        {c: "{:.4g}" for c in columns if c != "images/s"} | {"images/s": "{:,.0f}"}, na_rep="—")
+
+
+def _exports(view: ComparisonView, frame, rows: list[dict[str, object]]) -> None:
+    """The grid as one standalone HTML file (plotly.js inside, works offline) and the table as CSV."""
+    name = "dmlviz-compare-" + "-".join(map(str, view.run_ids))
+    left, right = st.columns(2)
+    figure = frame.features_figure
+    # Built on the click (plotly.js makes the file ~5 MB), not on every rerun.
+    left.download_button("Grid as HTML", lambda: grid_html(figure), file_name=f"{name}-step{frame.step}.html",
+                         mime="text/html", key="compare_html", icon=":material/download:", on_click="ignore")
+    right.download_button("Table as CSV", pd.DataFrame(rows).to_csv(index=False), file_name=f"{name}.csv",
+                          mime="text/csv", key="compare_csv", icon=":material/download:", on_click="ignore")
+
+
+def grid_html(figure) -> str:
+    """The comparison grid as a standalone page: plotly.js inside, so it opens offline."""
+    return figure.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+
+
+def _cached(name: str, key: tuple, build: Callable[[], T]) -> T:
+    cache = st.session_state.setdefault("compare_cache", {})
+    if name not in cache or cache[name][0] != key:
+        cache[name] = (key, build())
+    return cache[name][1]
