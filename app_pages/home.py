@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dmlviz.comparison import COMPARISON_PRESETS
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.presets import DEMO, PRESETS, get_preset
 from ui import live
@@ -38,6 +39,9 @@ with right:
     st.markdown("**Presets** that reproduce the classic pictures:")
     for preset in PRESETS:
         st.page_link("app_pages/train.py", label=preset.title, query_params=preset.config().to_query())
+    st.markdown("**Comparisons**, several losses trained side by side on the same batches:")
+    for match in COMPARISON_PRESETS:
+        st.page_link("app_pages/compare.py", label=match.title, query_params=match.comparison().to_query())
     st.page_link("app_pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
 
 st.subheader("Runs")

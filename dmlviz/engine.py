@@ -460,7 +460,10 @@ class Engine:
                     take("tick")
             else:
                 budget = WATCHED_SNAPSHOT_BUDGET if self.control.watched() else config.snapshot_budget
-                period = snapshot_period(median(costs) if costs else 0.0, budget, config.snapshot_every)
+                # Runs trained together share the cadence: each is snapshotted every n × snapshot_every,
+                # so snapshots take the same share of the time whatever the number of runs.
+                period = snapshot_period(median(costs) if costs else 0.0, budget,
+                                         config.snapshot_every * len(active()))
                 if time.perf_counter() >= last_start + period:
                     costs.append(take("tick"))
         return [result for result in results if result is not None]
