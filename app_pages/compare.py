@@ -27,7 +27,7 @@ def settings_from_url() -> list[str]:
         st.session_state["compare_written_runs"] = runs
         ids = [int(part) for part in runs.split(",") if part.strip().isdigit()]
         if ids and ids != st.session_state.get(compare.IDS):
-            compare.show_stored(ids)
+            compare.show(ids)
     if query == st.session_state.get("compare_written_query") and compare_form.PREFIX + "count" in st.session_state:
         return []
     if not query:
@@ -94,7 +94,7 @@ with st.expander("Or compare stored runs"):
         if found:
             st.warning("These runs differ in more than the loss, so the comparison is not on equal terms:\n\n"
                        + "\n".join(f"- {d}" for d in found))
-        st.button("Show these runs", key="compare_show", on_click=compare.show_stored, args=(picked,))
+        st.button("Show these runs", key="compare_show", on_click=compare.show, args=(picked,))
 
 compare.controls(comparison)
 compare.live_view()

@@ -77,3 +77,19 @@ def test_start_all_trains_the_losses_together_on_equal_terms(store_dir):
     assert not app.exception
     grid = json.loads(json.loads(app.get("component_instance")[0].proto.json_args)["spec"])
     assert [a["text"] for a in grid["layout"]["annotations"]] == ["softmax · step 0", "center · step 0"]
+
+
+def test_stored_runs_that_differ_in_more_than_the_loss_are_flagged(store_dir):
+    from dmlviz.config import RunConfig
+
+    store = RunStore(store_dir)
+    a = store.create_run(RunConfig(loss="softmax", seed=0).to_dict(), status="finished")
+    b = store.create_run(RunConfig(loss="center", seed=3).to_dict(), status="finished")
+    app = compare_page()
+    app.multiselect(key="compare_pick").set_value([a, b]).run()
+    assert not app.exception
+    warning = " ".join(w.value for w in app.warning)
+    assert "not on equal terms" in warning and "seed: 0 / 3" in warning
+    app.button(key="compare_show").click().run()
+    assert not app.exception
+    assert app.query_params["runs"] in (f"{a},{b}", [f"{a},{b}"])

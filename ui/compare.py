@@ -26,19 +26,16 @@ IDS = "compare_ids"  # the runs on screen, in session state
 
 def start(comparison: Comparison) -> None:
     ids = runner().submit_together(comparison.configs())
-    _show(ids, command="run")
+    show(ids, command="run")
 
 
-def _show(ids: list[int], command: str | None = None) -> None:
+def show(ids: list[int], command: str | None = None) -> None:
+    """Put these runs on screen (``command``: the last one this session gave them)."""
     st.session_state[IDS] = list(ids)
     st.session_state["compare_command"] = command
     st.session_state.pop("compare_view", None)
     st.session_state.pop("compare_selected", None)
     st.session_state.pop("compare_step", None)
-
-
-def show_stored(ids: list[int]) -> None:
-    _show(ids)
 
 
 def _controlled(ids: list[int]) -> bool:
