@@ -16,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dmlviz import settings
+from dmlviz import export, settings
 from dmlviz.config import HP_PREFIX, ConfigError, RunConfig
 from dmlviz.engine import Action, FreeRunning
+from dmlviz.export import FORMATS
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunStore, StoreError
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "keep every run; the app (make run) shows them live.")
     parser.add_argument("--store", metavar="DIR", help=f"run store folder (default ${settings.STORE_DIR_ENV} "
                         "or ~/.local/share/dmlviz)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export}")
 
     train = commands.add_parser("train", help="train one run in this process",
                                 description="Train one run. Flags override the --config file; unset "
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", type=int, metavar="ID")
     delete = runs_commands.add_parser("delete", help="delete a run and everything it recorded")
     delete.add_argument("run_id", type=int, metavar="ID")
+
+    exporting = commands.add_parser("export", help="write a stored run in another format",
+                                 description="Write a run's probe features at a snapshot (csv, parquet), "
+                                 "TensorBoard projector files (tensorboard: a folder), or its config (yaml).")
+    exporting.add_argument("run_id", type=int, metavar="RUN")
+    exporting.add_argument("--format", required=True, choices=FORMATS)
+    exporting.add_argument("--snapshot", type=int, metavar="N", help="the snapshot's number (0 is the first, -1 the "
+                        "last; default: the last)")
+    exporting.add_argument("--out", type=Path, metavar="PATH", help="file (or folder, for tensorboard) to write; "
+                        "default: run<RUN>.<format> in the current folder")
+    exporting.add_argument("--data-dir", metavar="DIR", help="dataset cache, for the projector's sprite image")
     return parser
 
 
@@ -209,12 +221,34 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
+    from dmlviz.data import DataError, DatasetUnavailable
+
+    suffix = {"tensorboard": "-projector", "yaml": ".yaml"}.get(args.format, f".{args.format}")
+    out = args.out or Path(f"run{args.run_id}{suffix}")
+    try:
+        if args.format == "yaml":
+            export.write_config(store, args.run_id, out)
+        elif args.format == "tensorboard":
+            export.write_projector(store, args.run_id, out, args.snapshot, args.data_dir)
+        else:
+            export.write_features(store, args.run_id, out, args.format, args.snapshot)
+    except (DataError, DatasetUnavailable) as exc:
+        raise CliError(f"cannot draw the probe images: {exc}") from exc
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         store = RunStore(settings.store_dir(args.store))
         if args.command == "train":
             return cmd_train(args, store)
+        if args.command == "export":
+            return cmd_export(args, store)
         return cmd_runs(args, store)
     except (CliError, ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,121 @@
+"""A stored run taken elsewhere: the probe set's features at a snapshot as CSV or Parquet, the files of
+TensorBoard's embedding projector, and the run's config as YAML (which ``python -m dmlviz train
+--config`` accepts).
+
+Every function reads the store only; nothing here needs Streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dmlviz import settings
+from dmlviz.config import RunConfig
+from dmlviz.data import load_raw
+from dmlviz.store import RunStore, StoreError
+
+TABLE_FORMATS = ("csv", "parquet")
+FORMATS = (*TABLE_FORMATS, "tensorboard", "yaml")
+SPRITE_SIDE = 8192  # TensorBoard's projector reads sprite images up to 8192 × 8192 pixels
+
+
+def snapshot_seq(store: RunStore, run_id: int, snapshot: int | None) -> int:
+    """The seq of snapshot number ``snapshot`` (negative counts from the end; None: the last)."""
+    index = store.snapshot_index(run_id)
+    if not index:
+        raise StoreError(f"run {run_id} has no snapshots yet")
+    position = len(index) - 1 if snapshot is None else snapshot
+    if not -len(index) <= position < len(index):
+        raise StoreError(f"run {run_id} has {len(index)} snapshots (0 … {len(index) - 1}); there is no {snapshot}")
+    return index[position].seq
+
+
+def features_table(store: RunStore, run_id: int, snapshot: int | None = None) -> pd.DataFrame:
+    """One row per probe image: its index in the test set, label, class name, whether its class was
+    trained on (``seen``) or held out (``unseen``), and its feature coordinates ``f0 … f{d-1}``."""
+    seq = snapshot_seq(store, run_id, snapshot)
+    shot = store.get_snapshot(run_id, seq)
+    labels = np.asarray(store.get_info(run_id, "probe_labels"))
+    names = list(store.get_info(run_id, "class_names"))
+    trained = {int(c) for c in store.get_info(run_id, "train_classes")}
+    table = pd.DataFrame({
+        "index": np.asarray(store.get_info(run_id, "probe_index")),
+        "label": labels,
+        "class": [names[label] for label in labels],
+        "split": ["seen" if int(label) in trained else "unseen" for label in labels],
+    })
+    coordinates = pd.DataFrame(shot.features, columns=[f"f{i}" for i in range(shot.features.shape[1])])
+    table = pd.concat([table, coordinates], axis=1)
+    table.attrs.update(run=run_id, step=shot.step, epoch=shot.epoch)
+    return table
+
+
+def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot: int | None = None) -> Path:
+    """The probe features of one snapshot as a CSV or Parquet file at ``path``."""
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"features are written as {' or '.join(TABLE_FORMATS)}, not {fmt!r}")
+    table = features_table(store, run_id, snapshot)
+    if fmt == "csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path, index=False)
+    return path
+
+
+def write_config(store: RunStore, run_id: int, path: Path) -> Path:
+    """The run's config as YAML: ``python -m dmlviz train --config`` trains it again."""
+    path.write_text(RunConfig.from_dict(store.get_run(run_id).config).to_yaml())
+    return path
+
+
+def write_projector(store: RunStore, run_id: int, folder: Path, snapshot: int | None = None,
+                    data_dir: Path | None = None) -> Path:
+    """TensorBoard's embedding projector files in ``folder``: ``tensors.tsv`` (one feature vector a
+    line), ``metadata.tsv`` (a header, then each probe image's label, class and split), ``sprite.png``
+    (the probe images in a square grid, row by row) and ``projector_config.pbtxt`` naming them; open
+    with ``tensorboard --logdir <folder>``."""
+    table = features_table(store, run_id, snapshot)
+    folder.mkdir(parents=True, exist_ok=True)
+    coordinates = table[[c for c in table.columns if c.startswith("f") and c[1:].isdigit()]]
+    coordinates.to_csv(folder / "tensors.tsv", sep="\t", header=False, index=False)
+    table[["index", "label", "class", "split"]].to_csv(folder / "metadata.tsv", sep="\t", index=False)
+    dataset = store.get_run(run_id).config["dataset"]
+    images = load_raw(dataset, settings.data_dir(data_dir)).x_test[table["index"].to_numpy().copy()].numpy()
+    sprite, side = _sprite(images)
+    from PIL import Image
+
+    Image.fromarray(sprite).save(folder / "sprite.png")
+    name = f"run {run_id} step {table.attrs['step']}"
+    (folder / "projector_config.pbtxt").write_text(
+        "embeddings {\n"
+        f'  tensor_name: "{name}"\n'
+        f"  tensor_shape: {len(table)}\n  tensor_shape: {coordinates.shape[1]}\n"
+        '  tensor_path: "tensors.tsv"\n'
+        '  metadata_path: "metadata.tsv"\n'
+        "  sprite {\n"
+        '    image_path: "sprite.png"\n'
+        f"    single_image_dim: {side}\n    single_image_dim: {side}\n"
+        "  }\n"
+        "}\n"
+    )
+    return folder
+
+
+def _sprite(images: np.ndarray) -> tuple[np.ndarray, int]:
+    """N × C × H × W uint8 images tiled row by row into one square image, and each tile's side, shrunk
+    (by an integer step) when the grid would exceed what the projector reads."""
+    n, channels, height, width = images.shape
+    cols = math.ceil(math.sqrt(n))
+    step = max(1, math.ceil(cols * max(height, width) / SPRITE_SIDE))
+    images = images[:, :, ::step, ::step]
+    side = max(images.shape[2], images.shape[3])
+    grid = np.zeros((cols * side, cols * side, 3), dtype=np.uint8)
+    rgb = np.repeat(images, 3, axis=1) if channels == 1 else images[:, :3]
+    for i, image in enumerate(rgb):
+        row, col = divmod(i, cols)
+        grid[row * side:row * side + image.shape[1], col * side:col * side + image.shape[2]] = image.transpose(1, 2, 0)
+    return grid, side

@@ -1,0 +1,101 @@
+"""Exports of a real short run, each read back: features as CSV and Parquet, TensorBoard projector files,
+and the config as YAML that trains the same run again."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dmlviz import export, settings
+from dmlviz.cli import main
+from dmlviz.config import RunConfig
+from dmlviz.engine import train
+from dmlviz.runner import StoreSink
+from dmlviz.store import RunStore, StoreError
+
+CONFIG = {"dataset": "digits", "device": "cpu", "steps": 20, "batch_size": 64, "probe_size": 120,
+          "snapshot_steps": 10, "classes": [0, 1, 2, 3, 4, 5, 6, 7], "feature_dim": 3, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A real run on scikit-learn's digits (two classes held out), its store and data folder."""
+    root = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(settings.DATA_DIR_ENV, str(root / "data"))
+        store = RunStore(root / "store")
+        config = RunConfig.from_dict(CONFIG)
+        run_id = store.create_run(config.to_dict(), status="running")
+        result = train(config, root / "data", StoreSink(store, run_id))
+        store.set_status(run_id, result.outcome)
+        yield store, run_id, root
+
+
+def test_features_round_trip_through_csv_and_parquet(recorded, tmp_path):
+    store, run_id, _ = recorded
+    table = export.features_table(store, run_id)
+    last = store.get_snapshot(run_id, store.snapshot_index(run_id)[-1].seq)
+    np.testing.assert_array_equal(table[["f0", "f1", "f2"]].to_numpy(), last.features)
+    assert list(table.columns[:4]) == ["index", "label", "class", "split"]
+    assert set(table.loc[table["label"] >= 8, "split"]) == {"unseen"} and set(table.loc[table["label"] < 8, "split"]) \
+        == {"seen"}
+    for fmt in export.TABLE_FORMATS:
+        path = export.write_features(store, run_id, tmp_path / f"features.{fmt}", fmt, snapshot=0)
+        back = pd.read_csv(path, dtype={"class": str}) if fmt == "csv" else pd.read_parquet(path)
+        expected = export.features_table(store, run_id, snapshot=0)
+        pd.testing.assert_frame_equal(back, expected, check_dtype=False, check_exact=False, rtol=1e-6)
+    assert not np.allclose(export.features_table(store, run_id, 0)["f0"], table["f0"])  # snapshot 0 is not the last
+
+
+def test_tensorboard_projector_files_follow_its_formats(recorded, tmp_path):
+    store, run_id, root = recorded
+    folder = export.write_projector(store, run_id, tmp_path / "projector", data_dir=root / "data")
+    table = export.features_table(store, run_id)
+    tensors = np.loadtxt(folder / "tensors.tsv", delimiter="\t")
+    np.testing.assert_allclose(tensors, table[["f0", "f1", "f2"]].to_numpy(), rtol=1e-6)
+    metadata = pd.read_csv(folder / "metadata.tsv", sep="\t")
+    assert list(metadata.columns) == ["index", "label", "class", "split"] and len(metadata) == len(table)
+    config = (folder / "projector_config.pbtxt").read_text()
+    side = int(re.findall(r"single_image_dim: (\d+)", config)[0])
+    assert re.findall(r"tensor_shape: (\d+)", config) == [str(len(table)), "3"]
+    assert 'tensor_path: "tensors.tsv"' in config and 'metadata_path: "metadata.tsv"' in config
+    sprite = Image.open(folder / "sprite.png")
+    cols = int(np.ceil(np.sqrt(len(table))))
+    assert sprite.size == (cols * side, cols * side)
+    # The first tile is the first probe image, the second the second.
+    from dmlviz.data import load_raw
+
+    images = load_raw("digits", root / "data").x_test
+    assert side == images.shape[-1]
+    for tile in range(2):
+        image = images[int(table["index"][tile])].numpy()[0]
+        np.testing.assert_array_equal(np.asarray(sprite)[:side, tile * side:(tile + 1) * side, 0], image)
+
+
+def test_the_yaml_config_trains_the_same_run_again(recorded, tmp_path):
+    store, run_id, root = recorded
+    path = export.write_config(store, run_id, tmp_path / "run.yaml")
+    again = RunConfig.from_yaml(path.read_text())
+    assert again == RunConfig.from_dict(CONFIG)
+    second = RunStore(tmp_path / "store")
+    other = second.create_run(again.to_dict(), status="running")
+    train(again, root / "data", StoreSink(second, other))
+    for seq in range(2):
+        first = store.get_snapshot(run_id, seq).features
+        np.testing.assert_array_equal(second.get_snapshot(other, seq).features, first)
+
+
+def test_the_cli_exports_and_explains_what_it_cannot(recorded, tmp_path, capsys):
+    store, run_id, root = recorded
+    store_dir = str(store.root)
+    out = tmp_path / "f.csv"
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "csv", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == CONFIG["probe_size"]
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "csv", "--snapshot", "99"]) == 2
+    assert "there is no 99" in capsys.readouterr().err
+    assert main(["--store", store_dir, "export", "999", "--format", "yaml", "--out", str(tmp_path / "x")]) == 2
+    assert "no run with id 999" in capsys.readouterr().err
+    with pytest.raises(StoreError):
+        export.snapshot_seq(RunStore(tmp_path / "empty"), RunStore(tmp_path / "empty").create_run({}), None)
