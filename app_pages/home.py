@@ -46,6 +46,8 @@ with right:
 
 st.subheader("Runs")
 runs = store().list_runs()
+st.caption(f"{len(runs)} run(s), {store().size_bytes() / 1e6:.1f} MB in {store().root}. Long runs keep every epoch "
+           "end and a few hundred snapshots in between, so the store stays bounded.")
 if not runs:
     st.info("No runs yet. Start one above, or from a terminal: `python -m dmlviz train --dataset digits --epochs 3`.")
 else:

@@ -88,6 +88,11 @@ _SCHEMA = (
     )""",
 )
 
+# A long run keeps every epoch-end snapshot and at most a few hundred in-between ones, spread evenly;
+# checked every THIN_EVERY snapshots, so a run holds at most KEEP_TICKS + THIN_EVERY of them.
+KEEP_TICKS = 300
+THIN_EVERY = 100
+
 _RUN_COLUMNS = (
     "id, name, config, config_hash, status, created_at, started_at, finished_at, updated_at, error,"
     " summary, pid"
@@ -382,7 +387,28 @@ class RunStore:
                 [(run_id, seq, step, epoch, elapsed, name, value) for name, value in series],
             )
             _merge_summary(db, run_id, {**metrics, "step": step, "epoch": epoch, "elapsed": elapsed}, time.time())
+        if snapshot.kind == "tick" and seq % THIN_EVERY == 0:
+            self.thin_snapshots(run_id, KEEP_TICKS)
         return seq
+
+    def thin_snapshots(self, run_id: int, keep: int) -> int:
+        """Keep a long run's store bounded: delete all but ``keep`` of its in-between ("tick") snapshots,
+        evenly spread over the run; the first and the latest snapshots, every epoch end and the final
+        one stay, and so do the metric series of every snapshot (the curves keep their detail).
+        Returns how many were deleted."""
+        with self._transaction(write=True) as db:
+            seqs = [row[0] for row in db.execute(
+                "SELECT seq FROM snapshots WHERE run_id = ? AND kind = 'tick' ORDER BY seq", (run_id,))]
+            (first, last) = db.execute("SELECT MIN(seq), MAX(seq) FROM snapshots WHERE run_id = ?",
+                                       (run_id,)).fetchone()
+            ticks = [seq for seq in seqs if seq not in (first, last)]
+            if len(ticks) <= keep:
+                return 0
+            kept = {ticks[int(i)] for i in np.linspace(0, len(ticks) - 1, keep).round()}
+            doomed = [(run_id, seq) for seq in ticks if seq not in kept]
+            db.executemany("DELETE FROM snapshots WHERE run_id = ? AND seq = ?", doomed)
+        return len(doomed)
+
 
     def snapshot_index(self, run_id: int) -> list[SnapshotInfo]:
         """The run's snapshots in seq order, without their arrays."""
@@ -430,7 +456,9 @@ class RunStore:
         """
         with self._transaction() as db:
             axes = db.execute(
-                "SELECT seq, step, epoch, elapsed FROM snapshots WHERE run_id = ? ORDER BY seq", (run_id,)
+                # The series outlive thinned snapshots: every snapshot ever taken is a point of the curves.
+                "SELECT seq, step, epoch, elapsed FROM snapshots WHERE run_id = ? UNION "
+                "SELECT DISTINCT seq, step, epoch, elapsed FROM series WHERE run_id = ? ORDER BY seq", (run_id, run_id)
             ).fetchall()
             rows = db.execute("SELECT seq, name, value FROM series WHERE run_id = ?", (run_id,)).fetchall()
         position = {row[0]: i for i, row in enumerate(axes)}

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from dmlviz import figures, geometry, projection
 from dmlviz.losses import UnknownLoss, get_spec
 from dmlviz.snapshot import Snapshot
-from dmlviz.store import RunRecord, RunStore, SnapshotInfo
+from dmlviz.store import RunRecord, RunStore, SnapshotInfo, StoreError
 
 
 @dataclass(frozen=True)
@@ -224,8 +224,13 @@ class RunView:
             return None
         for info in window:
             if info.seq not in self._history:
-                self._remember(info.seq, self.store.get_snapshot(self.run_id, info.seq))
-        entries = [self._history[info.seq] for info in window]
+                try:
+                    self._remember(info.seq, self.store.get_snapshot(self.run_id, info.seq))
+                except StoreError:
+                    pass  # thinned out of a long run since the index was read
+        entries = [self._history[info.seq] for info in window if info.seq in self._history]
+        if len(entries) < 2:
+            return None
         trails = {figures.MEANS: np.stack([to_view(means) for means, _ in entries])}
         for name in entries[-1][1]:
             if all(name in vectors for _, vectors in entries):

@@ -420,3 +420,26 @@ def test_read_only_folder(tmp_path: Path) -> None:
         assert str(folder) in str(raised.value)
     finally:
         folder.chmod(0o700)
+
+
+def test_a_long_run_keeps_epoch_ends_and_a_few_hundred_other_snapshots(store: RunStore) -> None:
+    from dmlviz.store import KEEP_TICKS, THIN_EVERY
+
+    run_id = store.create_run({"loss": "softmax"})
+    total = 3 * KEEP_TICKS
+    for step in range(total):
+        kind = "epoch" if step % 50 == 49 else "tick"
+        store.add_snapshot(run_id, make_snapshot(step, {"loss": float(step)}, kind=kind))
+    store.add_snapshot(run_id, make_snapshot(total, kind="final"))
+    index = store.snapshot_index(run_id)
+    ticks = [info for info in index if info.kind == "tick"]
+    assert len(ticks) <= KEEP_TICKS + THIN_EVERY
+    assert [info.step for info in index if info.kind == "epoch"] == list(range(49, total, 50))  # every epoch end
+    assert index[0].step == 0 and index[-1].kind == "final"
+    gaps = np.diff([info.step for info in ticks])
+    assert gaps.max() <= 4 * np.median(gaps)  # spread over the whole run, not cut at one end
+    assert len(store.series(run_id)["loss"]) == total + 1  # the curves keep every point
+    assert store.thin_snapshots(run_id, 10) > 0
+    assert len([i for i in store.snapshot_index(run_id) if i.kind == "tick"]) == 10 + 1  # and the first
+    np.testing.assert_array_equal(store.get_snapshot(run_id, index[-1].seq).features,
+                                  make_snapshot(total).features)
