@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("run_id", type=int, metavar="ID")
 
     exporting = commands.add_parser("export", help="write a stored run in another format",
-                                 description="Write a run's probe features at a snapshot (csv, parquet), "
-                                 "TensorBoard projector files (tensorboard: a folder), or its config (yaml).")
+                                 description="Write a run's probe features at a snapshot (csv, parquet), its "
+                                 "replay as a standalone page (html), TensorBoard projector files (tensorboard: a "
+                                 "folder), or its config (yaml).")
     exporting.add_argument("run_id", type=int, metavar="RUN")
     exporting.add_argument("--format", required=True, choices=FORMATS)
     exporting.add_argument("--snapshot", type=int, metavar="N", help="the snapshot's number (0 is the first, -1 the "
@@ -229,6 +230,8 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     try:
         if args.format == "yaml":
             export.write_config(store, args.run_id, out)
+        elif args.format == "html":
+            export.write_replay(store, args.run_id, out)
         elif args.format == "tensorboard":
             export.write_projector(store, args.run_id, out, args.snapshot, args.data_dir)
         else:

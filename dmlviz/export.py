@@ -1,6 +1,6 @@
-"""A stored run taken elsewhere: the probe set's features at a snapshot as CSV or Parquet, the files of
-TensorBoard's embedding projector, and the run's config as YAML (which ``python -m dmlviz train
---config`` accepts).
+"""A stored run taken elsewhere: the probe set's features at a snapshot as CSV or Parquet, the run
+played back as a standalone HTML file, the files of TensorBoard's embedding projector, and the run's
+config as YAML (which ``python -m dmlviz train --config`` accepts).
 
 Every function reads the store only; nothing here needs Streamlit.
 """
@@ -19,7 +19,7 @@ from dmlviz.data import load_raw
 from dmlviz.store import RunStore, StoreError
 
 TABLE_FORMATS = ("csv", "parquet")
-FORMATS = (*TABLE_FORMATS, "tensorboard", "yaml")
+FORMATS = (*TABLE_FORMATS, "html", "tensorboard", "yaml")
 SPRITE_SIDE = 8192  # TensorBoard's projector reads sprite images up to 8192 × 8192 pixels
 
 
@@ -63,6 +63,19 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
         table.to_csv(path, index=False)
     else:
         table.to_parquet(path, index=False)
+    return path
+
+
+def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = 200) -> Path:
+    """The run's feature space over time as one standalone HTML file (plotly.js inside: it plays
+    offline), with play / pause and a slider over up to ``max_frames`` snapshots."""
+    from dmlviz.view import RunView, ViewOptions
+
+    view = RunView(store, run_id)
+    figure = view.replay(ViewOptions(directions=view.normalized, dims=3 if view.feature_dim == 3 else 2),
+                         max_frames=max_frames, height=720)
+    figure.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False,
+                      config={"displaylogo": False})
     return path
 
 

@@ -513,3 +513,39 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
                                       "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
                                       "font": {"size": 13}})
     return go.Figure(data=traces, layout=layout)
+
+
+# -- replays ----------------------------------------------------------------------------------------
+
+def replay_figure(frames: Sequence[tuple[str, list[dict[str, Any]]]], *, three_d: bool, normalized: bool,
+                  extent: float, title: str, height: int | None = None) -> go.Figure:
+    """A run played back in the browser: plotly frames (``(label, traces)`` per snapshot, the same
+    traces in the same order in each), a slider and play / pause buttons, on fixed axes (± ``extent``)
+    and a fixed camera, so the picture does not jump. Needs no server once drawn."""
+    first = list(frames[0][1])
+    if three_d and normalized:
+        first.append(_sphere())
+    steps = [{"args": [[label], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}], "label": label,
+              "method": "animate"} for label, _ in frames]
+    play = {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
+    layout: dict[str, Any] = {
+        "template": _TEMPLATE, "height": height, "title": {"text": title}, "margin": {**_MARGIN, "t": 50, "b": 90},
+        "legend": {"itemsizing": "constant", "x": 1.02, "y": 1},
+        "sliders": [{"steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 30}, "len": 0.9, "x": 0.1}],
+        "updatemenus": [{"type": "buttons", "showactive": False, "x": 0.0, "y": 0, "xanchor": "left",
+                         "yanchor": "top", "pad": {"t": 30},
+                         "buttons": [{"label": "▶", "method": "animate", "args": [None, play]},
+                                     {"label": "❚❚", "method": "animate",
+                                      "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
+    }
+    axis = {"range": [-extent, extent], "autorange": False}
+    if three_d:
+        layout["scene"] = {"aspectmode": "cube", "xaxis": axis, "yaxis": axis, "zaxis": axis,
+                           "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}}}
+    else:
+        layout["xaxis"] = axis
+        layout["yaxis"] = {**axis, "scaleanchor": "x", "scaleratio": 1}
+        if normalized:
+            layout["shapes"] = [_unit_circle("x", "y")]
+    return go.Figure(data=first, layout=layout,
+                     frames=[{"name": label, "data": traces} for label, traces in frames])

@@ -9,7 +9,7 @@ means and class vectors of earlier snapshots for the trails. Nothing here import
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -162,6 +162,35 @@ class RunView:
                 note = f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
         panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails)
         return Drawing(snapshot, panel, explained, note)
+
+    def replay(self, options: ViewOptions = ViewOptions(), max_frames: int = 200,
+               height: int | None = None) -> go.Figure:
+        """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
+        up to ``max_frames`` snapshots spread over the run, the last one always among them."""
+        info, index = self.info, self.snapshots()
+        if info is None or not index:
+            raise StoreError(f"run {self.run_id} has nothing to replay yet")
+        positions = sorted({int(i) for i in np.linspace(0, len(index) - 1, min(max_frames, len(index))).round()})
+        labels = np.asarray(info["probe_labels"])
+        names, trained = list(info["class_names"]), [int(c) for c in info["train_classes"]]
+        still = replace(options, trail=0, method="pca")  # the same traces in every frame
+        frames, extent = [], 1e-6
+        for position in positions:
+            panel = self.drawing(index, position, still).panel
+            extent = max(extent, float(np.nanpercentile(np.abs(panel.points), 99.5)))
+            traces = figures.feature_traces(panel.points, labels, names, trained, normalized=still.directions,
+                                            class_vectors=panel.class_vectors, class_means=panel.class_means)
+            frames.append((f"step {index[position].step:,}", traces))
+        config = self.record.config
+        try:
+            loss = get_spec(config["loss"]).display_name
+        except UnknownLoss:
+            loss = config["loss"]
+        title = f"{loss} on {config['dataset']}, {self.feature_dim}-D features (run {self.run_id})"
+        if still.directions:
+            extent = max(extent, 1.0)  # the unit circle (sphere) in view
+        return figures.replay_figure(frames, three_d=panel.points.shape[1] == 3, normalized=still.directions,
+                                     extent=1.05 * extent, title=title, height=height)
 
     def curves(self, height: int | None = None) -> go.Figure:
         series = self.store.series(self.run_id)

@@ -93,9 +93,35 @@ def test_the_cli_exports_and_explains_what_it_cannot(recorded, tmp_path, capsys)
     out = tmp_path / "f.csv"
     assert main(["--store", store_dir, "export", str(run_id), "--format", "csv", "--out", str(out)]) == 0
     assert len(pd.read_csv(out)) == CONFIG["probe_size"]
+    page = tmp_path / "replay.html"
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "html", "--out", str(page)]) == 0
+    assert page.stat().st_size > 1_000_000  # plotly.js and the frames
     assert main(["--store", store_dir, "export", str(run_id), "--format", "csv", "--snapshot", "99"]) == 2
     assert "there is no 99" in capsys.readouterr().err
     assert main(["--store", store_dir, "export", "999", "--format", "yaml", "--out", str(tmp_path / "x")]) == 2
     assert "no run with id 999" in capsys.readouterr().err
     with pytest.raises(StoreError):
         export.snapshot_seq(RunStore(tmp_path / "empty"), RunStore(tmp_path / "empty").create_run({}), None)
+
+
+def test_the_replay_is_one_offline_page_with_a_frame_per_snapshot(recorded, tmp_path):
+    store, run_id, _ = recorded
+    path = export.write_replay(store, run_id, tmp_path / "replay.html")
+    page = path.read_text()
+    assert "plotly.js v" in page  # plotly.js itself is inside
+    assert '<script src="http' not in page  # nothing to fetch
+    steps = [info.step for info in store.snapshot_index(run_id)]
+    assert all(f'"step {step:,}"' in page for step in steps)
+
+
+def test_a_replay_keeps_its_axes_and_thins_long_runs(recorded):
+    from dmlviz.view import RunView
+
+    store, run_id, _ = recorded
+    figure = RunView(store, run_id).replay(max_frames=2)
+    steps = [info.step for info in store.snapshot_index(run_id)]
+    assert [frame.name for frame in figure.frames] == [f"step {steps[0]:,}", f"step {steps[-1]:,}"]
+    scene = figure.layout.scene  # the run is 3-D: a fixed cube
+    assert scene.xaxis.autorange is False and tuple(scene.xaxis.range) == tuple(scene.zaxis.range)
+    assert len(figure.frames[0].data) == len(figure.frames[1].data)
+    assert "run" in figure.layout.title.text and len(figure.layout.sliders[0].steps) == 2
