@@ -13,6 +13,7 @@ navigation = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("app_pages/train.py", title="Train", icon="▶️", url_path="train"),
     st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
     st.Page("app_pages/learn.py", title="Learn", icon="📖", url_path="learn"),
 ])
 navigation.run()

@@ -1,0 +1,68 @@
+"""The Runs page through Streamlit's AppTest: the history, a run opened and replayed, renamed, and
+deleted (its data gone, the other runs untouched)."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dmlviz import settings
+from dmlviz.config import RunConfig
+from dmlviz.engine import train
+from dmlviz.runner import StoreSink
+from dmlviz.store import RunStore
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(tmp_path / "store"))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
+    store = RunStore(tmp_path / "store")
+    ids = []
+    for loss in ("softmax", "center"):
+        config = RunConfig(dataset="digits", device="cpu", loss=loss, steps=15, batch_size=32, probe_size=100,
+                           snapshot_steps=5)
+        run_id = store.create_run(config.to_dict(), status="running")
+        result = train(config, tmp_path / "data", StoreSink(store, run_id))
+        store.set_status(run_id, result.outcome)
+        ids.append(run_id)
+    failed = store.create_run(RunConfig(loss="arcface").to_dict(), status="running")
+    store.set_status(failed, "failed", error="the worker process was killed by SIGKILL")
+    return store, ids, failed
+
+
+def runs_page() -> AppTest:
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    return app
+
+
+def test_history_replay_rename_and_delete(stored):
+    store, (first, second), failed = stored
+    app = runs_page()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert set(table["id"]) == {first, second, failed}
+    assert table.set_index("id").loc[failed, "why it ended"].startswith("the worker process was killed")
+    app.session_state["runs_open"] = first
+    app.run()
+    assert not app.exception
+    replay = app.get("plotly_chart")[0]
+    assert '"frames"' in replay.proto.spec and "step 15" in replay.proto.spec
+    app.text_input(key=f"name-{first}").set_value("petals").run()
+    app.button(key="rename").click().run()
+    assert store.get_run(first).name == "petals"
+    app.checkbox(key=f"confirm-{first}").check().run()
+    app.button(key="delete").click().run()
+    assert not app.exception
+    assert {r.id for r in store.list_runs()} == {second, failed}
+    assert store.count_snapshots(second) > 0 and store.series(second)["step"].size > 0
+
+
+def test_a_failed_run_with_nothing_recorded_says_why(stored):
+    store, _, failed = stored
+    app = runs_page()
+    app.session_state["runs_open"] = failed
+    app.run()
+    assert not app.exception
+    assert any("killed by SIGKILL" in w.value for w in app.warning)
+    assert any("recorded nothing" in i.value for i in app.info)
