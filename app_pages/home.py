@@ -45,9 +45,8 @@ with right:
     st.page_link("app_pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
 
 st.subheader("Runs")
+st.page_link("app_pages/runs.py", label="Every run: replay, export, train again, delete", icon=":material/folder_open:")
 runs = store().list_runs()
-st.caption(f"{len(runs)} run(s), {store().size_bytes() / 1e6:.1f} MB in {store().root}. Long runs keep every epoch "
-           "end and a few hundred snapshots in between, so the store stays bounded.")
 if not runs:
     st.info("No runs yet. Start one above, or from a terminal: `python -m dmlviz train --dataset digits --epochs 3`.")
 else:
