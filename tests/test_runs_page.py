@@ -66,3 +66,15 @@ def test_a_failed_run_with_nothing_recorded_says_why(stored):
     assert not app.exception
     assert any("killed by SIGKILL" in w.value for w in app.warning)
     assert any("recorded nothing" in i.value for i in app.info)
+
+
+def test_an_interrupted_run_replays_what_it_recorded(stored):
+    store, (first, _), _ = stored
+    store.set_status(first, "interrupted", error="the app that started this run stopped; what it recorded is kept")
+    app = runs_page()
+    app.session_state["runs_open"] = first
+    app.run()
+    assert not app.exception
+    assert any("interrupted" in w.value for w in app.warning)
+    spec = app.get("plotly_chart")[0].proto.spec
+    assert all(f'"step {info.step:,}"' in spec for info in store.snapshot_index(first))
