@@ -414,7 +414,8 @@ class Engine:
                 snapshot = trainer.snapshot(kind if at_epoch_end or kind != "epoch" else "tick",
                                             last_start - start, last_start - last)
                 self.sinks[i].snapshot(snapshot)
-            snapshot_step = trainers[active()[0]].step if active() else snapshot_step
+            if running := active():
+                snapshot_step = trainers[running[0]].step
             last = time.perf_counter()
             return last - last_start
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sinks import ListSink
 
 from dmlviz.comparison import (
     COMPARISON_PRESETS,
@@ -14,18 +15,6 @@ from dmlviz.config import ConfigError, RunConfig
 from dmlviz.engine import train, train_together
 from dmlviz.runner import StoreSink
 from dmlviz.store import RunStore
-
-
-class ListSink:
-    def __init__(self):
-        self.info = None
-        self.snapshots = []
-
-    def started(self, info):
-        self.info = info
-
-    def snapshot(self, snapshot):
-        self.snapshots.append(snapshot)
 
 
 def digits(**settings):

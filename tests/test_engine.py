@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
+from sinks import ListSink
 
 from dmlviz.config import RunConfig
 from dmlviz.engine import Engine, FreeRunning, setup, train
-
-
-class ListSink:
-    def __init__(self):
-        self.info = None
-        self.snapshots = []
-
-    def started(self, info):
-        self.info = info
-
-    def snapshot(self, snapshot):
-        self.snapshots.append(snapshot)
 
 
 def digits(**settings):

@@ -7,20 +7,16 @@ them all and their snapshots share steps; stored runs picked here are shown on t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 import pandas as pd
 import streamlit as st
 
 from dmlviz.comparison import Comparison
 from dmlviz.store import StoreError
 from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView, ViewOptions
-from ui.live import REFRESH_S
+from ui.live import CURVES_EVERY_S, REFRESH_S, cached
 from ui.plotly_live import live_plotly_chart
 from ui.resources import runner, store
 
-T = TypeVar("T")
 IDS = "compare_ids"  # the runs on screen, in session state
 
 
@@ -127,7 +123,7 @@ def _draw(ids: tuple[int, ...], was_active: bool) -> None:
     options = ViewOptions(directions=view.views[0].normalized, dims=3 if view.views[0].feature_dim == 3 else 2,
                           histogram="angular" if view.views[0].normalized else "euclidean")
     selected = st.session_state.get("compare_selected")
-    frame = _cached("frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
+    frame = cached("compare-frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
                     lambda: view.frame(indexes, step, options, selected=selected, height=520))
     live_plotly_chart(frame.features_figure, key="compare_chart", on_click=_select,
                       camera_key=frame.features_figure.layout.uirevision)
@@ -141,8 +137,8 @@ def _draw(ids: tuple[int, ...], was_active: bool) -> None:
         st.caption("Best value of each column in bold. Test accuracy is measured on the whole test set when a "
                    "run ends.")
     latest = max(info.elapsed for index in indexes for info in index[-1:])
-    version = int(latest // 2.0) if running else tuple(len(i) for i in indexes)
-    curves = _cached("curves", (ids, version), lambda: view.curves(height=None))
+    version = int(latest // CURVES_EVERY_S) if running else tuple(len(i) for i in indexes)
+    curves = cached("compare-curves", (ids, version), lambda: view.curves(height=None))
     live_plotly_chart(curves, key="compare_curves")
     if not active:
         _exports(view, frame, rows)
@@ -197,9 +193,3 @@ def grid_html(figure) -> str:
     """The comparison grid as a standalone page: plotly.js inside, so it opens offline."""
     return figure.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
 
-
-def _cached(name: str, key: tuple, build: Callable[[], T]) -> T:
-    cache = st.session_state.setdefault("compare_cache", {})
-    if name not in cache or cache[name][0] != key:
-        cache[name] = (key, build())
-    return cache[name][1]

@@ -211,7 +211,7 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
     frame = None
     if position is not None:
         # Figures are built once per snapshot; a poll that finds no new one sends the same ones again.
-        frame = _cached("frame", (run_id, index[position].seq, options, selected, height),
+        frame = cached("frame", (run_id, index[position].seq, options, selected, height),
                         lambda: view.frame(index, position, options, selected=selected, height=height))
     with st.container(key="metrics"):
         if frame is not None:
@@ -238,7 +238,7 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
         # every snapshot. Paused or ended, they follow every snapshot too (single steps).
         latest = index[-1]
         version = int(latest.elapsed // CURVES_EVERY_S) if record.status == "running" else latest.seq
-        curves = _cached("curves", (run_id, record.status, version, curves_height),
+        curves = cached("curves", (run_id, record.status, version, curves_height),
                          lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
 
@@ -269,8 +269,8 @@ def _select(index: int) -> None:
     st.session_state["selected"] = index
 
 
-def _cached(name: str, key: tuple, build: Callable[[], T]) -> T:
-    """``build()``, or what it returned last time for the same ``key``."""
+def cached(name: str, key: tuple, build: Callable[[], T]) -> T:
+    """``build()``, or what it returned last time for ``name`` with the same ``key`` (this session's)."""
     cache = st.session_state.setdefault("live_cache", {})
     if name not in cache or cache[name][0] != key:
         cache[name] = (key, build())

@@ -7,12 +7,13 @@ titled "<loss> · step N"), the table ``compare_table`` and the Start button ``c
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlencode
 
 import pytest
 
 from dmlviz.comparison import Comparison, get_comparison_preset
+
+from .waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +32,6 @@ TABLE_JS = "() => { const e = document.querySelector('.st-key-compare_table'); r
 WAIT_S = 90.0
 
 
-def wait_until(page, condition, what: str, timeout_s: float = WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        page.wait_for_timeout(100)
-    return value
-
-
 def test_a_preset_comparison_trains_both_losses_side_by_side_and_scrubs_together(app, page, e2e_output):
     preset = get_comparison_preset("softmax-vs-center").comparison()
     small = preset.shared.replace(dataset="digits", device="cpu", steps=150, batch_size=64, probe_size=300,
@@ -48,13 +40,13 @@ def test_a_preset_comparison_trains_both_losses_side_by_side_and_scrubs_together
     page.locator(".st-key-compare_start button").filter(visible=True).first.click()
 
     grid = wait_until(page, lambda: (g := page.evaluate(GRID_JS)) and len(g["points"]) == 2
-                      and all(n == 300 for n in g["points"].values()) and g, "points in both panels")
+                      and all(n == 300 for n in g["points"].values()) and g, "points in both panels", WAIT_S)
     assert [t.split(" · ")[0] for t in grid["titles"]] == ["softmax", "center"]
     table = wait_until(page, lambda: (t := page.evaluate(TABLE_JS)) and t.count("finished") == 2 and t,
                        "both runs to finish", timeout_s=180)
     assert "softmax" in table and "center" in table
     final = wait_until(page, lambda: (g := page.evaluate(GRID_JS)) and all("step 150" in t for t in g["titles"])
-                       and g, "the final step in both panels")
+                       and g, "the final step in both panels", WAIT_S)
     assert len(final["titles"]) == 2
 
     # The one timeline: back to the first step moves both panels there.
@@ -62,5 +54,5 @@ def test_a_preset_comparison_trains_both_losses_side_by_side_and_scrubs_together
     slider.focus()
     page.keyboard.press("Home")
     wait_until(page, lambda: (g := page.evaluate(GRID_JS)) and all(t.endswith("step 0") for t in g["titles"]),
-               "both panels at step 0")
+               "both panels at step 0", WAIT_S)
     page.screenshot(path=str(e2e_output / "compare_page.png"), full_page=True)

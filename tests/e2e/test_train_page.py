@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -22,6 +21,8 @@ import pytest
 
 from dmlviz.config import RunConfig
 from dmlviz.store import RunStore
+
+from .waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -89,19 +90,6 @@ INSPECTED_JS = """() => {
   return input ? {index: input.value === '' ? null : Number(input.value), images} : null;
 }"""
 STATUS_JS = "() => { const e = document.querySelector('.st-key-run_status'); return e ? e.innerText : null; }"
-# How long any one thing may take: generous, for a two-core machine that someone else is also using.
-# Every wait polls, so a fast machine never waits this long.
-WAIT_S = 60.0
-
-
-def wait_until(page, condition: Callable[[], T], what: str, timeout_s: float = WAIT_S) -> T:
-    """Poll ``condition`` while the page keeps running; its first truthy value, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        page.wait_for_timeout(100)
-    return value
 
 
 def train_url(app, feature_dim: int) -> str:
