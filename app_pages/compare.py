@@ -10,38 +10,40 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmlviz.comparison import Comparison, differences
-from dmlviz.config import ConfigError
+from dmlviz.comparison import MAX_LOSSES, MIN_LOSSES, Comparison, differences
 from dmlviz.losses import get_spec
-from ui import compare, compare_form
+from ui import compare, compare_form, live
 from ui.resources import store
 
 PAGE_KEYS = ("runs",)
 
 
 def settings_from_url() -> list[str]:
-    """Seed the widgets from the URL when it changed from outside (a first visit, a shared link)."""
+    """Seed the widgets from the URL when it changed from outside (a first visit, a shared link); return
+    the URL's problems, if any."""
     query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
+    errors = []
     runs = st.query_params.get("runs")
     if runs is not None and runs != st.session_state.get("compare_written_runs"):
         st.session_state["compare_written_runs"] = runs
-        ids = [int(part) for part in runs.split(",") if part.strip().isdigit()]
-        if ids and ids != st.session_state.get(compare.IDS):
+        ids = [live.run_id_from_url(part) for part in runs.split(",")]
+        if None in ids or not MIN_LOSSES <= len(ids) <= MAX_LOSSES:
+            errors.append(f"runs must be {MIN_LOSSES} to {MAX_LOSSES} numbers of stored runs, like 3,4, got {runs!r}")
+        elif ids != st.session_state.get(compare.IDS):
             compare.show(ids)
     if query == st.session_state.get("compare_written_query") and compare_form.PREFIX + "count" in st.session_state:
-        return []
+        return errors
     if not query:
         if "compare_written_query" in st.session_state:
             query = st.session_state["compare_written_query"]  # back from another page
         else:
-            return []
-    try:
-        comparison = Comparison.from_query(query)
-    except ConfigError as error:
-        st.session_state["compare_written_query"] = query
-        return error.errors
-    compare_form.seed(comparison)
-    return []
+            return errors
+    # A hand-edited link loses only its mistakes: the valid settings and losses are kept.
+    comparison, problems = Comparison.salvage(query)
+    if comparison is not None:
+        compare_form.seed(comparison)
+    st.session_state["compare_written_query"] = query  # the URL keeps it while the widgets make no valid one
+    return errors + problems
 
 
 def write_url(comparison: Comparison | None) -> None:
@@ -75,7 +77,8 @@ write_url(comparison)
 
 st.title("Compare")
 if url_errors:
-    st.error("This link's comparison is not valid:\n\n" + "\n".join(f"- {e}" for e in url_errors))
+    st.error("Some of this link's settings are not valid and were left out:\n\n"
+             + "\n".join(f"- {e}" for e in url_errors))
 if errors:
     st.error("Fix these settings to start the comparison:\n\n" + "\n".join(f"- {e}" for e in errors))
 else:

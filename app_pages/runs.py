@@ -16,8 +16,8 @@ import streamlit as st
 
 from dmlviz import export
 from dmlviz.config import ConfigError, RunConfig
-from dmlviz.store import StoreError
-from dmlviz.view import RunView, ViewOptions
+from dmlviz.store import MAX_TAG_LENGTH, StoreError
+from dmlviz.view import RunView
 from ui import live
 from ui.resources import store
 
@@ -35,28 +35,33 @@ def _when(timestamp: float | None) -> str:
 
 
 table = pd.DataFrame([{
-    "id": r.id, "name": r.name, "loss": r.config.get("loss"), "dataset": r.config.get("dataset"),
+    "id": r.id, "name": r.name, "tags": r.tags, "loss": r.config.get("loss"), "dataset": r.config.get("dataset"),
     "d": r.config.get("feature_dim"), "status": r.status, "date": _when(r.created_at),
     "duration (s)": round(r.duration, 1) if r.duration is not None else None,
     "test accuracy": r.summary.get("test_acc"), "MAP@R": r.summary.get("map_at_r"), "why it ended": r.error or "",
 } for r in runs])
-left, middle, right = st.columns(3)
-statuses = left.multiselect("Status", sorted(table["status"].unique()), key="runs_status")
-losses = middle.multiselect("Loss", sorted(table["loss"].dropna().unique()), key="runs_loss")
-datasets = right.multiselect("Dataset", sorted(table["dataset"].dropna().unique()), key="runs_dataset")
+all_tags = sorted({tag for r in runs for tag in r.tags})
+status_filter, loss_filter, dataset_filter, tag_filter = st.columns(4)
+statuses = status_filter.multiselect("Status", sorted(table["status"].unique()), key="runs_status")
+losses = loss_filter.multiselect("Loss", sorted(table["loss"].dropna().unique()), key="runs_loss")
+datasets = dataset_filter.multiselect("Dataset", sorted(table["dataset"].dropna().unique()), key="runs_dataset")
+tagged = tag_filter.multiselect("Tag", all_tags, key="runs_tags", help="Runs with any of these tags.")
 keep = pd.Series(True, index=table.index)
 for column, chosen in (("status", statuses), ("loss", losses), ("dataset", datasets)):
     if chosen:
         keep &= table[column].isin(chosen)
+if tagged:
+    keep &= table["tags"].map(lambda tags: bool(set(tags) & set(tagged)))
 shown = table[keep]
 picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
                       column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
-                                     "MAP@R": st.column_config.NumberColumn(format="%.3f")})
+                                     "MAP@R": st.column_config.NumberColumn(format="%.3f"),
+                                     "tags": st.column_config.ListColumn()})
 rows = picked.selection.rows if picked is not None else []
 run_id = int(shown.iloc[rows[0]]["id"]) if rows else st.session_state.get("runs_open")
 if run_id is None or run_id not in set(table["id"]):
     run_id = runs[0].id  # the newest
-st.caption("Tick a run's row to open it: replay, rename, export, train again or delete.")
+st.caption("Tick a run's row to open it: replay, rename, tag, export, train again or delete.")
 st.session_state["runs_open"] = run_id
 record = store().get_run(run_id)
 
@@ -64,22 +69,37 @@ st.subheader(f"Run {run_id}{': ' + record.name if record.name else ''}")
 if record.error:
     st.warning(f"{record.status}: {record.error}")
 view = RunView(store(), run_id)
-if view.info is None or not view.snapshots():
+index = view.snapshots()
+if view.info is None or not index:
     st.info("This run recorded nothing to draw.")
 else:
-    options = ViewOptions(directions=view.normalized, dims=3 if view.feature_dim == 3 else 2)
-    st.plotly_chart(view.replay(options, height=640), key=f"replay-{run_id}", config={"displaylogo": False})
-    st.caption("▶ plays the run in the browser; the slider moves through its snapshots on fixed axes.")
+    # Built once per run and snapshot count: a replay draws every frame's histogram.
+    replay = live.cached("replay", (run_id, len(index), index[-1].seq), lambda: view.replay(height=640))
+    st.plotly_chart(replay, key=f"replay-{run_id}", config={
+        "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
+    st.caption("▶ plays the run in the browser; the slider moves through its snapshots on fixed axes, with the "
+               "class means' trails and the distance histogram of each. The camera icon saves the frame shown "
+               "as a PNG.")
 
 with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions"):
     name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260)
     if st.button("Rename", key="rename") and name != record.name:
         store().rename(run_id, name)
         st.rerun()
+    tags = st.multiselect("Tags", sorted({*all_tags, *record.tags}), default=record.tags, key=f"tags-{run_id}",
+                          accept_new_options=True, width=320, placeholder="Add a tag",
+                          help=f"Type a new tag and press Enter; at most {MAX_TAG_LENGTH} characters each.")
+    if tags != record.tags:
+        try:
+            store().set_tags(run_id, tags)
+        except StoreError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
     try:
         config = RunConfig.from_dict(record.config)
     except ConfigError:
-        config = None  # recorded by an older version
+        config = None  # recorded by an older version, or with settings this server refuses
     if st.button("Train again", key="train_again", icon=":material/replay:", disabled=config is None,
                  help="The same config and seed: the same run, step for step."):
         live.start_run(config)
@@ -90,7 +110,7 @@ with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions
 
 def _projector_zip() -> bytes:
     with tempfile.TemporaryDirectory() as folder:
-        export.write_projector(store(), run_id, Path(folder))
+        export.write_projector(store(), run_id, Path(folder), position)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(Path(folder).iterdir()):
@@ -104,20 +124,51 @@ def _file(write) -> bytes:
         return path.read_bytes()
 
 
-st.markdown("**Export**")
+def _snapshot_label(position: int) -> str:
+    shot = index[position]
+    return f"step {shot.step:,} · epoch {shot.epoch:.2f}"
+
+
+st.markdown("**Export the whole run**")
 with st.container(horizontal=True, key="run_exports"):
     # Each file is made on the click, not on every rerun.
     st.download_button("Replay (HTML)", lambda: _file(lambda p: export.write_replay(store(), run_id, p)),
-                       file_name=f"run{run_id}.html", mime="text/html", on_click="ignore", key="export_html")
-    st.download_button("Features (CSV)", lambda: _file(lambda p: export.write_features(store(), run_id, p, "csv")),
-                       file_name=f"run{run_id}-features.csv", mime="text/csv", on_click="ignore", key="export_csv")
-    st.download_button("Features (Parquet)",
-                       lambda: _file(lambda p: export.write_features(store(), run_id, p, "parquet")),
-                       file_name=f"run{run_id}-features.parquet", on_click="ignore", key="export_parquet")
-    st.download_button("TensorBoard projector (zip)", _projector_zip, file_name=f"run{run_id}-projector.zip",
-                       mime="application/zip", on_click="ignore", key="export_tensorboard")
+                       file_name=f"run{run_id}.html", mime="text/html", on_click="ignore", key="export_html",
+                       help="One page that plays offline: plotly.js is inside.")
+    for fmt, mime in (("gif", "image/gif"), ("mp4", "video/mp4")):
+        st.download_button(f"Animation ({fmt.upper()})",
+                           lambda fmt=fmt: _file(lambda p: export.write_movie(store(), run_id, p, fmt)),
+                           file_name=f"run{run_id}.{fmt}", mime=mime, on_click="ignore", key=f"export_{fmt}",
+                           disabled=not index, help=f"The feature space over up to {export.MOVIE_FRAMES} snapshots, "
+                           "titled with loss, dataset and step, for slides (takes a few seconds).")
     st.download_button("Config (YAML)", lambda: _file(lambda p: export.write_config(store(), run_id, p)),
-                       file_name=f"run{run_id}.yaml", on_click="ignore", key="export_yaml")
+                       file_name=f"run{run_id}.yaml", on_click="ignore", key="export_yaml", disabled=config is None,
+                       help="`python -m dmlviz train --config` trains it again." if config else
+                       "Its settings are no longer valid, so they cannot train again.")
+
+if index:
+    st.markdown("**Export one snapshot**")
+    position = st.select_slider("Snapshot", range(len(index)), value=len(index) - 1, format_func=_snapshot_label,
+                                key=f"export_snapshot-{run_id}")
+    step = index[position].step
+    with st.container(horizontal=True, key="snapshot_exports"):
+        for figure in export.PNG_FIGURES:
+            st.download_button(f"{figure.capitalize()} (PNG)",
+                               lambda figure=figure: _file(lambda p: export.write_png(store(), run_id, p, figure,
+                                                                                      position)),
+                               file_name=f"run{run_id}-{figure}-step{step}.png", mime="image/png",
+                               on_click="ignore", key=f"export_png_{figure}")
+        st.download_button("Features (CSV)",
+                           lambda: _file(lambda p: export.write_features(store(), run_id, p, "csv", position)),
+                           file_name=f"run{run_id}-features-step{step}.csv", mime="text/csv", on_click="ignore",
+                           key="export_csv")
+        st.download_button("Features (Parquet)",
+                           lambda: _file(lambda p: export.write_features(store(), run_id, p, "parquet", position)),
+                           file_name=f"run{run_id}-features-step{step}.parquet", on_click="ignore",
+                           key="export_parquet")
+        st.download_button("TensorBoard projector (zip)", _projector_zip,
+                           file_name=f"run{run_id}-projector-step{step}.zip", mime="application/zip",
+                           on_click="ignore", key="export_tensorboard")
 
 with st.expander("Delete this run"):
     st.caption("Deletes its snapshots, curves and settings from the store; other runs are not touched.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmlviz.config import ConfigError, RunConfig
+from dmlviz.config import RunConfig
 from dmlviz.losses import get_spec
 from ui import live, settings_form
 
@@ -21,25 +21,27 @@ def settings_from_url() -> list[str]:
     """Seed the widgets from the URL when it changed from outside (first visit, a link, a preset
     link from Learn); return the URL's problems, if any."""
     query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
+    errors = []
     run = st.query_params.get("run")
     if run is not None and run != st.session_state.get("written_run"):
         # A link to a run (from Home, or shared): show that run.
         st.session_state["written_run"] = run
-        if run.isdigit() and int(run) != st.session_state.get("run_id"):
-            st.session_state["run_id"] = int(run)
+        run_id = live.run_id_from_url(run)
+        if run_id is None:
+            errors.append(f"run must be the number of a stored run, like 3, got {run!r}")
+        elif run_id != st.session_state.get("run_id"):
+            st.session_state["run_id"] = run_id
             st.session_state.pop("view", None)
+            st.session_state.pop("selected", None)  # a probe index of the previous run
     if query == st.session_state.get("written_query") and settings_form.PREFIX + "loss" in st.session_state:
-        return []
+        return errors
     if not query and "written_query" in st.session_state:
         query = st.session_state["written_query"]  # back from another page: the URL lost its settings
-    try:
-        config = RunConfig.from_query(query)
-    except ConfigError as error:
-        settings_form.seed(RunConfig(), overwrite=settings_form.PREFIX + "loss" not in st.session_state)
-        st.session_state["written_query"] = query
-        return error.errors
+    # A hand-edited link loses only its mistakes: the valid settings are kept, the others take their defaults.
+    config, problems = RunConfig.salvage(query)
     settings_form.seed(config)
-    return []
+    st.session_state["written_query"] = query  # the URL keeps it while the widgets make no valid config
+    return errors + problems
 
 
 def write_url(config: RunConfig | None, present: bool) -> None:
@@ -66,7 +68,7 @@ write_url(config, present)
 if not present:
     st.title("Train")
 if url_errors:
-    st.error("This link's settings are not valid, so the defaults are shown instead:\n\n"
+    st.error("Some of this link's settings are not valid, so they are left at their defaults:\n\n"
              + "\n".join(f"- {e}" for e in url_errors))
 if errors:
     st.error("Fix these settings to start a run:\n\n" + "\n".join(f"- {e}" for e in errors))

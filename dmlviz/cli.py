@@ -19,11 +19,12 @@ from typing import Any
 from dmlviz import export, settings
 from dmlviz.config import HP_PREFIX, ConfigError, RunConfig
 from dmlviz.engine import Action, FreeRunning
-from dmlviz.export import FORMATS
+from dmlviz.export import FORMATS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunStore, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_MAX_RUN_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a run
 
 
 class CliError(Exception):
@@ -60,22 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     listing = runs_commands.add_parser("list", help="every stored run, newest first")
     listing.add_argument("--status", help="only runs with this status")
     show = runs_commands.add_parser("show", help="one run: config, status, metrics")
-    show.add_argument("run_id", type=int, metavar="ID")
+    show.add_argument("run_id", type=_run_id, metavar="ID")
     delete = runs_commands.add_parser("delete", help="delete a run and everything it recorded")
-    delete.add_argument("run_id", type=int, metavar="ID")
+    delete.add_argument("run_id", type=_run_id, metavar="ID")
 
     exporting = commands.add_parser("export", help="write a stored run in another format",
-                                 description="Write a run's probe features at a snapshot (csv, parquet), its "
-                                 "replay as a standalone page (html), TensorBoard projector files (tensorboard: a "
-                                 "folder), or its config (yaml).")
-    exporting.add_argument("run_id", type=int, metavar="RUN")
+                                 description="Write the feature space over a run as an animation (gif, mp4), "
+                                 "its replay as a standalone page (html), a figure at a snapshot (png), its probe "
+                                 "features at a snapshot (csv, parquet), TensorBoard projector files (tensorboard: "
+                                 "a folder), or its config (yaml).")
+    exporting.add_argument("run_id", type=_run_id, metavar="RUN")
     exporting.add_argument("--format", required=True, choices=FORMATS)
-    exporting.add_argument("--snapshot", type=int, metavar="N", help="the snapshot's number (0 is the first, -1 the "
-                        "last; default: the last)")
+    exporting.add_argument("--snapshot", type=int, metavar="N", help="png, csv, parquet, tensorboard: the "
+                        "snapshot's number (0 is the first, -1 the last; default: the last)")
+    exporting.add_argument("--figure", choices=PNG_FIGURES, default="features", help="png: the figure to draw "
+                        "[default: features]")
+    exporting.add_argument("--frames", type=int, metavar="N", help=f"gif, mp4, html: at most N snapshots, spread "
+                        f"over the run [default: {MOVIE_FRAMES} for gif and mp4, {REPLAY_FRAMES} for html]")
+    exporting.add_argument("--fps", type=int, default=MOVIE_FPS, metavar="N", help=f"gif, mp4: frames a second "
+                        f"[default: {MOVIE_FPS}]")
     exporting.add_argument("--out", type=Path, metavar="PATH", help="file (or folder, for tensorboard) to write; "
                         "default: run<RUN>.<format> in the current folder")
     exporting.add_argument("--data-dir", metavar="DIR", help="dataset cache, for the projector's sprite image")
     return parser
+
+
+def _run_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_RUN_ID:
+        raise argparse.ArgumentTypeError(f"a run id is a whole number from 1 (see runs list), got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -148,6 +166,7 @@ class _CtrlC(FreeRunning):
 
 def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
     config = config_from_args(args)
+    config.check_limits()  # a public server's caps hold here too, before a run is recorded
     from dmlviz.data import DataError, DatasetUnavailable
     from dmlviz.engine import train
 
@@ -225,13 +244,21 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
 def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     from dmlviz.data import DataError, DatasetUnavailable
 
-    suffix = {"tensorboard": "-projector", "yaml": ".yaml"}.get(args.format, f".{args.format}")
+    suffix = {"tensorboard": "-projector", "png": f"-{args.figure}.png"}.get(args.format, f".{args.format}")
     out = args.out or Path(f"run{args.run_id}{suffix}")
+    for name in ("frames", "fps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
     try:
         if args.format == "yaml":
             export.write_config(store, args.run_id, out)
         elif args.format == "html":
-            export.write_replay(store, args.run_id, out)
+            export.write_replay(store, args.run_id, out, max_frames=args.frames or REPLAY_FRAMES)
+        elif args.format in export.MOVIE_FORMATS:
+            export.write_movie(store, args.run_id, out, args.format, max_frames=args.frames or MOVIE_FRAMES,
+                               fps=args.fps)
+        elif args.format == "png":
+            export.write_png(store, args.run_id, out, args.figure, args.snapshot)
         elif args.format == "tensorboard":
             export.write_projector(store, args.run_id, out, args.snapshot, args.data_dir)
         else:
@@ -253,6 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return cmd_export(args, store)
         return cmd_runs(args, store)
-    except (CliError, ConfigError, StoreError) as exc:
+    except (CliError, ConfigError, StoreError, settings.SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

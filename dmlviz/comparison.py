@@ -85,51 +85,57 @@ class Comparison:
     @classmethod
     def from_query(cls, query: Mapping[str, str | list[str]]) -> Comparison:
         """Parse a comparison's URL; ConfigError lists what is wrong."""
-        flat = {k: (v[-1] if isinstance(v, list) else v) for k, v in query.items()}
-        shared_part: dict[str, Any] = {}
-        slots: dict[int, dict[str, Any]] = {}
-        for key, value in flat.items():
-            match = _SLOT.match(key)
-            if match is None:
-                shared_part[key] = value
-            elif match.group(1):
-                slots.setdefault(int(match.group(2)), {})[match.group(1)] = value
-            else:
-                slots.setdefault(int(match.group(3)), {}).setdefault("params", {})[match.group(4)] = value
-        errors = [f"{key} belongs to each loss (loss<i>, hp<i>.<name>), not to the comparison"
-                  for key in shared_part if key in PER_LOSS or key.startswith(HP_PREFIX)]
-        missing = [i for i in range(1, max(slots, default=0) + 1) if "loss" not in slots.get(i, {})]
-        errors += [f"loss{i} is missing" for i in missing]
-        shared = None
-        try:
-            shared = RunConfig.from_dict({k: v for k, v in shared_part.items() if k not in PER_LOSS})
-        except ConfigError as error:
-            errors += error.errors
-        for i in sorted(slots):
-            try:
-                get_spec(slots[i].get("loss", ""))
-            except UnknownLoss as error:
-                if i not in missing:
-                    errors.append(f"loss{i}: {error}")
-        if errors:
-            raise ConfigError(errors)
-        losses = []
-        for i in sorted(slots):
-            slot = slots[i]
-            try:
-                loss_lr = float(slot["loss_lr"]) if slot.get("loss_lr") not in (None, "") else None
-            except ValueError:
-                errors.append(f"loss_lr{i} must be a number, got {slot['loss_lr']!r}")
-                loss_lr = None
-            losses.append(LossChoice(slot["loss"], dict(slot.get("params", {})), loss_lr))
-        comparison = cls(shared, tuple(losses))
-        try:
-            comparison = cls(shared, tuple(LossChoice(c.loss, c.loss_params, c.loss_lr) for c in comparison.configs()))
-        except ConfigError as error:
-            errors += error.errors
-        if errors:
-            raise ConfigError(errors)
+        comparison, problems = cls.salvage(query)
+        if problems or comparison is None:
+            raise ConfigError(problems)
         return comparison
+
+    @classmethod
+    def salvage(cls, query: Mapping[str, str | list[str]]) -> tuple[Comparison | None, list[str]]:
+        """What is valid in a comparison's URL and what is not (empty when all is valid): the valid shared
+        settings, and each loss whose name is valid with its valid hyperparameters and learning rate, so a
+        hand-edited link loses only its mistakes. None when fewer than two losses remain."""
+        shared_part, slots = _split_query(query)
+        problems = [f"{key} belongs to each loss (loss<i>, hp<i>.<name>), not to the comparison"
+                    for key in shared_part if key in PER_LOSS or key.startswith(HP_PREFIX)]
+        shared, wrong = RunConfig.salvage({k: v for k, v in shared_part.items()
+                                           if k not in PER_LOSS and not k.startswith(HP_PREFIX)})
+        problems += wrong
+        base = shared.to_dict()
+        choices = []
+        for i in range(1, max(slots, default=0) + 1):
+            slot = slots.get(i, {})
+            if "loss" not in slot:
+                problems.append(f"loss{i} is missing")
+                continue
+            own = {f"{HP_PREFIX}{name}": value for name, value in slot.get("params", {}).items()}
+            own.update({key: slot[key] for key in ("loss", "loss_lr") if key in slot})
+            config, wrong = RunConfig.salvage({**base, **own})
+            problems += [f"loss{i}: {message}" for message in wrong]
+            if config.loss == slot["loss"]:
+                choices.append(LossChoice(config.loss, config.loss_params, config.loss_lr))
+        comparison = cls(shared, tuple(choices))
+        try:
+            comparison.configs()
+        except ConfigError as error:
+            return None, problems + error.errors
+        return comparison, problems
+
+
+def _split_query(query: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """A comparison's URL as its shared settings and, per loss slot, ``loss``, ``loss_lr`` and ``params``."""
+    flat = {k: (v[-1] if isinstance(v, list) else v) for k, v in query.items()}
+    shared_part: dict[str, Any] = {}
+    slots: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        match = _SLOT.match(key)
+        if match is None:
+            shared_part[key] = value
+        elif match.group(1):
+            slots.setdefault(int(match.group(2)), {})[match.group(1)] = value
+        else:
+            slots.setdefault(int(match.group(3)), {}).setdefault("params", {})[match.group(4)] = value
+    return shared_part, slots
 
 
 def differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:

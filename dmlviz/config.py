@@ -15,18 +15,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from dmlviz.losses import UnknownLoss, get_spec
+import torch
 
-BUILTIN_DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
+from dmlviz import settings
+from dmlviz.data import CUSTOM_PREFIX, DATASETS
+from dmlviz.losses import UnknownLoss, build_loss, get_spec
+
+BUILTIN_DATASETS = tuple(DATASETS)
 MODELS = ("auto", "lenetpp", "lenetpp-light", "resnet")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 SAMPLERS = ("auto", "balanced")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-_CUSTOM_NAME = re.compile(r"^custom:[A-Za-z0-9][A-Za-z0-9._ -]*$")
+# A file or folder name inside the data folder's custom/: no separators, no "..", so no way out of it.
+_CUSTOM_NAME = re.compile(r"^custom:(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._ -]*$")
 
 HP_PREFIX = "hp."  # loss hyperparameters in flat forms (URL query, CLI --set) are "hp.<name>"
+# Bounds on what a link can make the server hold: checking a loss's dims builds it (classes × feature_dim).
+MAX_CLASSES = 1000
+MAX_NAME = 200
 
 
 class ConfigError(ValueError):
@@ -124,6 +132,23 @@ class RunConfig:
             raise ConfigError(errors)
         return config
 
+    @classmethod
+    def salvage(cls, data: Mapping[str, Any]) -> tuple[RunConfig, list[str]]:
+        """The config of every setting in ``data`` that is valid, the others at their defaults, and what
+        was wrong (empty when all is valid): a hand-edited link loses only its mistakes."""
+        try:
+            return cls.from_dict(data), []
+        except ConfigError as error:
+            problems = error.errors
+        kept: dict[str, Any] = {}
+        for key in sorted(data, key=_salvage_order):
+            try:
+                cls.from_dict({**kept, key: data[key]})
+            except ConfigError:
+                continue
+            kept[key] = data[key]
+        return cls.from_dict(kept), problems
+
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with some settings changed."""
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -149,22 +174,33 @@ class RunConfig:
                 message = _range_message(f.name, value, meta["low"], meta["high"], meta["unit"])
                 if message:
                     errors.append(message)
-        if self.dataset not in BUILTIN_DATASETS and not _CUSTOM_NAME.match(self.dataset):
+        if self.dataset.startswith(CUSTOM_PREFIX) and not _CUSTOM_NAME.match(self.dataset):
+            errors.append(f"custom dataset names are the name of a folder or .npz file in the data folder's "
+                          f"custom/ (letters, digits, '.', '_', '-' and spaces; no '..'), got {self.dataset!r}")
+        elif self.dataset not in BUILTIN_DATASETS and not _CUSTOM_NAME.match(self.dataset):
             close = difflib.get_close_matches(self.dataset, BUILTIN_DATASETS, n=1)
             errors.append(
                 f"unknown dataset {self.dataset!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                 + f"; choose {', '.join(BUILTIN_DATASETS)} or custom:<name> (a folder or .npz in the data "
                 "folder's custom/)"
             )
+        if len(self.name) > MAX_NAME:
+            errors.append(f"name must be at most {MAX_NAME} characters, got {len(self.name)}")
         if self.classes is not None:
             if len(set(self.classes)) < 2:
                 errors.append("classes must name at least 2 different classes")
+            if len(self.classes) > MAX_CLASSES:
+                errors.append(f"classes must name at most {MAX_CLASSES} classes, got {len(self.classes)}")
             if any(c < 0 for c in self.classes):
                 errors.append("classes must be class numbers 0, 1, 2, …")
+            if (info := DATASETS.get(self.dataset)) and (missing := sorted({c for c in self.classes
+                                                                             if c >= len(info.class_names)})):
+                errors.append(f"{info.display_name} has classes 0–{len(info.class_names) - 1}, so not "
+                              f"{', '.join(map(str, missing))}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             errors.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         errors.extend(self._loss_errors())
-        return errors
+        return errors or self._shape_errors()
 
     def _loss_errors(self) -> list[str]:
         try:
@@ -180,6 +216,49 @@ class RunConfig:
             elif message := spec.hparam(key).check(value):
                 errors.append(message)
         return errors
+
+    def _shape_errors(self) -> list[str]:
+        """What the loss cannot do with this many classes in this feature width (a fixed simplex of 10
+        classes in 2-D, AdaCos with 2 classes). The loss's own constructor says so; for a custom dataset
+        without ``classes`` the count is only known once its files are read, when the run starts."""
+        if self.classes is not None:
+            count = len(set(self.classes))
+        elif self.dataset in DATASETS:
+            count = len(DATASETS[self.dataset].class_names)
+        else:
+            return []
+        try:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the caller's RNG
+                build_loss(self.loss, count, self.feature_dim, **self.loss_hparams())
+        except ValueError as error:
+            return [str(error)]
+        return []
+
+    def limit_problems(self, limits: settings.Limits | None = None) -> list[str]:
+        """What this server's limits (``settings.limits()``, e.g. a public demo's) do not allow."""
+        limits = limits or settings.limits()
+        errors = []
+        if not limits.custom_datasets and self.dataset.startswith(CUSTOM_PREFIX):
+            errors.append(f"custom datasets are turned off on this server; choose {', '.join(BUILTIN_DATASETS)}")
+        most = limits.max_epochs
+        if most is not None and self.steps is None and self.epochs > most:
+            errors.append(f"epochs must be at most {_number(most)} on this server, got {_number(self.epochs)}")
+        elif most is not None and self.steps is not None:
+            # A run's work is steps × batch size images; an epoch is the dataset's whole training split.
+            info = DATASETS.get(self.dataset)
+            if info is None:
+                errors.append(f"give the length of a run on {self.dataset} in epochs (at most {_number(most)} on "
+                              "this server), not in steps")
+            elif self.steps * self.batch_size > most * info.train_images:
+                errors.append(f"steps must be at most {int(most * info.train_images) // self.batch_size} with "
+                              f"batch_size {self.batch_size} on this server ({_number(most)} epochs of "
+                              f"{info.display_name}), got {self.steps}")
+        return errors
+
+    def check_limits(self, limits: settings.Limits | None = None) -> None:
+        """Raise :class:`ConfigError` if this server's limits do not allow the run."""
+        if errors := self.limit_problems(limits):
+            raise ConfigError(errors)
 
     # -- derived --------------------------------------------------------------------------------
 
@@ -246,6 +325,13 @@ class RunConfig:
         return cls.from_dict(flat)
 
 
+def _salvage_order(key: str) -> int:
+    """The loss after the settings its dims are checked against, its hyperparameters after the loss."""
+    if key.startswith(HP_PREFIX) or key == "loss_params":
+        return 2
+    return 1 if key == "loss" else 0
+
+
 def _mapping(data: object) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError([f"a config must be a mapping of setting to value, got {type(data).__name__}"])
@@ -267,12 +353,17 @@ def _range_message(name: str, value: float, low: float | None, high: float | Non
         return f"{name} must be a finite number, got {value}"
     unit = f" {unit}" if unit else ""
     if low is not None and high is not None and not low <= value <= high:
-        return f"{name} must be between {low:g} and {high:g}{unit}, got {value:g}"
+        return f"{name} must be between {_number(low)} and {_number(high)}{unit}, got {_number(value)}"
     if low is not None and value < low:
-        return f"{name} must be at least {low:g}{unit}, got {value:g}"
+        return f"{name} must be at least {_number(low)}{unit}, got {_number(value)}"
     if high is not None and value > high:
-        return f"{name} must be at most {high:g}{unit}, got {value:g}"
+        return f"{name} must be at most {_number(high)}{unit}, got {_number(value)}"
     return None
+
+
+def _number(value: float) -> str:
+    """Whole numbers in full ("2147483647", not "2.14748e+09"), others short ("0.01", "1e-06")."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 _TRUE = {"true", "1", "yes", "on"}

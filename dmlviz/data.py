@@ -45,12 +45,13 @@ class DatasetInfo:
     image_size: int
     class_names: tuple[str, ...]
     augment: bool
+    train_images: int  # the whole training split: what a run's length in epochs is counted against
 
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("mnist", "MNIST", 1, 28, tuple(str(d) for d in range(10)), False),
+        DatasetInfo("mnist", "MNIST", 1, 28, tuple(str(d) for d in range(10)), False, 60_000),
         DatasetInfo(
             "fashion-mnist",
             "Fashion-MNIST",
@@ -69,6 +70,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "Ankle boot",
             ),
             False,
+            60_000,
         ),
         DatasetInfo(
             "cifar10",
@@ -77,9 +79,10 @@ DATASETS: dict[str, DatasetInfo] = {
             32,
             ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
             True,
+            50_000,
         ),
         DatasetInfo(
-            "digits", "Digits (scikit-learn, offline)", 1, 28, tuple(str(d) for d in range(10)), False
+            "digits", "Digits (scikit-learn, offline)", 1, 28, tuple(str(d) for d in range(10)), False, 1348
         ),
     )
 }
@@ -218,11 +221,23 @@ _LOAD_LOCK = threading.Lock()
 def load_raw(dataset: str, data_dir: Path) -> RawData:
     """Load a whole dataset to CPU tensors, once per process (custom data reloads when its files change)."""
     data_dir = Path(data_dir)
-    fingerprint = None
-    if dataset.startswith(CUSTOM_PREFIX):
-        fingerprint = _fingerprint(_custom_source(dataset.removeprefix(CUSTOM_PREFIX), data_dir))
-    elif dataset not in DATASETS:
-        raise DataError(f"unknown dataset '{dataset}'; choose one of: {', '.join(dataset_names(data_dir))}")
+    if not dataset.startswith(CUSTOM_PREFIX):
+        if dataset not in DATASETS:
+            raise DataError(f"unknown dataset '{dataset}'; choose one of: {', '.join(dataset_names(data_dir))}")
+        return _load_once(dataset, data_dir, None)
+    if not settings.limits().custom_datasets:
+        # Whatever asks (a run, a page showing a stored run's images, an export): the folder stays private.
+        raise DataError("custom datasets are turned off on this server")
+    name = dataset.removeprefix(CUSTOM_PREFIX)
+    try:
+        return _load_once(dataset, data_dir, _fingerprint(_custom_source(name, data_dir)))
+    except OSError as error:
+        # A folder the server may not read, a dangling link: a message for the page, not a traceback.
+        raise DataError(f"cannot read the custom dataset '{name}' in {data_dir / 'custom'} "
+                        f"({error.strerror or error})") from error
+
+
+def _load_once(dataset: str, data_dir: Path, fingerprint: tuple[int, int, int] | None) -> RawData:
     # One load at a time: two runs starting together must not unpack into the same folder at once.
     with _LOAD_LOCK:
         return _load_raw_cached(dataset, str(data_dir), fingerprint)
@@ -284,7 +299,7 @@ def prepare(
     """
     raw = load_raw(dataset, data_dir)
     num_classes = len(raw.class_names)
-    train_classes = _check_classes(classes, raw, _display_name(dataset))
+    train_classes = _check_classes(classes, raw, display_name(dataset))
     if not 0.0 <= label_noise < 1.0:
         raise DataError(f"label noise must be at least 0 and below 1, got {label_noise}")
     if train_size is not None and train_size < len(train_classes):
@@ -334,7 +349,8 @@ def prepare(
     )
 
 
-def _display_name(dataset: str) -> str:
+def display_name(dataset: str) -> str:
+    """How a dataset is named to people: "MNIST", "custom dataset 'leaves'"."""
     info = DATASETS.get(dataset)
     return info.display_name if info else f"custom dataset '{dataset.removeprefix(CUSTOM_PREFIX)}'"
 
@@ -546,11 +562,16 @@ def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     """The four arrays of a Keras-layout .npz, as uint8 (N, C, H, W) images and int64 labels."""
     unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as file:
+            is_zip = zipfile.is_zipfile(file)
+        # Never allow_pickle: a pickle in a user's file would run code of its choosing.
+        archive = np.load(path, allow_pickle=False) if is_zip else None
     except unreadable as error:
         raise DataError(f"cannot read {path} as a .npz file ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} is a single array, not a .npz file with the arrays {', '.join(_NPZ_KEYS)}")
+    if archive is None:
+        # NumPy would take it for a pickle and suggest loading it unsafely; say what it should be instead.
+        raise DataError(f"{path} is not a .npz file (a zip of NumPy arrays, as np.savez writes) with the arrays "
+                        f"{', '.join(_NPZ_KEYS)}")
     with archive:
         missing = [key for key in _NPZ_KEYS if key not in archive.files]
         if missing:

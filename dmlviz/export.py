@@ -1,6 +1,7 @@
-"""A stored run taken elsewhere: the probe set's features at a snapshot as CSV or Parquet, the run
-played back as a standalone HTML file, the files of TensorBoard's embedding projector, and the run's
-config as YAML (which ``python -m dmlviz train --config`` accepts).
+"""A stored run taken elsewhere: the feature space over the run as an animated GIF or an MP4, the run
+played back as a standalone HTML file, a PNG of a figure at a snapshot, the probe set's features at a
+snapshot as CSV or Parquet, the files of TensorBoard's embedding projector, and the run's config as
+YAML (which ``python -m dmlviz train --config`` accepts).
 
 Every function reads the store only; nothing here needs Streamlit.
 """
@@ -8,7 +9,9 @@ Every function reads the store only; nothing here needs Streamlit.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,8 +21,18 @@ from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
 from dmlviz.store import RunStore, StoreError
 
+if TYPE_CHECKING:
+    from dmlviz.view import RunView
+
 TABLE_FORMATS = ("csv", "parquet")
-FORMATS = (*TABLE_FORMATS, "html", "tensorboard", "yaml")
+MOVIE_FORMATS = ("gif", "mp4")
+FORMATS = (*MOVIE_FORMATS, "html", "png", *TABLE_FORMATS, "tensorboard", "yaml")
+#: The figures a PNG can show.
+PNG_FIGURES = ("features", "histogram", "curves")
+MOVIE_FRAMES = 120  # snapshots in a GIF or MP4 (spread over the run): 15 s at 8 frames a second
+MOVIE_FPS = 8
+REPLAY_FRAMES = 200  # snapshots in an HTML replay
+GIF_HOLD_MS = 2000  # the last frame of a GIF stays this long before it loops
 SPRITE_SIDE = 8192  # TensorBoard's projector reads sprite images up to 8192 × 8192 pixels
 
 
@@ -66,17 +79,108 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
     return path
 
 
-def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = 200) -> Path:
-    """The run's feature space over time as one standalone HTML file (plotly.js inside: it plays
-    offline), with play / pause and a slider over up to ``max_frames`` snapshots."""
-    from dmlviz.view import RunView, ViewOptions
+def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REPLAY_FRAMES) -> Path:
+    """The run's feature space and distance histogram over time as one standalone HTML file (plotly.js
+    inside: it plays offline), with play / pause and a slider over up to ``max_frames`` snapshots."""
+    from dmlviz.view import RunView
 
-    view = RunView(store, run_id)
-    figure = view.replay(ViewOptions(directions=view.normalized, dims=3 if view.feature_dim == 3 else 2),
-                         max_frames=max_frames, height=720)
+    figure = RunView(store, run_id).replay(max_frames=max_frames, height=720)
     figure.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False,
                       config={"displaylogo": False})
     return path
+
+
+def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: int = MOVIE_FRAMES,
+                fps: int = MOVIE_FPS) -> Path:
+    """The feature space over the run as an animated GIF or an H.264 MP4 for slides: up to
+    ``max_frames`` snapshots spread over it, on fixed axes, with trails, each titled with the loss,
+    the dataset and the step."""
+    from dmlviz import render
+    from dmlviz.view import RunView
+
+    if fmt not in MOVIE_FORMATS:
+        raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
+    view = RunView(store, run_id)
+    played = view.replay_frames(max_frames=max_frames, histograms=False)
+    labels, names, trained = _classes(view)
+    images = (render.feature_image(panel, labels, names, trained, extent=played.extent,
+                                   title=f"{played.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}")
+              for shot, panel in zip(played.snapshots, played.panels, strict=True))
+    if fmt == "gif":
+        _write_gif(images, path, fps)
+    else:
+        _write_mp4(images, path, fps)
+    return path
+
+
+def _write_gif(images: Iterator[np.ndarray], path: Path, fps: int) -> None:
+    from PIL import Image
+
+    # Each frame gets its own 256-colour palette as it comes: a third of the memory of RGB frames.
+    frames = [Image.fromarray(image).quantize(colors=256, method=Image.Quantize.MEDIANCUT) for image in images]
+    durations = [round(1000 / fps)] * len(frames)
+    durations[-1] = GIF_HOLD_MS
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+
+
+def _write_mp4(images: Iterator[np.ndarray], path: Path, fps: int) -> None:
+    import imageio_ffmpeg
+
+    # imageio-ffmpeg's own ffmpeg binary, fed one frame at a time: nothing is held in memory.
+    writer = None
+    try:
+        for image in images:
+            if writer is None:
+                height, width = image.shape[:2]
+                writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264",
+                                                     pix_fmt_out="yuv420p", macro_block_size=16,
+                                                     output_params=["-movflags", "+faststart"])
+                writer.send(None)
+            writer.send(np.ascontiguousarray(image))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features", snapshot: int | None = None) -> Path:
+    """One figure at a snapshot as a PNG: the feature space (with its trails), the distance histogram,
+    or the curves with a line at the snapshot's step."""
+    from dmlviz import geometry, render
+    from dmlviz.view import RunView
+
+    if figure not in PNG_FIGURES:
+        raise ValueError(f"a PNG shows one of {', '.join(PNG_FIGURES)}, not {figure!r}")
+    view = RunView(store, run_id)
+    seq = snapshot_seq(store, run_id, snapshot)
+    index = view.snapshots()
+    position = next(i for i, info in enumerate(index) if info.seq == seq)
+    options = view.replay_options()
+    labels, names, trained = _classes(view)
+    shot = index[position]
+    title = f"{view.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}"
+    if figure == "features":
+        drawing = view.drawing(index, position, options)
+        image = render.feature_image(drawing.panel, labels, names, trained, title=title + drawing.note)
+    elif figure == "histogram":
+        features = store.get_snapshot(run_id, seq).features
+        image = render.histogram_image(geometry.distance_histogram(features, labels, metric=options.histogram),
+                                       title=title)
+    else:
+        series = store.series(run_id)
+        image = render.curves_image(series.pop("step"), {k: v for k, v in series.items()
+                                                         if k not in ("epoch", "elapsed")},
+                                    title=view.title, step=shot.step)
+    from PIL import Image
+
+    Image.fromarray(image).save(path, format="PNG")
+    return path
+
+
+def _classes(view: RunView) -> tuple[np.ndarray, list[str], list[int]]:
+    info = view.info
+    if info is None:
+        raise StoreError(f"run {view.run_id} has nothing to draw yet")
+    return np.asarray(info["probe_labels"]), list(info["class_names"]), [int(c) for c in info["train_classes"]]
 
 
 def write_config(store: RunStore, run_id: int, path: Path) -> Path:

@@ -154,6 +154,30 @@ def _sphere(resolution: int = 16) -> dict[str, Any]:
             "hoverinfo": "skip", "name": "unit sphere", "showlegend": False}
 
 
+Placements = dict[str, tuple[list[int], np.ndarray]]
+
+
+def placements(points: np.ndarray, train_classes: Sequence[int], *, normalized: bool = False,
+               class_vectors: Mapping[str, np.ndarray] | None = None, class_means: np.ndarray | None = None,
+               trails: Mapping[str, np.ndarray] | None = None) -> tuple[Placements, Placements]:
+    """Where each kind of class vector (and ``MEANS``) is drawn, now and along its trail: kind →
+    (the class id of each row, positions: rows × k now, T × rows × k for a trail). Every renderer
+    places them alike: on the unit sphere for a ``normalized`` loss, weights scaled to the points."""
+    vectors = {kind: np.asarray(v, dtype=float) for kind, v in (class_vectors or {}).items()}
+    if class_means is not None:
+        vectors[MEANS] = np.asarray(class_means, dtype=float)
+    scale = _weight_scale(vectors.get("weights"), np.asarray(points, dtype=float))
+    now = {kind: (_rows(kind, len(v), train_classes), _place(kind, v, normalized, scale))
+           for kind, v in vectors.items()}
+    past: Placements = {}
+    for kind, positions in (trails or {}).items():
+        positions = np.asarray(positions, dtype=float)
+        rows = _rows(kind, positions.shape[1], train_classes) if positions.ndim == 3 else []
+        if len(positions) and rows:
+            past[kind] = (rows, _place(kind, positions, normalized, scale))
+    return now, past
+
+
 def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
@@ -172,18 +196,12 @@ def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence
         index = np.flatnonzero(labels == c)
         traces.append(_class_points(points[index], index, names[c], class_color(c), c not in trained, three_d, str(c)))
 
-    vectors = {kind: np.asarray(v, dtype=float) for kind, v in (class_vectors or {}).items()}
-    if class_means is not None:
-        vectors[MEANS] = np.asarray(class_means, dtype=float)
-    scale = _weight_scale(vectors.get("weights"), points)
-    for kind, past in (trails or {}).items():
-        past = np.asarray(past, dtype=float)
-        rows = _rows(kind, past.shape[1], train_classes) if past.ndim == 3 else []
-        if len(past) and rows:
-            traces.append(_trail_trace(kind, _place(kind, past, normalized, scale), rows, three_d))
-    for kind, v in vectors.items():
-        traces += _class_vector_traces(kind, _place(kind, v, normalized, scale), _rows(kind, len(v), train_classes),
-                                       names, three_d)
+    vectors, past = placements(points, train_classes, normalized=normalized, class_vectors=class_vectors,
+                               class_means=class_means, trails=trails)
+    for kind, (rows, positions) in past.items():
+        traces.append(_trail_trace(kind, positions, rows, three_d))
+    for kind, (rows, positions) in vectors.items():
+        traces += _class_vector_traces(kind, positions, rows, names, three_d)
 
     if selected is not None and 0 <= selected < len(points):
         ring = {"color": "#111111", "size": 12 if three_d else 18, "symbol": "circle-open",
@@ -320,7 +338,6 @@ def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:
     bin ``edges``, ``intra`` and ``inter`` (fractions per bin), ``overlap``, ``gap`` and the two means.
     """
     angular = hist.metric == "angular"
-    unit = "°" if angular else ""
     layout: dict[str, Any] = {
         "template": _TEMPLATE, "uirevision": uirevision, "barmode": "overlay", "bargap": 0,
         "margin": {**_MARGIN, "t": 40}, "xaxis": {"title": {"text": "angle (°)" if angular else "Euclidean distance"}},
@@ -333,22 +350,35 @@ def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:
                       yaxis={"visible": False})
         return go.Figure(layout=layout)
 
-    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    # Colours from Paul Tol's "bright" scheme, apart from the class palette on purpose.
-    traces, shapes = [], []
-    for name, fractions, mean, color in (("same class", intra, hist.intra_mean, "#4477AA"),
-                                         ("different classes", inter, hist.inter_mean, "#EE6677")):
-        traces.append({"type": "bar", "x": centres, "y": fractions, "width": widths, "name": name, "opacity": 0.6,
-                       "marker": {"color": color},
-                       "hovertemplate": f"{name}<br>%{{x:.3g}}{unit}: %{{y:.1%}}<extra></extra>"})
-        if math.isfinite(mean):
-            shapes.append({"type": "line", "x0": mean, "x1": mean, "y0": 0, "y1": 1, "yref": "paper",
-                           "line": {"color": color, "dash": "dash", "width": 1.5}})
+    shapes = [{"type": "line", "x0": mean, "x1": mean, "y0": 0, "y1": 1, "yref": "paper",
+               "line": {"color": color, "dash": "dash", "width": 1.5}}
+              for mean, color in zip((hist.intra_mean, hist.inter_mean), HISTOGRAM_COLORS, strict=True)
+              if math.isfinite(mean)]
+    layout.update(shapes=shapes, title={"text": histogram_summary(hist), "x": 0.01, "font": {"size": 14}})
+    return go.Figure(data=histogram_traces(hist), layout=layout)
+
+
+#: Within and between classes: Paul Tol's "bright" blue and red, apart from the class palette on purpose.
+HISTOGRAM_COLORS = ("#4477AA", "#EE6677")
+
+
+def histogram_traces(hist: Any) -> list[dict[str, Any]]:
+    """The two bar traces of :func:`histogram_figure` (empty bars when there is nothing to count)."""
+    edges, unit = np.asarray(hist.edges, dtype=float), "°" if hist.metric == "angular" else ""
+    centres, widths = ((edges[:-1] + edges[1:]) / 2, np.diff(edges)) if len(edges) > 1 else ([], [])
+    return [{"type": "bar", "x": centres, "y": np.asarray(fractions, dtype=float) if len(centres) else [],
+             "width": widths, "name": name, "opacity": 0.6, "marker": {"color": color},
+             "hovertemplate": f"{name}<br>%{{x:.3g}}{unit}: %{{y:.1%}}<extra></extra>"}
+            for name, fractions, color in (("same class", hist.intra, HISTOGRAM_COLORS[0]),
+                                           ("different classes", hist.inter, HISTOGRAM_COLORS[1]))]
+
+
+def histogram_summary(hist: Any) -> str:
+    """"overlap 3.2 % · gap 0.41": how far apart the two histograms are."""
     text = f"overlap {hist.overlap:.1%}"
     if hist.gap > 0:
-        text += f" · gap {hist.gap:.3g}{unit}"
-    layout.update(shapes=shapes, title={"text": text, "x": 0.01, "font": {"size": 14}})
-    return go.Figure(data=traces, layout=layout)
+        text += f" · gap {hist.gap:.3g}{'°' if hist.metric == 'angular' else ''}"
+    return text
 
 
 #: The curve panels: title and the metrics each draws. Any metric in no panel and not in
@@ -361,22 +391,27 @@ _PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Overlap", ("overlap",)),
     ("Angles (°)", ("intra_angle", "inter_angle")),
 )
-_SCHEDULES = "Schedules (÷ max)"
+SCHEDULES = "Schedules (÷ max)"
 _NOT_DRAWN = frozenset({"images_per_s"})
 _LABELS = {"loss": "loss", "train_acc": "train", "probe_acc": "probe", "test_acc": "test", "p_at_1": "P@1",
            "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "overlap", "intra_angle": "intra-class",
            "inter_angle": "inter-class"}
 _FRACTION_PANELS = ("Accuracy", "Retrieval")
 # Paul Tol's "bright" scheme: the lines of one panel.
-_CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 
 
-def _panels(series: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
+def curve_label(name: str) -> str:
+    """A metric's name in a legend: "P@1", "probe", a schedule by its own name."""
+    return _LABELS.get(name, name)
+
+
+def curve_panels(series: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
     """The panels that have at least one finite value, each with its metrics that do."""
     drawn = {name for name, values in series.items() if np.isfinite(np.asarray(values, dtype=float)).any()}
     known = {name for _, names in _PANELS for name in names} | _NOT_DRAWN
     schedules = ["lr", *(name for name in series if name not in known and name != "lr")]
-    panels = [(title, [n for n in names if n in drawn]) for title, names in (*_PANELS, (_SCHEDULES, schedules))]
+    panels = [(title, [n for n in names if n in drawn]) for title, names in (*_PANELS, (SCHEDULES, schedules))]
     return [(title, names) for title, names in panels if names]
 
 
@@ -386,7 +421,7 @@ def _curve(name: str, steps: np.ndarray, values: np.ndarray, panel: str, color: 
     keep = np.isfinite(values)
     x, raw = steps[keep], values[keep]
     label, y = _LABELS.get(name, name), raw
-    if panel == _SCHEDULES:
+    if panel == SCHEDULES:
         peak = float(np.max(np.abs(raw)))
         y = raw / peak if peak > 0 else raw
         label = f"{name} = {raw[-1]:.3g}"
@@ -411,7 +446,7 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
     axis objects cost ~20 ms per figure to build and validate.
     """
     steps = np.asarray(steps, dtype=float)
-    panels = _panels(series)
+    panels = curve_panels(series)
     cols = min(3, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "margin": {**_MARGIN, "t": 30},
@@ -426,7 +461,7 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
         axis = "" if i == 0 else str(i + 1)
         for j, name in enumerate(names):
             trace = _curve(name, steps, np.asarray(series[name], dtype=float), title,
-                           _CURVE_COLORS[j % len(_CURVE_COLORS)], epochs_per_step)
+                           CURVE_COLORS[j % len(CURVE_COLORS)], epochs_per_step)
             traces.append({**trace, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
         xaxis: dict[str, Any] = {} if i == 0 else {"matches": "x"}
         if i + cols >= len(panels):  # nothing below this panel
@@ -517,35 +552,66 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
 
 # -- replays ----------------------------------------------------------------------------------------
 
-def replay_figure(frames: Sequence[tuple[str, list[dict[str, Any]]]], *, three_d: bool, normalized: bool,
-                  extent: float, title: str, height: int | None = None) -> go.Figure:
-    """A run played back in the browser: plotly frames (``(label, traces)`` per snapshot, the same
-    traces in the same order in each), a slider and play / pause buttons, on fixed axes (± ``extent``)
-    and a fixed camera, so the picture does not jump. Needs no server once drawn."""
-    first = list(frames[0][1])
+@dataclass(frozen=True, eq=False)
+class ReplayFrame:
+    """One frame of a replay: the slider's label, the feature traces, the distance histogram and
+    what the title says of this frame."""
+
+    label: str
+    traces: list[dict[str, Any]]
+    histogram: Any  # a geometry.DistanceHistogram
+    caption: str
+
+
+def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: bool, extent: float, title: str,
+                  height: int | None = None) -> go.Figure:
+    """A run played back in the browser: plotly frames (the same traces in the same order in each) of
+    the feature space and, beside it, the distance histogram, with a slider and play / pause buttons;
+    the feature space on fixed axes (± ``extent``) and a fixed camera, so the picture does not jump.
+    Needs no server once drawn."""
+    def data(frame: ReplayFrame) -> list[dict[str, Any]]:
+        bars = [{**bar, "xaxis": "x2", "yaxis": "y2", "legendgroup": "histogram"}
+                for bar in histogram_traces(frame.histogram)]
+        return [*frame.traces, *bars]
+
+    def frame_layout(frame: ReplayFrame) -> dict[str, Any]:
+        # The histogram's axes follow each frame, as on the live page: distances grow over a run.
+        hist = frame.histogram
+        top = float(np.max(hist.edges)) if len(hist.edges) else 1.0
+        highest = float(np.max([*hist.intra, *hist.inter], initial=0.0)) or 1.0
+        return {"title": {"text": f"{title}<br><sub>{frame.caption} · {histogram_summary(hist)}</sub>"},
+                "xaxis2": {"range": [0, top]}, "yaxis2": {"range": [0, 1.05 * highest]}}
+
+    first = data(frames[0])
     if three_d and normalized:
-        first.append(_sphere())
-    steps = [{"args": [[label], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}], "label": label,
-              "method": "animate"} for label, _ in frames]
+        first.append(_sphere())  # after every animated trace: frames leave it alone
+    steps = [{"args": [[frame.label], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}],
+              "label": frame.label, "method": "animate"} for frame in frames]
     play = {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
+    metric = frames[0].histogram.metric
     layout: dict[str, Any] = {
-        "template": _TEMPLATE, "height": height, "title": {"text": title}, "margin": {**_MARGIN, "t": 50, "b": 90},
-        "legend": {"itemsizing": "constant", "x": 1.02, "y": 1},
+        "template": _TEMPLATE, "height": height, "barmode": "overlay", "bargap": 0,
+        "margin": {**_MARGIN, "t": 70, "b": 90}, "legend": {"itemsizing": "constant", "x": 0.6, "y": 1},
         "sliders": [{"steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 30}, "len": 0.9, "x": 0.1}],
         "updatemenus": [{"type": "buttons", "showactive": False, "x": 0.0, "y": 0, "xanchor": "left",
                          "yanchor": "top", "pad": {"t": 30},
                          "buttons": [{"label": "▶", "method": "animate", "args": [None, play]},
                                      {"label": "❚❚", "method": "animate",
                                       "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
+        "xaxis2": {"domain": [0.78, 1], "anchor": "y2", "autorange": False,
+                   "title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}},
+        "yaxis2": {"domain": [0.1, 0.9], "anchor": "x2", "autorange": False, "tickformat": ".0%",
+                   "title": {"text": "fraction of pairs"}},
     }
     axis = {"range": [-extent, extent], "autorange": False}
     if three_d:
-        layout["scene"] = {"aspectmode": "cube", "xaxis": axis, "yaxis": axis, "zaxis": axis,
-                           "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}}}
+        layout["scene"] = {"domain": {"x": [0, 0.58], "y": [0, 1]}, "aspectmode": "cube", "xaxis": axis,
+                           "yaxis": axis, "zaxis": axis, "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}}}
     else:
-        layout["xaxis"] = axis
+        layout["xaxis"] = {**axis, "domain": [0, 0.58]}
         layout["yaxis"] = {**axis, "scaleanchor": "x", "scaleratio": 1}
         if normalized:
             layout["shapes"] = [_unit_circle("x", "y")]
-    return go.Figure(data=first, layout=layout,
-                     frames=[{"name": label, "data": traces} for label, traces in frames])
+    figure = go.Figure(data=first, layout=layout, frames=[{"name": frame.label, "data": data(frame),
+                                                           "layout": frame_layout(frame)} for frame in frames])
+    return figure.update_layout(frame_layout(frames[0]))

@@ -26,7 +26,7 @@ from dmlviz import settings
 from dmlviz.config import RunConfig
 from dmlviz.engine import Action
 from dmlviz.snapshot import Snapshot
-from dmlviz.store import RunStore
+from dmlviz.store import RunStore, StoreError
 
 RUN, PAUSE, STOP = 0, 1, 2
 _POLL = 0.02  # seconds between looks at the control while paused, and the runner's reaping tick
@@ -186,14 +186,25 @@ class _Job:
     credits: Synchronized
     pace: Synchronized  # seconds per step at the least (0: full speed)
     watched_until: Synchronized  # time.monotonic() until which a page watches the run live
+    session: str | None = None  # the browser session that submitted it (None: a script)
     process: BaseProcess | None = None
 
 
+#: Jobs (a run, or a comparison's runs) that one browser session may have queued or running at once:
+#: on a shared server, one person's clicks cannot fill the queue ahead of everyone else.
+MAX_ACTIVE_PER_SESSION = 2
+
+
+class SessionBusy(RuntimeError):
+    """A session already has its share of the queue; the message says what to do."""
+
+
 def default_max_concurrent() -> int:
-    """One run per GPU, or one on a CPU (two runs on two cores only share them)."""
+    """One run per GPU, or one on a CPU (two runs on two cores only share them); at most the server's
+    ``$DMLVIZ_MAX_RUNS``."""
     import torch
 
-    return max(1, torch.cuda.device_count())
+    return min(max(1, torch.cuda.device_count()), settings.limits().max_runs or sys.maxsize)
 
 
 class Runner:
@@ -229,26 +240,40 @@ class Runner:
 
     # -- submitting and controlling -------------------------------------------------------------
 
-    def submit(self, config: RunConfig, *, paused: bool = False) -> int:
+    def submit(self, config: RunConfig, *, paused: bool = False, session: str | None = None) -> int:
         """Queue a run; it starts when a slot is free. ``paused`` starts it paused at step 0."""
-        return self.submit_together([config], paused=paused)[0]
+        return self.submit_together([config], paused=paused, session=session)[0]
 
-    def submit_together(self, configs: list[RunConfig], *, paused: bool = False) -> list[int]:
+    def submit_together(self, configs: list[RunConfig], *, paused: bool = False,
+                        session: str | None = None) -> list[int]:
         """Queue runs that train together in one worker, in lockstep and under one control (a
         comparison): one slot, one set of controls, snapshots at the same steps. Any of their ids
-        controls them all."""
+        controls them all. A browser ``session`` may have ``MAX_ACTIVE_PER_SESSION`` jobs queued or
+        running (SessionBusy beyond); a script passes none."""
         if not configs:
             raise ValueError("nothing to run")
+        for config in configs:
+            config.check_limits()  # a public server's caps, whichever page or script submits the run
+        if session is not None and len(self.session_jobs(session)) >= MAX_ACTIVE_PER_SESSION:
+            raise SessionBusy(f"this browser session already has {MAX_ACTIVE_PER_SESSION} runs (or comparisons) "
+                              "queued or running, the most one session may have on this server so that everyone "
+                              "gets a turn; stop one, or wait for one to end")
         run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
                                          status="queued", pid=os.getpid()) for config in configs]
         job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
-                   self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0))
+                   self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0), session)
         with self._lock:
             for run_id in run_ids:
                 self._jobs[run_id] = job
             self._queue.append(job)
         self._wake.set()
         return run_ids
+
+    def session_jobs(self, session: str) -> list[list[int]]:
+        """The run ids of each job that ``session`` has queued or running."""
+        with self._lock:
+            return [job.run_ids for job in {id(job): job for job in self._jobs.values()}.values()
+                    if job.session == session]
 
     def pause(self, run_id: int) -> None:
         self._job(run_id).command.value = PAUSE
@@ -377,9 +402,14 @@ class Runner:
             job.process.join()
             code = job.process.exitcode
             for run_id in job.run_ids:
-                record = self.store.get_run(run_id)
-                if record.active:
-                    self.store.set_status(run_id, "failed", error=_exit_message(code, record.summary))
+                try:
+                    record = self.store.get_run(run_id)
+                    if record.active:
+                        self.store.set_status(run_id, "failed", error=_exit_message(code, record.summary))
+                except StoreError as exc:
+                    # A full disk or a damaged store must not stop the scheduling of other runs; the
+                    # next start marks the run interrupted.
+                    print(f"dmlviz: cannot record how run {run_id} ended: {exc}", file=sys.stderr)
         if ended:
             self._wake.set()
 

@@ -14,15 +14,18 @@ import io
 import json
 import numbers
 import os
+import shutil
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,7 +36,11 @@ STATUSES = ("queued", "running", "paused", "finished", "stopped", "failed", "div
 ACTIVE_STATUSES = ("queued", "running", "paused")
 
 DB_NAME = "runs.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+#: Free disk space that a store keeps spare: below it, no run starts and a running one stops, while
+#: there is still room to record how it ended.
+MIN_FREE_BYTES = 100 * 2**20
 #: How long a writer waits for another writer's transaction before giving up.
 BUSY_TIMEOUT_S = 10.0
 #: Snapshot fields that ``series`` takes from the snapshot itself, never from its metrics.
@@ -52,7 +59,8 @@ _SCHEMA = (
         updated_at REAL NOT NULL,
         error TEXT,
         summary TEXT NOT NULL DEFAULT '{}',
-        pid INTEGER
+        pid INTEGER,
+        tags TEXT NOT NULL DEFAULT '[]'
     )""",
     # The small columns come first so that reading the index of a run's snapshots never touches
     # the overflow pages that hold the array blobs.
@@ -95,8 +103,11 @@ THIN_EVERY = 100
 
 _RUN_COLUMNS = (
     "id, name, config, config_hash, status, created_at, started_at, finished_at, updated_at, error,"
-    " summary, pid"
+    " summary, pid, tags"
 )
+#: What each older format needs to become the current one (format 1 had no tags).
+_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",)}
+MAX_TAG_LENGTH = 40
 
 # Connections inherited over fork(): closing them in the child could disturb the parent's locks
 # (SQLite's "how to corrupt" guide, section 2.6), so they are kept referenced and never closed.
@@ -123,6 +134,7 @@ class RunRecord:
     error: str | None
     summary: dict[str, float]
     pid: int | None
+    tags: list[str] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -160,9 +172,10 @@ class RunStore:
     (the child opens fresh connections). Many processes may open the same folder at once.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self.root: Path = Path(root).expanduser() if root is not None else store_dir()
         self.path: Path = self.root / DB_NAME
+        self.min_free_bytes = min_free_bytes
         self._local = threading.local()
         self._lock = threading.Lock()
         self._generation = 0
@@ -186,6 +199,28 @@ class RunStore:
             self.close()
             raise
 
+    # ----------------------------------------------------------------- health
+
+    def check_space(self) -> None:
+        """StoreError if the store's disk has less than ``min_free_bytes`` free (a statvfs call)."""
+        free = shutil.disk_usage(self.root).free
+        if free < self.min_free_bytes:
+            raise StoreError(
+                f"the disk that holds the run store {self.root} has only {free / 1e6:.0f} MB free; dmlviz keeps "
+                f"{self.min_free_bytes / 1e6:.0f} MB spare so that what runs record is never cut off. Free some "
+                f"space, delete old runs, or set {STORE_DIR_ENV} to another disk"
+            )
+
+    def damage(self, limit: int = 10) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong in the file (up to ``limit`` problems; [] when it is
+        sound). Reads every page once: meant for a server's start, not for every page view."""
+        try:
+            with self._transaction() as db:
+                rows = [row[0] for row in db.execute(f"PRAGMA quick_check({int(limit)})")]
+        except StoreError as exc:
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
+
     # ----------------------------------------------------------------- runs
 
     def create_run(
@@ -199,6 +234,7 @@ class RunStore:
     ) -> int:
         """Add a run and return its id (ids are never reused, even after a run is deleted)."""
         _check_status(status)
+        self.check_space()
         now = time.time()
         started = now if status == "running" else None
         finished = None if status in ACTIVE_STATUSES else now
@@ -278,6 +314,16 @@ class RunStore:
             if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
                 raise StoreError(f"no run with id {run_id}")
 
+    def set_tags(self, run_id: int, tags: Iterable[str]) -> list[str]:
+        """Give a run these tags (trimmed, without repeats or empty ones) and return them."""
+        clean = list(dict.fromkeys(tag.strip() for tag in tags if tag.strip()))
+        if long := [tag for tag in clean if len(tag) > MAX_TAG_LENGTH]:
+            raise StoreError(f"a tag has at most {MAX_TAG_LENGTH} characters: {long[0][:MAX_TAG_LENGTH]}…")
+        with self._transaction(write=True) as db:
+            if db.execute("UPDATE runs SET tags = ? WHERE id = ?", (json.dumps(clean), run_id)).rowcount == 0:
+                raise StoreError(f"no run with id {run_id}")
+        return clean
+
     def delete_run(self, run_id: int) -> None:
         """Remove a run with its snapshots, series and info, and give the space back to the disk."""
         with self._transaction(write=True) as db:
@@ -354,7 +400,8 @@ class RunStore:
         if row is None:
             return default
         fmt, blob = row
-        return _load_npy(blob) if fmt == "npy" else json.loads(blob.decode())
+        return self._decoded(lambda b: _load_npy(b) if fmt == "npy" else json.loads(b.decode()), blob,
+                             f"the {key!r} of run {run_id}")
 
     # ----------------------------------------------------------------- snapshots
 
@@ -371,6 +418,7 @@ class RunStore:
             _npz(snapshot.class_vectors),
         )
         series = [(name, float(value)) for name, value in metrics.items() if name not in SERIES_AXES]
+        self.check_space()
         with self._transaction(write=True) as db:
             self._require_run(db, run_id)
             (seq,) = db.execute(
@@ -430,7 +478,7 @@ class RunStore:
             if row is None:
                 self._require_run(db, run_id)
                 raise StoreError(f"run {run_id} has no snapshot {seq}")
-        return _snapshot(row)
+        return self._decoded(_snapshot, row, f"snapshot {seq} of run {run_id}")
 
     def latest_snapshot(self, run_id: int) -> Snapshot | None:
         """The run's most recent snapshot, or None if it has none yet."""
@@ -440,7 +488,7 @@ class RunStore:
                 " FROM snapshots WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
-        return None if row is None else _snapshot(row)
+        return None if row is None else self._decoded(_snapshot, row, f"the latest snapshot of run {run_id}")
 
     def count_snapshots(self, run_id: int) -> int:
         """How many snapshots the run has."""
@@ -557,7 +605,10 @@ class RunStore:
         if version == SCHEMA_VERSION:
             return
         with self._transaction(write=True) as db:
-            for statement in _SCHEMA:
+            # A new store gets every table; an older one, what was added since its format.
+            statements = _SCHEMA if version == 0 else [change for older in range(version, SCHEMA_VERSION)
+                                                      for change in _MIGRATIONS[older]]
+            for statement in statements:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -584,6 +635,14 @@ class RunStore:
         if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
             raise StoreError(f"no run with id {run_id}")
 
+    def _decoded(self, decode: Callable[[Any], T], raw: Any, what: str) -> T:
+        """``decode(raw)``, or a StoreError naming what is damaged (the rest of the store stays readable)."""
+        try:
+            return decode(raw)
+        except (ValueError, EOFError, OSError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as exc:
+            raise StoreError(f"{what} is damaged in {self.path} ({exc}); the run's other records and the other "
+                             "runs can still be read") from exc
+
     def _error(self, exc: sqlite3.Error) -> StoreError:
         """A StoreError that names the file and says what to do."""
         text = str(exc)
@@ -596,6 +655,11 @@ class RunStore:
             return StoreError(
                 f"the run store {self.path} stayed busy for over {BUSY_TIMEOUT_S:g} s ({text}); "
                 "another process held it too long - try again"
+            )
+        if "full" in text:
+            return StoreError(
+                f"the disk that holds the run store {self.path} is full ({text}); what was recorded before is "
+                f"kept. Free some space, delete old runs, or set {STORE_DIR_ENV} to another disk"
             )
         if "readonly" in text or "unable to open" in text or "disk" in text:
             return StoreError(
@@ -654,6 +718,7 @@ def _run_record(row: tuple) -> RunRecord:
     values = list(row)
     values[2] = json.loads(values[2])
     values[10] = json.loads(values[10])
+    values[12] = json.loads(values[12])
     return RunRecord(*values)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dmlviz import figures, geometry, projection
+from dmlviz.data import display_name
 from dmlviz.losses import UnknownLoss, get_spec
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunRecord, RunStore, SnapshotInfo, StoreError
@@ -60,6 +61,25 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms > 0, x / norms, x)
+
+
+@dataclass
+class Replay:
+    """Snapshots spread over a run, drawn alike for playback (see :meth:`RunView.replay_frames`)."""
+
+    snapshots: list[SnapshotInfo]
+    panels: list[figures.FeaturePanel]
+    histograms: list[geometry.DistanceHistogram]  # one a frame, or none
+    extent: float  # half the side of the square (cube) that holds every frame
+    title: str
+
+
+def _trails(panels: list[figures.FeaturePanel]) -> dict[str, np.ndarray]:
+    """The class means and class vectors of consecutive panels, oldest first (T × rows × k)."""
+    trails = {figures.MEANS: np.stack([panel.class_means for panel in panels])}
+    for kind in panels[-1].class_vectors or {}:
+        trails[kind] = np.stack([panel.class_vectors[kind] for panel in panels])
+    return trails
 
 
 @dataclass
@@ -163,34 +183,66 @@ class RunView:
         panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails)
         return Drawing(snapshot, panel, explained, note)
 
-    def replay(self, options: ViewOptions = ViewOptions(), max_frames: int = 200,
-               height: int | None = None) -> go.Figure:
-        """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
-        up to ``max_frames`` snapshots spread over the run, the last one always among them."""
-        info, index = self.info, self.snapshots()
-        if info is None or not index:
-            raise StoreError(f"run {self.run_id} has nothing to replay yet")
-        positions = sorted({int(i) for i in np.linspace(0, len(index) - 1, min(max_frames, len(index))).round()})
-        labels = np.asarray(info["probe_labels"])
-        names, trained = list(info["class_names"]), [int(c) for c in info["train_classes"]]
-        still = replace(options, trail=0, method="pca")  # the same traces in every frame
-        frames, extent = [], 1e-6
-        for position in positions:
-            panel = self.drawing(index, position, still).panel
-            extent = max(extent, float(np.nanpercentile(np.abs(panel.points), 99.5)))
-            traces = figures.feature_traces(panel.points, labels, names, trained, normalized=still.directions,
-                                            class_vectors=panel.class_vectors, class_means=panel.class_means)
-            frames.append((f"step {index[position].step:,}", traces))
+    @property
+    def title(self) -> str:
+        """What the run is, for a figure's title: "ArcFace on MNIST, 2-D features (run 3)"."""
         config = self.record.config
         try:
             loss = get_spec(config["loss"]).display_name
         except UnknownLoss:
             loss = config["loss"]
-        title = f"{loss} on {config['dataset']}, {self.feature_dim}-D features (run {self.run_id})"
-        if still.directions:
+        return f"{loss} on {display_name(config['dataset'])}, {self.feature_dim}-D features (run {self.run_id})"
+
+    def replay_options(self) -> ViewOptions:
+        """How a replay shows the run: directions (and angles) for a normalised loss, 3-D features in 3-D."""
+        return ViewOptions(directions=self.normalized, dims=3 if self.feature_dim == 3 else 2,
+                           histogram="angular" if self.normalized else "euclidean")
+
+    def replay_frames(self, options: ViewOptions | None = None, max_frames: int = 200,
+                      histograms: bool = True) -> Replay:
+        """Up to ``max_frames`` snapshots spread over the run (the last one always among them), drawn
+        alike for playback: PCA, the same traces in each, axes that hold every frame, and trails of
+        the class means and class vectors through the ``options.trail`` frames before each."""
+        info, index = self.info, self.snapshots()
+        if info is None or not index:
+            raise StoreError(f"run {self.run_id} has nothing to replay yet")
+        options = options or self.replay_options()
+        positions = sorted({int(i) for i in np.linspace(0, len(index) - 1, min(max_frames, len(index))).round()})
+        labels = np.asarray(info["probe_labels"])
+        still = replace(options, trail=0, method="pca")
+        panels, hists, extent = [], [], 1e-6
+        for position in positions:
+            drawing = self.drawing(index, position, still)
+            panels.append(drawing.panel)
+            extent = max(extent, float(np.nanpercentile(np.abs(drawing.panel.points), 99.5)))
+            if histograms:
+                hists.append(geometry.distance_histogram(drawing.snapshot.features, labels, metric=options.histogram))
+        if options.trail > 0:
+            # Trails join the frames' own drawings (each frame's PCA is aligned to the one before).
+            panels = [replace(panel, trails=_trails(panels[max(0, i - options.trail):i + 1]))
+                      for i, panel in enumerate(panels)]
+        if options.directions:
             extent = max(extent, 1.0)  # the unit circle (sphere) in view
-        return figures.replay_figure(frames, three_d=panel.points.shape[1] == 3, normalized=still.directions,
-                                     extent=1.05 * extent, title=title, height=height)
+        return Replay([index[p] for p in positions], panels, hists, 1.05 * extent, self.title)
+
+    def replay(self, options: ViewOptions | None = None, max_frames: int = 200,
+               height: int | None = None) -> go.Figure:
+        """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
+        the feature space with its trails, and the distance histogram beside it, at each replay frame."""
+        played = self.replay_frames(options or self.replay_options(), max_frames)
+        info = self.info
+        labels = np.asarray(info["probe_labels"])
+        names, trained = list(info["class_names"]), [int(c) for c in info["train_classes"]]
+        frames = []
+        for snapshot, panel, hist in zip(played.snapshots, played.panels, played.histograms, strict=True):
+            traces = figures.feature_traces(panel.points, labels, names, trained, normalized=panel.normalized,
+                                            class_vectors=panel.class_vectors, class_means=panel.class_means,
+                                            trails=panel.trails)
+            frames.append(figures.ReplayFrame(f"step {snapshot.step:,}", traces, hist,
+                                              f"step {snapshot.step:,} · epoch {snapshot.epoch:.2f}"))
+        return figures.replay_figure(frames, three_d=played.panels[0].points.shape[1] == 3,
+                                     normalized=played.panels[0].normalized, extent=played.extent, title=played.title,
+                                     height=height)
 
     def curves(self, height: int | None = None) -> go.Figure:
         series = self.store.series(self.run_id)

@@ -53,7 +53,9 @@ def test_hash_ignores_name_and_spelled_out_defaults():
     ({"classes": "3"}, "classes must name at least 2 different classes"),
     ({"classes": "0,x"}, "classes must be a list of class numbers like 0,1,2, got '0,x'"),
     ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-    ({"dataset": "custom:../../etc"}, "unknown dataset 'custom:../../etc'"),
+    ({"dataset": "custom:../../etc"}, "custom dataset names are the name of a folder or .npz file in the data "
+                                      "folder's custom/ (letters, digits, '.', '_', '-' and spaces; no '..'), got "
+                                      "'custom:../../etc'"),
     ({"loss": "sofmax"}, "unknown loss 'sofmax' (did you mean 'softmax'?)"),
     ({"loss": "center", "hp.alpha": "3"}, "alpha must be between 0 and 1, got 3"),
     ({"loss": "center", "hp.lambda": "much"}, "lambda must be a number, got 'much'"),

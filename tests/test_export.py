@@ -125,3 +125,83 @@ def test_a_replay_keeps_its_axes_and_thins_long_runs(recorded):
     assert scene.xaxis.autorange is False and tuple(scene.xaxis.range) == tuple(scene.zaxis.range)
     assert len(figure.frames[0].data) == len(figure.frames[1].data)
     assert "run" in figure.layout.title.text and len(figure.layout.sliders[0].steps) == 2
+
+
+def test_the_replay_moves_trails_and_histograms_with_the_slider(recorded):
+    from dmlviz import geometry
+    from dmlviz.view import RunView
+
+    store, run_id, _ = recorded
+    view = RunView(store, run_id)
+    figure = view.replay()
+    index = store.snapshot_index(run_id)
+    labels = np.asarray(store.get_info(run_id, "probe_labels"))
+    assert len(figure.frames) == len(index)
+    for frame, info in zip(figure.frames, index, strict=True):
+        bars = [trace for trace in frame.data if trace.type == "bar"]
+        assert [(bar.name, bar.xaxis) for bar in bars] == [("same class", "x2"), ("different classes", "x2")]
+        expected = geometry.distance_histogram(store.get_snapshot(run_id, info.seq).features, labels,
+                                               metric=view.replay_options().histogram)
+        np.testing.assert_allclose(bars[0].y, expected.intra)
+        assert f"step {info.step:,}" in frame.layout.title.text and f"overlap {expected.overlap:.1%}" in \
+            frame.layout.title.text
+        assert tuple(frame.layout.xaxis2.range) == (0, float(expected.edges[-1]))
+    # The class means' trail grows frame by frame (up to the trail's length).
+    trail_lengths = [len(next(t for t in frame.data if t.name == "class_means trail").x) for frame in figure.frames]
+    assert trail_lengths == sorted(trail_lengths) and trail_lengths[-1] > trail_lengths[0]
+
+
+def test_gif_and_mp4_have_a_frame_per_snapshot_at_slide_size(recorded, tmp_path):
+    import imageio_ffmpeg
+
+    from dmlviz import render
+
+    store, run_id, _ = recorded
+    count = len(store.snapshot_index(run_id))
+    gif = Image.open(export.write_movie(store, run_id, tmp_path / "run.gif", "gif", fps=10))
+    assert (gif.n_frames, gif.size, gif.info["loop"]) == (count, render.SIZE, 0)
+    frames = []
+    for i in range(count):
+        gif.seek(i)
+        frames.append(np.asarray(gif.convert("RGB")))
+        assert gif.info["duration"] == (export.GIF_HOLD_MS if i == count - 1 else 100)
+    assert not np.array_equal(frames[0], frames[-1])  # the features moved
+    mp4 = export.write_movie(store, run_id, tmp_path / "run.mp4", "mp4", max_frames=3, fps=5)
+    reader = imageio_ffmpeg.read_frames(str(mp4))
+    meta = next(reader)
+    assert tuple(meta["size"]) == render.SIZE and meta["fps"] == 5 and meta["codec"] == "h264"
+    decoded = [np.frombuffer(frame, np.uint8).reshape(render.SIZE[1], render.SIZE[0], 3) for frame in reader]
+    assert len(decoded) == 3
+    assert np.abs(decoded[0].astype(int) - frames[0]).mean() < 8  # the same first picture, up to compression
+
+
+def test_a_png_of_each_figure_at_a_snapshot(recorded, tmp_path):
+    from dmlviz import render
+
+    store, run_id, _ = recorded
+    images = {}
+    for figure in export.PNG_FIGURES:
+        for snapshot in (0, -1):
+            path = export.write_png(store, run_id, tmp_path / f"{figure}{snapshot}.png", figure, snapshot)
+            image = Image.open(path)
+            assert image.format == "PNG" and image.size == render.SIZE
+            images[figure, snapshot] = np.asarray(image.convert("RGB"))
+    for figure in export.PNG_FIGURES:
+        assert not np.array_equal(images[figure, 0], images[figure, -1])  # each shows its own snapshot
+    with pytest.raises(ValueError, match="features, histogram, curves"):
+        export.write_png(store, run_id, tmp_path / "x.png", "weights")
+
+
+def test_the_cli_writes_animations_and_pngs(recorded, tmp_path, capsys):
+    store, run_id, _ = recorded
+    store_dir = str(store.root)
+    gif = tmp_path / "a.gif"
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "gif", "--frames", "2",
+                 "--out", str(gif)]) == 0
+    assert Image.open(gif).n_frames == 2
+    png = tmp_path / "h.png"
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "png", "--figure", "histogram",
+                 "--snapshot", "0", "--out", str(png)]) == 0
+    assert Image.open(png).format == "PNG"
+    assert main(["--store", store_dir, "export", str(run_id), "--format", "mp4", "--fps", "0"]) == 2
+    assert "--fps must be at least 1" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dmlviz.config import RunConfig
-from dmlviz.runner import Runner
+from dmlviz.runner import MAX_ACTIVE_PER_SESSION, Runner, SessionBusy
 from dmlviz.store import RunStore
 
 
@@ -212,3 +212,23 @@ def test_runs_submitted_together_train_in_one_worker_under_one_control(runner):
     assert len({runner.store.get_run(i).pid for i in ids}) == 1  # one worker
     runner.stop(ids[0])
     assert [runner.wait(i, timeout=60) for i in ids] == ["stopped", "stopped"]
+
+
+def test_one_session_cannot_fill_the_queue(runner):
+    """Each browser session may have MAX_ACTIVE_PER_SESSION jobs queued or running; other sessions and
+    scripts are not held up by it, and an ended job gives its place back."""
+    mine = [runner.submit(digits(steps=100_000), paused=True, session="tab-a") for _ in range(MAX_ACTIVE_PER_SESSION)]
+    recorded = len(runner.store.list_runs())
+    with pytest.raises(SessionBusy, match="stop one, or wait"):
+        runner.submit(digits(steps=10), session="tab-a")
+    assert len(runner.store.list_runs()) == recorded  # nothing recorded for the refused run
+    other = runner.submit(digits(steps=10), session="tab-b")
+    script = runner.submit(digits(steps=10))
+    assert runner.session_jobs("tab-b") == [[other]] and runner.session_jobs("tab-a") == [[i] for i in mine]
+    for run_id in mine:
+        runner.stop(run_id)
+    for run_id in (*mine, other, script):
+        runner.wait(run_id, timeout=120)
+    assert runner.session_jobs("tab-a") == []
+    again = runner.submit(digits(steps=10), session="tab-a")
+    assert runner.wait(again, timeout=60) == "finished"

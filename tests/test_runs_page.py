@@ -78,3 +78,32 @@ def test_an_interrupted_run_replays_what_it_recorded(stored):
     assert any("interrupted" in w.value for w in app.warning)
     spec = app.get("plotly_chart")[0].proto.spec
     assert all(f'"step {info.step:,}"' in spec for info in store.snapshot_index(first))
+
+
+def test_tags_are_added_and_filter_the_history(stored):
+    store, (first, second), failed = stored
+    app = runs_page()
+    app.session_state["runs_open"] = first
+    app.run()
+    app.multiselect(key=f"tags-{first}").set_value(["lecture 3", "petals"]).run()
+    assert not app.exception
+    assert store.get_run(first).tags == ["lecture 3", "petals"]
+    app.multiselect(key="runs_tags").set_value(["petals"]).run()
+    assert list(app.dataframe[0].value["id"]) == [first]
+    app.multiselect(key="runs_tags").set_value([]).run()
+    assert set(app.dataframe[0].value["id"]) == {first, second, failed}
+
+
+def test_every_export_is_offered_for_the_run_and_a_chosen_snapshot(stored):
+    store, (first, _), _ = stored
+    app = runs_page()
+    app.session_state["runs_open"] = first
+    app.run()
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels == ["Replay (HTML)", "Animation (GIF)", "Animation (MP4)", "Config (YAML)", "Features (PNG)",
+                      "Histogram (PNG)", "Curves (PNG)", "Features (CSV)", "Features (Parquet)",
+                      "TensorBoard projector (zip)"]
+    snapshot = app.select_slider(key=f"export_snapshot-{first}")
+    index = store.snapshot_index(first)
+    assert snapshot.options == [f"step {info.step:,} · epoch {info.epoch:.2f}" for info in index]
+    assert snapshot.value == len(index) - 1  # the last, unless another is chosen

@@ -82,6 +82,39 @@ def test_create_get_list_and_rename(store: RunStore) -> None:
     assert store.get_run(first).name == "renamed"
 
 
+def test_tags_are_trimmed_kept_once_and_bounded(store: RunStore) -> None:
+    run_id = store.create_run({})
+    assert store.get_run(run_id).tags == []
+    assert store.set_tags(run_id, [" lecture 3 ", "arcface", "", "lecture 3"]) == ["lecture 3", "arcface"]
+    assert store.get_run(run_id).tags == ["lecture 3", "arcface"] == store.list_runs()[0].tags
+    with pytest.raises(StoreError, match="at most 40 characters"):
+        store.set_tags(run_id, ["x" * 41])
+    assert store.get_run(run_id).tags == ["lecture 3", "arcface"]  # nothing half-written
+    with pytest.raises(StoreError, match="no run with id 999"):
+        store.set_tags(999, ["a"])
+
+
+def test_a_store_of_the_first_format_gains_tags_and_keeps_its_runs(tmp_path: Path) -> None:
+    from dmlviz.store import _SCHEMA
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "runs.db")
+    # Format 1: the same tables, without the tags column.
+    db.execute(_SCHEMA[0].replace(",\n        tags TEXT NOT NULL DEFAULT '[]'", ""))
+    for statement in _SCHEMA[1:]:
+        db.execute(statement)
+    db.execute("INSERT INTO runs (name, config, status, created_at, updated_at) VALUES ('old', '{}', 'finished', 1, 1)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = RunStore(folder)
+    (old,) = store.list_runs()
+    assert old.name == "old" and old.tags == []
+    store.set_tags(old.id, ["kept"])
+    assert RunStore(folder).get_run(old.id).tags == ["kept"]
+
+
 def test_set_status_times_error_and_pid(store: RunStore) -> None:
     run_id = store.create_run({}, pid=1)
     store.set_status(run_id, "running", pid=4242)

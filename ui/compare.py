@@ -11,17 +11,23 @@ import pandas as pd
 import streamlit as st
 
 from dmlviz.comparison import Comparison
+from dmlviz.config import ConfigError
+from dmlviz.runner import SessionBusy
 from dmlviz.store import StoreError
 from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView, ViewOptions
 from ui.live import CURVES_EVERY_S, REFRESH_S, cached
 from ui.plotly_live import live_plotly_chart
-from ui.resources import runner, store
+from ui.resources import runner, session, store
 
 IDS = "compare_ids"  # the runs on screen, in session state
 
 
 def start(comparison: Comparison) -> None:
-    ids = runner().submit_together(comparison.configs())
+    try:
+        ids = runner().submit_together(comparison.configs(), session=session())
+    except (ConfigError, SessionBusy, StoreError) as error:  # a server's limits, its share, a full disk
+        st.session_state["compare_error"] = f"Not started: {error}"
+        return
     show(ids, command="run")
 
 

@@ -48,7 +48,7 @@ def seed(comparison: Comparison) -> None:
 
 
 def read() -> tuple[Comparison | None, list[str]]:
-    """The comparison the widgets describe, or what is wrong with it."""
+    """The comparison the widgets describe, or what is wrong with it or not allowed on this server."""
     state = st.session_state
     data = {name: state[PREFIX + name] for name in (*SHARED, *TRAINING, *ADVANCED) if PREFIX + name in state}
     data["classes"] = data.get("classes") or None
@@ -71,7 +71,8 @@ def read() -> tuple[Comparison | None, list[str]]:
         comparison.configs()
     except ConfigError as error:
         return None, error.errors
-    return comparison, []
+    errors = shared.limit_problems()  # the losses' own settings change neither the data nor the length
+    return (None, errors) if errors else (comparison, [])
 
 
 def _apply_preset() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import html
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -17,16 +18,20 @@ import numpy as np
 import streamlit as st
 
 from dmlviz import figures, settings
-from dmlviz.config import RunConfig
-from dmlviz.data import load_raw
+from dmlviz.config import ConfigError, RunConfig
+from dmlviz.data import DataError, DatasetUnavailable, load_raw
+from dmlviz.runner import SessionBusy
 from dmlviz.store import StoreError
 from dmlviz.view import Frame, RunView, ViewOptions
 from ui.plotly_live import live_plotly_chart
-from ui.resources import runner, store
+from ui.resources import runner, session, store
 
 T = TypeVar("T")
 
 REFRESH_S = 0.5  # the page redraws twice a second while a run is active
+# A queued run only moves up the queue: its page asks less often, so that many pages waiting on a
+# shared server leave its CPU to the run that trains.
+QUEUED_REFRESH_S = 2.0
 CURVES_EVERY_S = 2.0  # run time between redraws of the curves while training
 SPEEDS = {"1 step/s": 1.0, "5 steps/s": 5.0, "20 steps/s": 20.0, "full speed": None}
 _ENDED_MESSAGES = {
@@ -39,6 +44,8 @@ _ENDED_MESSAGES = {
 _METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem 2.5rem}"
                   ".dmlviz-metrics .label{font-size:0.875rem;opacity:0.7}"
                   ".dmlviz-metrics .value{font-size:1.75rem;line-height:1.3}</style>")
+# A run id as a link may give it: ASCII digits ("²" passes str.isdigit), within SQLite's integers.
+_RUN_ID = re.compile(r"[1-9][0-9]{0,17}")
 _METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
                   "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
                   "unseen_p_at_1": "unseen P@1"}
@@ -50,8 +57,17 @@ def _speed() -> float | None:
     return SPEEDS[st.session_state.get("speed", "full speed")]
 
 
+def run_id_from_url(text: str) -> int | None:
+    """The run a link names, or None for anything that cannot be one ("abc", "-1", "10⁴⁰")."""
+    return int(text) if _RUN_ID.fullmatch(text.strip()) else None
+
+
 def start_run(config: RunConfig, paused: bool = False) -> None:
-    run_id = runner().submit(config, paused=paused)
+    try:
+        run_id = runner().submit(config, paused=paused, session=session())
+    except (ConfigError, SessionBusy, StoreError) as error:  # a server's limits, its share, a full disk
+        st.session_state["control_error"] = f"Not started: {error}"
+        return
     if _speed() is not None:
         runner().set_speed(run_id, _speed())
     st.session_state["run_id"] = run_id
@@ -83,9 +99,15 @@ def _reset() -> None:
     """The same run again from step 0, same seed, paused on its first frame."""
     run_id = st.session_state.get("run_id")
     record = store().get_run(run_id)
+    try:
+        config = RunConfig.from_dict(record.config)
+        config.check_limits()  # before the run on screen is stopped
+    except ConfigError as error:  # recorded by an older version, or beyond this server's limits
+        st.session_state["control_error"] = f"This run cannot be trained again here: {error}"
+        return
     if run_id in runner().active_runs():
         runner().stop(run_id)
-    start_run(RunConfig.from_dict(record.config), paused=True)
+    start_run(config, paused=True)
 
 
 def _apply_speed() -> None:
@@ -170,8 +192,8 @@ def live_view(present: bool = False) -> None:
         options = _view_options(view, present, live=record.status == "running") if view else ViewOptions()
     # Poll only while something can change; an ended run is drawn once and then scrubbed.
     active = record is not None and record.active
-    st.fragment(run_every=REFRESH_S if active else None)(_draw)(
-        run_id if view else None, record.status if record else None, present, options)
+    every = (QUEUED_REFRESH_S if record.status == "queued" else REFRESH_S) if active else None
+    st.fragment(run_every=every)(_draw)(run_id if view else None, record.status if record else None, present, options)
 
 
 def _view(run_id: int) -> RunView:
@@ -187,8 +209,10 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
     # and lose the user's zoom. So the charts are in place, empty, before Start is pressed.
     view = _view(run_id) if run_id is not None else None
     record = view.refresh() if view is not None else None
-    if record is not None and record.status != status_seen and _controls_change(record):
-        st.rerun()  # the controls outside this fragment show the old state: redraw the whole page once
+    if record is not None and record.status != status_seen and (status_seen == "queued" or _controls_change(record)):
+        # The controls outside this fragment show the old state, or the fragment polls at a queued
+        # run's pace: redraw the whole page once.
+        st.rerun()
     if record is not None and record.status == "running" and run_id in runner().active_runs():
         try:
             runner().watch(run_id)  # snapshots come at the page's pace while it watches
@@ -388,7 +412,11 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
             return
         st.session_state["selected"] = int(selected)
         neighbours, distances = view.neighbours(frame.snapshot, int(selected), k=6)
-        images = _probe_images(view.record.config["dataset"], np.asarray(info["probe_index"]))
+        try:
+            images = _probe_images(view.record.config["dataset"], np.asarray(info["probe_index"]))
+        except (DataError, DatasetUnavailable) as error:  # gone since the run, or turned off on this server
+            st.caption(f"The images cannot be shown: {error}")
+            return
         names = list(info["class_names"])
         unit = "°" if view.normalized else ""
         captions = [f"#{selected} · {names[labels[selected]]}"]

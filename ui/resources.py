@@ -5,10 +5,11 @@ from __future__ import annotations
 import atexit
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from dmlviz import settings
 from dmlviz.runner import Runner
-from dmlviz.store import RunStore
+from dmlviz.store import RunStore, StoreError
 
 
 def store() -> RunStore:
@@ -18,6 +19,17 @@ def store() -> RunStore:
 def runner() -> Runner:
     """Runs are shared by all sessions: the cap on concurrent runs is the machine's, not a tab's."""
     return _runner(str(settings.store_dir()))
+
+
+def session() -> str | None:
+    """This browser session's id: the runner counts each session's share of its queue by it."""
+    context = get_script_run_ctx()
+    return context.session_id if context is not None else None
+
+
+def store_problem() -> tuple[bool, str | None]:
+    """Whether the run store opens, and what is wrong with it (None: nothing), checked once per server."""
+    return _health(str(settings.store_dir()))
 
 
 # Keyed by the store's folder, so a changed $DMLVIZ_STORE_DIR (tests, a second app) gets its own.
@@ -31,3 +43,16 @@ def _runner(root: str) -> Runner:
     instance = Runner(_store(root))
     atexit.register(instance.shutdown)
     return instance
+
+
+@st.cache_resource
+def _health(root: str) -> tuple[bool, str | None]:
+    try:
+        damage = _store(root).damage()
+    except StoreError as error:  # not cached: the next page view tries again
+        return False, f"Runs cannot be stored or shown: {error}"
+    if not damage:
+        return True, None
+    return True, (f"The run store {_store(root).path} is damaged ({'; '.join(damage)[:400]}). Runs that can still "
+                  "be read open as usual; export what you need from the Runs page, then move the file aside to "
+                  "start a new store.")

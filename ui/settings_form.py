@@ -55,7 +55,7 @@ def seed(config: RunConfig, overwrite: bool = True) -> None:
 
 
 def read() -> tuple[RunConfig | None, list[str]]:
-    """The config the widgets describe, or the reasons it is not valid."""
+    """The config the widgets describe, or the reasons it is not valid or not allowed on this server."""
     state = st.session_state
     data = {name: state[PREFIX + name] for name in (*MAIN, *TRAINING, *ADVANCED) if PREFIX + name in state}
     data["classes"] = data.get("classes") or None
@@ -64,9 +64,11 @@ def read() -> tuple[RunConfig | None, list[str]]:
     data["loss_params"] = {hp.name: state[hp_key(spec.name, hp.name)] for hp in spec.hparams
                            if state.get(hp_key(spec.name, hp.name), defaults[hp.name]) != defaults[hp.name]}
     try:
-        return RunConfig.from_dict(data), []
+        config = RunConfig.from_dict(data)
     except ConfigError as error:
         return None, error.errors
+    errors = config.limit_problems()
+    return (None, errors) if errors else (config, [])
 
 
 def _apply_preset() -> None:
@@ -106,7 +108,8 @@ def field_widget(name: str, prefix: str = PREFIX) -> None:
     label = name.replace("_", " ").capitalize()
     current = st.session_state.get(key)
     if name == "dataset":
-        options = dataset_names(settings.data_dir())
+        # A public server keeps its data folder to itself: only the built-in datasets are offered.
+        options = dataset_names(settings.data_dir()) if settings.limits().custom_datasets else list(DATASETS)
         if current not in options:
             options.append(current)
         st.selectbox(label, options, key=key, help=meta["help"],

@@ -1,0 +1,161 @@
+"""Faults of the machine under a run: a disk that fills up, a store damaged on disk. What was
+recorded before is kept, the message says what happened and what to do, and nothing else stops."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dmlviz import runner as runner_module
+from dmlviz import settings
+from dmlviz.config import RunConfig
+from dmlviz.runner import RUN, Runner
+from dmlviz.snapshot import Snapshot
+from dmlviz.store import RunStore, StoreError
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def _snapshot(step: int, value: float, rows: int = 500) -> Snapshot:
+    return Snapshot(step=step, epoch=0.0, elapsed=0.0, kind="tick", metrics={"loss": 1.0},
+                    features=np.full((rows, 2), value, np.float32), class_means=np.zeros((3, 2), np.float32),
+                    class_vectors={})
+
+
+def test_no_run_starts_on_a_nearly_full_disk(tmp_path):
+    store = RunStore(tmp_path, min_free_bytes=shutil.disk_usage(tmp_path).free * 2)
+    with pytest.raises(StoreError, match="MB free.*delete old runs"):
+        store.create_run({})
+    runner = Runner(store, max_concurrent=1)
+    try:
+        with pytest.raises(StoreError, match="MB free"):
+            runner.submit(RunConfig(dataset="digits", device="cpu", steps=5))
+        assert store.list_runs() == []
+    finally:
+        runner.shutdown()
+
+
+def test_a_disk_filling_up_mid_run_fails_the_run_and_keeps_what_it_recorded(tmp_path, monkeypatch):
+    """The worker's entry point, run in this process, on a disk whose free space runs out after a few
+    snapshots: the run ends as failed with the reason, its snapshots before are kept."""
+    store = RunStore(tmp_path / "store")
+    config = RunConfig(dataset="digits", device="cpu", steps=200, batch_size=32, probe_size=100, snapshot_steps=5)
+    run_id = store.create_run(config.to_dict(), status="queued")
+    real, calls = shutil.disk_usage, []
+
+    def filling(path):
+        calls.append(path)
+        usage = real(path)
+        return usage if len(calls) <= 4 else Usage(usage.total, usage.total - 2**20, 2**20)
+
+    monkeypatch.setattr(shutil, "disk_usage", filling)
+    value = multiprocessing.Value
+    runner_module._work([run_id], [config.to_dict()], str(store.root), str(tmp_path / "data"), value("i", RUN),
+                        value("i", 0), value("d", 0.0), value("d", 0.0), os.getpid(), 1)
+    record = store.get_run(run_id)
+    assert record.status == "failed" and "MB free" in record.error
+    kept = store.count_snapshots(run_id)
+    assert kept >= 3 and store.get_snapshot(run_id, kept - 1).features.shape == (100, 2)
+
+
+def test_a_full_disk_during_a_write_says_so_and_loses_nothing_before(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    store.add_snapshot(run_id, _snapshot(0, 1.0))
+    # SQLite's own cap on the file's pages fails a write exactly as a full disk does (SQLITE_FULL).
+    (pages,) = store._db().execute("PRAGMA page_count").fetchone()
+    store._db().execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreError, match="is full.*what was recorded before is kept"):
+        store.add_snapshot(run_id, _snapshot(1, 2.0, rows=50_000))
+    assert store.count_snapshots(run_id) == 1 and store.get_snapshot(run_id, 0).features[0, 0] == 1.0
+
+
+def _damaged_store(folder: Path) -> RunStore:
+    """Three runs of three snapshots; then bytes of a page that holds run 2's second snapshot are
+    overwritten on disk, as a failing disk or a crash of the file system would."""
+    store = RunStore(folder)
+    for _ in range(3):
+        run_id = store.create_run({})
+        for seq in range(3):
+            store.add_snapshot(run_id, _snapshot(seq, 10.0 * run_id + seq))
+    store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray((folder / "runs.db").read_bytes())
+    page = data.find(np.full(64, 21.0, np.float32).tobytes()) // 4096
+    data[page * 4096:page * 4096 + 16] = b"\xff" * 16
+    (folder / "runs.db").write_bytes(bytes(data))
+    return RunStore(folder)
+
+
+def test_damage_on_disk_is_found_and_the_other_runs_stay_readable(tmp_path):
+    store = _damaged_store(tmp_path)
+    assert store.damage()  # SQLite's quick_check names the broken page
+    assert [r.id for r in store.list_runs()] == [3, 2, 1]
+    for run_id in (1, 3):
+        for seq in range(3):
+            assert store.get_snapshot(run_id, seq).features[0, 0] == 10.0 * run_id + seq
+
+
+def test_a_damaged_snapshot_names_itself(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    store.add_snapshot(run_id, _snapshot(0, 1.0))
+    store.add_snapshot(run_id, _snapshot(1, 2.0))
+    with store._transaction(write=True) as db:  # its bytes no longer an array
+        db.execute("UPDATE snapshots SET features = ? WHERE run_id = ? AND seq = 1", (b"\x93NUMPY garbage", run_id))
+    with pytest.raises(StoreError, match=f"snapshot 1 of run {run_id} is damaged.*other runs can still be read"):
+        store.get_snapshot(run_id, 1)
+    assert store.get_snapshot(run_id, 0).features[0, 0] == 1.0
+
+
+def test_the_app_says_at_start_that_the_store_is_damaged(tmp_path, monkeypatch):
+    _damaged_store(tmp_path / "store").close()
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(tmp_path / "store"))
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    assert not app.exception
+    assert any("is damaged" in error.value for error in app.error)
+
+
+def test_a_store_that_cannot_open_is_said_and_the_learn_page_still_works(tmp_path, monkeypatch):
+    (tmp_path / "runs.db").write_bytes(np.random.default_rng(0).bytes(8192))
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(tmp_path))
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    assert not app.exception
+    assert any("not a dmlviz database" in error.value for error in app.error)
+    app.switch_page("app_pages/learn.py").run()
+    assert not app.exception
+    assert any("ArcFace" in markdown.value for markdown in app.markdown)  # the Learn page still draws
+
+
+def test_the_runner_keeps_scheduling_when_it_cannot_record_an_end(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    runner = Runner(store, max_concurrent=1)
+    try:
+        first = runner.submit(RunConfig(dataset="digits", device="cpu", steps=100_000, probe_size=100))
+        deadline = time.monotonic() + 60
+        while store.get_run(first).status != "running":
+            assert time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.1)
+        real = store.set_status
+
+        def failing(run_id, status, **kwargs):
+            if status == "failed":
+                raise StoreError("the disk is full")
+            return real(run_id, status, **kwargs)
+
+        monkeypatch.setattr(store, "set_status", failing)
+        runner._job(first).process.kill()  # its end cannot be recorded
+        second = runner.submit(RunConfig(dataset="digits", device="cpu", steps=5, probe_size=100))
+        assert runner.wait(second, timeout=60) == "finished"
+    finally:
+        runner.shutdown()
