@@ -476,3 +476,13 @@ def test_a_long_run_keeps_epoch_ends_and_a_few_hundred_other_snapshots(store: Ru
     assert len([i for i in store.snapshot_index(run_id) if i.kind == "tick"]) == 10 + 1  # and the first
     np.testing.assert_array_equal(store.get_snapshot(run_id, index[-1].seq).features,
                                   make_snapshot(total).features)
+
+
+def test_a_store_written_by_a_newer_version_is_refused_with_a_reason(tmp_path: Path) -> None:
+    RunStore(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "runs.db")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="written by a newer dmlviz \\(format 99"):
+        RunStore(tmp_path)
