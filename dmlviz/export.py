@@ -154,7 +154,7 @@ def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features"
     seq = snapshot_seq(store, run_id, snapshot)
     index = view.snapshots()
     position = next(i for i, info in enumerate(index) if info.seq == seq)
-    options = view.replay_options()
+    options = view.default_options()
     labels, names, trained = _classes(view)
     shot = index[position]
     title = f"{view.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}"

@@ -193,8 +193,8 @@ class RunView:
             loss = config["loss"]
         return f"{loss} on {display_name(config['dataset'])}, {self.feature_dim}-D features (run {self.run_id})"
 
-    def replay_options(self) -> ViewOptions:
-        """How a replay shows the run: directions (and angles) for a normalised loss, 3-D features in 3-D."""
+    def default_options(self) -> ViewOptions:
+        """How the run is best seen: directions (and angles) for a normalised loss, 3-D features in 3-D."""
         return ViewOptions(directions=self.normalized, dims=3 if self.feature_dim == 3 else 2,
                            histogram="angular" if self.normalized else "euclidean")
 
@@ -206,7 +206,7 @@ class RunView:
         info, index = self.info, self.snapshots()
         if info is None or not index:
             raise StoreError(f"run {self.run_id} has nothing to replay yet")
-        options = options or self.replay_options()
+        options = options or self.default_options()
         positions = sorted({int(i) for i in np.linspace(0, len(index) - 1, min(max_frames, len(index))).round()})
         labels = np.asarray(info["probe_labels"])
         still = replace(options, trail=0, method="pca")
@@ -229,7 +229,7 @@ class RunView:
                height: int | None = None) -> go.Figure:
         """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
         the feature space with its trails, and the distance histogram beside it, at each replay frame."""
-        played = self.replay_frames(options or self.replay_options(), max_frames)
+        played = self.replay_frames(options or self.default_options(), max_frames)
         info = self.info
         labels = np.asarray(info["probe_labels"])
         names, trained = list(info["class_names"]), [int(c) for c in info["train_classes"]]

@@ -141,7 +141,7 @@ def test_the_replay_moves_trails_and_histograms_with_the_slider(recorded):
         bars = [trace for trace in frame.data if trace.type == "bar"]
         assert [(bar.name, bar.xaxis) for bar in bars] == [("same class", "x2"), ("different classes", "x2")]
         expected = geometry.distance_histogram(store.get_snapshot(run_id, info.seq).features, labels,
-                                               metric=view.replay_options().histogram)
+                                               metric=view.default_options().histogram)
         np.testing.assert_allclose(bars[0].y, expected.intra)
         assert f"step {info.step:,}" in frame.layout.title.text and f"overlap {expected.overlap:.1%}" in \
             frame.layout.title.text

@@ -14,8 +14,8 @@ from dmlviz.comparison import Comparison
 from dmlviz.config import ConfigError
 from dmlviz.runner import SessionBusy
 from dmlviz.store import StoreError
-from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView, ViewOptions
-from ui.live import CURVES_EVERY_S, REFRESH_S, cached
+from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView
+from ui.live import CURVES_EVERY_S, QUEUED_REFRESH_S, REFRESH_S, cached
 from ui.plotly_live import live_plotly_chart
 from ui.resources import runner, session, store
 
@@ -94,7 +94,9 @@ def live_view() -> None:
         st.warning("A run of this comparison is no longer in the store.")
         return
     active = any(record.active for record in records)
-    st.fragment(run_every=REFRESH_S if active else None)(_draw)(tuple(ids), active)
+    queued = active and all(record.status == "queued" for record in records)
+    every = (QUEUED_REFRESH_S if queued else REFRESH_S) if active else None
+    st.fragment(run_every=every)(_draw)(tuple(ids), active, queued)
 
 
 def _view(ids: list[int]) -> ComparisonView:
@@ -104,12 +106,12 @@ def _view(ids: list[int]) -> ComparisonView:
     return view
 
 
-def _draw(ids: tuple[int, ...], was_active: bool) -> None:
+def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
     view = _view(list(ids))
     records = view.refresh()
     active = any(record.active for record in records)
-    if active != was_active:
-        st.rerun()  # the run ended: the controls outside this fragment change
+    if active != was_active or was_queued and any(record.status != "queued" for record in records):
+        st.rerun()  # the runs ended (the controls outside this fragment change) or left the queue (the pace)
     if active and _controlled(list(ids)):
         try:
             runner().watch(ids[0])
@@ -126,8 +128,7 @@ def _draw(ids: tuple[int, ...], was_active: bool) -> None:
     steps = view.steps(indexes)
     running = any(record.status == "running" for record in records)
     step = _timeline(steps, running)
-    options = ViewOptions(directions=view.views[0].normalized, dims=3 if view.views[0].feature_dim == 3 else 2,
-                          histogram="angular" if view.views[0].normalized else "euclidean")
+    options = view.views[0].default_options()
     selected = st.session_state.get("compare_selected")
     frame = cached("compare-frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
                     lambda: view.frame(indexes, step, options, selected=selected, height=520))
