@@ -82,12 +82,13 @@ else:
                "as a PNG.")
 
 with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions"):
-    name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260)
-    if st.button("Rename", key="rename") and name != record.name:
+    read_only = store().read_only  # a store folder that cannot be written: everything is viewable
+    name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260, disabled=read_only)
+    if st.button("Rename", key="rename", disabled=read_only) and name != record.name:
         store().rename(run_id, name)
         st.rerun()
     tags = st.multiselect("Tags", sorted({*all_tags, *record.tags}), default=record.tags, key=f"tags-{run_id}",
-                          accept_new_options=True, width=320, placeholder="Add a tag",
+                          accept_new_options=True, width=320, placeholder="Add a tag", disabled=read_only,
                           help=f"Type a new tag and press Enter; at most {MAX_TAG_LENGTH} characters each.")
     if tags != record.tags:
         try:
@@ -100,7 +101,7 @@ with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions
         config = RunConfig.from_dict(record.config)
     except ConfigError:
         config = None  # recorded by an older version, or with settings this server refuses
-    if st.button("Train again", key="train_again", icon=":material/replay:", disabled=config is None,
+    if st.button("Train again", key="train_again", icon=":material/replay:", disabled=config is None or read_only,
                  help="The same config and seed: the same run, step for step."):
         live.start_run(config)
         st.switch_page("app_pages/train.py", query_params=config.to_query())
@@ -173,7 +174,7 @@ if index:
 with st.expander("Delete this run"):
     st.caption("Deletes its snapshots, curves and settings from the store; other runs are not touched.")
     if st.checkbox(f"Yes, delete run {run_id}", key=f"confirm-{run_id}"):
-        if st.button("Delete", key="delete", type="primary", disabled=record.active,
+        if st.button("Delete", key="delete", type="primary", disabled=record.active or store().read_only,
                      help="Stop it first." if record.active else None):
             try:
                 store().delete_run(run_id)

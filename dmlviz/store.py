@@ -188,7 +188,10 @@ class RunStore:
                 f"store folder {self.root} cannot be created: {exc.strerror or exc}; "
                 f"create it yourself or set {STORE_DIR_ENV} to another folder"
             ) from exc
-        if not os.access(self.root, os.W_OK | os.X_OK):
+        # A folder that cannot be written but holds a store opens read-only: its runs stay viewable,
+        # and anything that would write (a new run first) says why it cannot.
+        self.read_only = not os.access(self.root, os.W_OK | os.X_OK)
+        if self.read_only and not self.path.exists():
             raise StoreError(
                 f"store folder {self.root} is not writable: the run database {DB_NAME} must be created "
                 f"and written there; fix the folder's permissions or set {STORE_DIR_ENV} to another folder"
@@ -209,6 +212,13 @@ class RunStore:
                 f"the disk that holds the run store {self.root} has only {free / 1e6:.0f} MB free; dmlviz keeps "
                 f"{self.min_free_bytes / 1e6:.0f} MB spare so that what runs record is never cut off. Free some "
                 f"space, delete old runs, or set {STORE_DIR_ENV} to another disk"
+            )
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(
+                f"the run store folder {self.root} is read-only: its runs can be viewed and exported, but no "
+                f"run can be recorded there; fix the folder's permissions or set {STORE_DIR_ENV} to another folder"
             )
 
     def damage(self, limit: int = 10) -> list[str]:
@@ -234,6 +244,7 @@ class RunStore:
     ) -> int:
         """Add a run and return its id (ids are never reused, even after a run is deleted)."""
         _check_status(status)
+        self._check_writable()
         self.check_space()
         now = time.time()
         started = now if status == "running" else None
@@ -347,6 +358,8 @@ class RunStore:
         (on Linux) now belongs to a process started after the run was last updated, i.e. the pid
         was reused, as happens when a container restarts. Their snapshots are kept.
         """
+        if self.read_only:
+            return []  # nothing can be marked; the runs show the status they were left with
         marked: list[int] = []
         placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
         with self._transaction(write=True) as db:
@@ -565,13 +578,19 @@ class RunStore:
         return local.conn
 
     def _connect(self) -> _Connection:
+        target, uri = self.path, False
+        if self.read_only:
+            # Without its write-ahead log (a store closed cleanly) SQLite needs no lock files: immutable.
+            wal = self.path.with_name(DB_NAME + "-wal").exists()
+            target, uri = f"{self.path.as_uri()}?mode=ro" + ("" if wal else "&immutable=1"), True
         try:
             conn = sqlite3.connect(
-                self.path,
+                target,
                 timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,  # transactions are begun explicitly, see _transaction
                 check_same_thread=False,  # only close() crosses threads; each thread has its own
                 factory=_Connection,
+                uri=uri,
             )
             conn.execute("PRAGMA synchronous = NORMAL")
             # When the WAL restarts, cut it back to 16 MiB (normal use stays under that: it is
@@ -584,9 +603,12 @@ class RunStore:
     def _open_schema(self) -> None:
         db = self._db()
         try:
-            # Takes effect only on a new, empty database: lets delete_run give space back.
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+            if self.read_only:
+                mode = "wal"  # as it was written; nothing is changed
+            else:
+                # Takes effect only on a new, empty database: lets delete_run give space back.
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
             (version,) = db.execute("PRAGMA user_version").fetchone()
             # Reads sqlite_master, so a damaged file fails here rather than in the middle of a run.
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -604,6 +626,10 @@ class RunStore:
             )
         if version == SCHEMA_VERSION:
             return
+        if self.read_only:
+            raise StoreError(f"the run store {self.path} is in an older format (format {version}) and its folder "
+                             f"is read-only, so it cannot be upgraded; fix the folder's permissions or set "
+                             f"{STORE_DIR_ENV} to another folder")
         with self._transaction(write=True) as db:
             # A new store gets every table; an older one, what was added since its format.
             statements = _SCHEMA if version == 0 else [change for older in range(version, SCHEMA_VERSION)
@@ -619,6 +645,8 @@ class RunStore:
         Writes take the write lock up front (IMMEDIATE) so that ``busy_timeout`` applies; a
         deferred transaction that upgrades to a write fails at once instead of waiting.
         """
+        if write:
+            self._check_writable()
         db = self._db()
         try:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")

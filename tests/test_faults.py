@@ -159,3 +159,51 @@ def test_the_runner_keeps_scheduling_when_it_cannot_record_an_end(tmp_path, monk
         assert runner.wait(second, timeout=60) == "finished"
     finally:
         runner.shutdown()
+
+
+@pytest.fixture
+def read_only_store(tmp_path, monkeypatch):
+    """A store with one recorded run whose folder was then made read-only. The system is asked, not
+    the mode bits: root may write anywhere, and tests often run as root."""
+    folder = tmp_path / "store"
+    store = RunStore(folder)
+    run_id = store.create_run(RunConfig(dataset="digits").to_dict(), status="finished")
+    store.add_snapshot(run_id, _snapshot(0, 1.0))
+    store.close()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != folder and real(path, mode, **kw))
+    return folder, run_id
+
+
+def test_a_read_only_store_folder_keeps_its_runs_viewable_and_starts_none(read_only_store):
+    folder, run_id = read_only_store
+    store = RunStore(folder)
+    assert store.read_only and [r.id for r in store.list_runs()] == [run_id]
+    assert store.get_snapshot(run_id, 0).features[0, 0] == 1.0
+    with pytest.raises(StoreError, match="is read-only: its runs can be viewed"):
+        store.create_run({})
+    with pytest.raises(StoreError, match="is read-only"):
+        store.rename(run_id, "x")
+    runner = Runner(store, max_concurrent=1)  # starting the app marks nothing and fails nothing
+    try:
+        with pytest.raises(StoreError, match="is read-only"):
+            runner.submit(RunConfig(dataset="digits", device="cpu", steps=5))
+    finally:
+        runner.shutdown()
+
+
+def test_the_app_on_a_read_only_store_shows_runs_and_refuses_new_ones(read_only_store, tmp_path, monkeypatch):
+    folder, run_id = read_only_store
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(folder))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    assert not app.exception
+    assert any("is read-only" in error.value for error in app.error)
+    assert list(app.dataframe[0].value["id"]) == [run_id]
+    assert app.button(key="rename").disabled and app.button(key="train_again").disabled
+    app.switch_page("app_pages/train.py").run()
+    app.button(key="start").click().run()
+    assert not app.exception
+    assert any("Not started" in warning.value and "read-only" in warning.value for warning in app.warning)

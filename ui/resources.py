@@ -51,6 +51,9 @@ def _health(root: str) -> tuple[bool, str | None]:
         damage = _store(root).damage()
     except StoreError as error:  # not cached: the next page view tries again
         return False, f"Runs cannot be stored or shown: {error}"
+    if _store(root).read_only:
+        return True, (f"The run store folder {root} is read-only: its runs can be viewed and exported, but no run "
+                      "can start until the folder is writable again (or DMLVIZ_STORE_DIR names another one).")
     if not damage:
         return True, None
     return True, (f"The run store {_store(root).path} is damaged ({'; '.join(damage)[:400]}). Runs that can still "
