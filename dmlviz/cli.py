@@ -57,13 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                            if not callable(f.default) else f.metadata["help"])
 
     runs = commands.add_parser("runs", help="list, show or delete stored runs")
-    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,delete}")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,delete,check}")
     listing = runs_commands.add_parser("list", help="every stored run, newest first")
     listing.add_argument("--status", help="only runs with this status")
     show = runs_commands.add_parser("show", help="one run: config, status, metrics")
     show.add_argument("run_id", type=_run_id, metavar="ID")
     delete = runs_commands.add_parser("delete", help="delete a run and everything it recorded")
     delete.add_argument("run_id", type=_run_id, metavar="ID")
+    runs_commands.add_parser("check", help="look for damage in the store file (SQLite's quick_check); "
+                             "exit status 1 if there is any")
 
     exporting = commands.add_parser("export", help="write a stored run in another format",
                                  description="Write the feature space over a run as an animation (gif, mp4), "
@@ -219,6 +221,13 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
             print(f"{r.id:>4}  {r.status:<11} {r.config.get('loss', '?'):<12} {r.config.get('dataset', '?'):<14} "
                   f"{r.config.get('feature_dim', '?'):>3}  {acc:>8}  {_when(r.created_at):<19}  {r.name}")
         return EXIT_OK
+    if args.runs_command == "check":
+        damage = store.damage()
+        for problem in damage:
+            print(problem)
+        print(f"the run store {store.path} is " + ("damaged: runs on sound pages still read; export what you need, "
+              "then move the file aside" if damage else "sound") + f" ({store.size_bytes() / 1e6:.1f} MB)")
+        return EXIT_FAILED if damage else EXIT_OK
     record = store.get_run(args.run_id)
     if args.runs_command == "show":
         duration = f"{record.duration:.1f} s" if record.duration is not None else "-"

@@ -104,6 +104,18 @@ def test_damage_on_disk_is_found_and_the_other_runs_stay_readable(tmp_path):
             assert store.get_snapshot(run_id, seq).features[0, 0] == 10.0 * run_id + seq
 
 
+def test_the_cli_checks_the_store(tmp_path, capsys):
+    from dmlviz.cli import EXIT_FAILED, main
+
+    RunStore(tmp_path / "sound").close()
+    assert main(["--store", str(tmp_path / "sound"), "runs", "check"]) == 0
+    assert "is sound" in capsys.readouterr().out
+    _damaged_store(tmp_path / "damaged").close()
+    assert main(["--store", str(tmp_path / "damaged"), "runs", "check"]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "is damaged" in out and "page" in out.lower()
+
+
 def test_a_damaged_snapshot_names_itself(tmp_path):
     store = RunStore(tmp_path)
     run_id = store.create_run({})
