@@ -10,6 +10,7 @@ matplotlib's Agg canvas (no pyplot: nothing global, safe beside Streamlit's thre
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dmlviz import figures
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from dmlviz.geometry import DistanceHistogram
 
 #: Frames for slides: 4:3, a multiple of 16 on each side (what H.264 encodes without padding).
 SIZE = (960, 720)
@@ -82,7 +88,7 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
     return _pixels(canvas)
 
 
-def _class_vectors(axes, kind: str, classes: list[int], positions: np.ndarray) -> Line2D:
+def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndarray) -> Line2D:
     """Weights as lines from the origin, other kinds as outlined markers; returns the legend handle."""
     finite = np.all(np.isfinite(positions), axis=1)
     colors = [figures.class_color(c) for c, ok in zip(classes, finite, strict=False) if ok]
@@ -98,7 +104,7 @@ def _class_vectors(axes, kind: str, classes: list[int], positions: np.ndarray) -
                   markeredgecolor="#222222", label=label)
 
 
-def _unit_shape(axes, three_d: bool) -> None:
+def _unit_shape(axes: Axes, three_d: bool) -> None:
     """The unit circle (sphere) that a normalised loss's features live on."""
     if three_d:
         theta, phi = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
@@ -109,8 +115,8 @@ def _unit_shape(axes, three_d: bool) -> None:
         axes.plot(np.cos(angle), np.sin(angle), color="#999999", linewidth=1)
 
 
-def histogram_image(hist, *, title: str, size: tuple[int, int] = SIZE) -> np.ndarray:
-    """Distances within and between classes (a ``geometry.DistanceHistogram``), as on the pages."""
+def histogram_image(hist: DistanceHistogram, *, title: str, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """Distances within and between classes, as on the pages."""
     figure, canvas = _canvas(size)
     axes = figure.add_subplot()
     edges = np.asarray(hist.edges, dtype=float)
