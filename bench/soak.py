@@ -67,10 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where the results go [default: {RESULTS}]")
     args = parser.parse_args()
     results = soak(args.minutes, args.every)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2))
 
 
