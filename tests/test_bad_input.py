@@ -237,18 +237,6 @@ def test_train_link_with_garbage_keeps_its_valid_settings(dirs):
     assert not app.button(key="start").disabled
 
 
-@pytest.mark.parametrize("run", ["abc", "-1", "99999999999999999999", "²"])
-def test_train_link_with_a_run_id_that_cannot_be_one_says_so(dirs, run):
-    app = page("train", {"run": run})
-    assert f"run must be the number of a stored run, like 3, got '{run}'" in errors_of(app)
-
-
-def test_train_link_to_a_run_not_in_the_store_says_so(dirs):
-    app = page("train", {"run": "4242"})
-    assert not app.exception
-    assert any("Run 4242 is no longer in the store" in w.value for w in app.warning)
-
-
 def test_train_settings_a_loss_cannot_use_disable_start_until_fixed(dirs):
     app = page("train", {"dataset": "digits"})
     widget(app, "cfg.loss").set_value("fixed-simplex").run()
@@ -298,13 +286,21 @@ def test_compare_link_with_garbage_keeps_its_valid_losses(dirs):
     assert not app.button(key="compare_start").disabled
 
 
-@pytest.mark.parametrize("runs", ["abc,2", "3", "1,2,3,4,5", "1,99999999999999999999"])
-def test_compare_link_with_run_ids_that_cannot_be_says_so(dirs, runs):
-    app = page("compare", {"runs": runs})
-    assert f"runs must be 2 to 4 numbers of stored runs, like 3,4, got '{runs}'" in errors_of(app)
+@pytest.mark.parametrize(("name", "key", "value", "message"), [
+    *(("train", "run", run, f"run must be the number of a stored run, like 3, got '{run}'")
+      for run in ("abc", "-1", "99999999999999999999", "²")),
+    *(("compare", "runs", runs, f"runs must be 2 to 4 numbers of stored runs, like 3,4, got '{runs}'")
+      for runs in ("abc,2", "3", "1,2,3,4,5", "1,99999999999999999999")),
+])
+def test_a_link_with_run_ids_that_cannot_be_says_so(dirs, name, key, value, message):
+    assert message in errors_of(page(name, {key: value}))
 
 
-def test_compare_link_to_runs_not_in_the_store_says_so(dirs):
-    app = page("compare", {"runs": "4242,4243"})
+@pytest.mark.parametrize(("name", "key", "value", "message"), [
+    ("train", "run", "4242", "Run 4242 is no longer in the store"),
+    ("compare", "runs", "4242,4243", "A run of this comparison is no longer in the store"),
+])
+def test_a_link_to_runs_not_in_the_store_says_so(dirs, name, key, value, message):
+    app = page(name, {key: value})
     assert not app.exception
-    assert any("no longer in the store" in w.value for w in app.warning)
+    assert any(message in w.value for w in app.warning)
