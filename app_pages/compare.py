@@ -12,7 +12,8 @@ import streamlit as st
 
 from dmlviz.comparison import MAX_LOSSES, MIN_LOSSES, Comparison, differences
 from dmlviz.losses import get_spec
-from ui import compare, compare_form, live
+from dmlviz.store import parse_run_id
+from ui import compare, compare_form, settings_form
 from ui.resources import store
 
 PAGE_KEYS = ("runs",)
@@ -26,7 +27,7 @@ def settings_from_url() -> list[str]:
     runs = st.query_params.get("runs")
     if runs is not None and runs != st.session_state.get("compare_written_runs"):
         st.session_state["compare_written_runs"] = runs
-        ids = [live.run_id_from_url(part) for part in runs.split(",")]
+        ids = [parse_run_id(part) for part in runs.split(",")]
         if None in ids or not MIN_LOSSES <= len(ids) <= MAX_LOSSES:
             errors.append(f"runs must be {MIN_LOSSES} to {MAX_LOSSES} numbers of stored runs, like 3,4, got {runs!r}")
         elif ids != st.session_state.get(compare.IDS):
@@ -76,12 +77,9 @@ comparison, errors = compare_form.read()
 write_url(comparison)
 
 st.title("Compare")
-if url_errors:
-    st.error("Some of this link's settings are not valid and were left out:\n\n"
-             + "\n".join(f"- {e}" for e in url_errors))
-if errors:
-    st.error("Fix these settings to start the comparison:\n\n" + "\n".join(f"- {e}" for e in errors))
-else:
+settings_form.show_problems("Some of this link's settings are not valid and were left out", url_errors)
+settings_form.show_problems("Fix these settings to start the comparison", errors)
+if not errors:
     st.caption(fairness(comparison))
     if note := st.session_state.get("compare_note"):
         st.info(f"**{note[0]}** — {note[1]}")

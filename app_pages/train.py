@@ -11,6 +11,7 @@ import streamlit as st
 
 from dmlviz.config import RunConfig
 from dmlviz.losses import get_spec
+from dmlviz.store import parse_run_id
 from ui import live, settings_form
 
 # Query keys that are about the page, not the run.
@@ -26,7 +27,7 @@ def settings_from_url() -> list[str]:
     if run is not None and run != st.session_state.get("written_run"):
         # A link to a run (from Home, or shared): show that run.
         st.session_state["written_run"] = run
-        run_id = live.run_id_from_url(run)
+        run_id = parse_run_id(run)
         if run_id is None:
             errors.append(f"run must be the number of a stored run, like 3, got {run!r}")
         elif run_id != st.session_state.get("run_id"):
@@ -67,12 +68,10 @@ write_url(config, present)
 
 if not present:
     st.title("Train")
-if url_errors:
-    st.error("Some of this link's settings are not valid, so they are left at their defaults:\n\n"
-             + "\n".join(f"- {e}" for e in url_errors))
-if errors:
-    st.error("Fix these settings to start a run:\n\n" + "\n".join(f"- {e}" for e in errors))
-elif not present:
+settings_form.show_problems("Some of this link's settings are not valid, so they are left at their defaults",
+                            url_errors)
+settings_form.show_problems("Fix these settings to start a run", errors)
+if not errors and not present:
     spec = get_spec(config.loss)
     note = st.session_state.get("preset_note")
     st.caption(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features, "

@@ -21,10 +21,9 @@ from dmlviz.config import HP_PREFIX, ConfigError, RunConfig
 from dmlviz.engine import Action, FreeRunning
 from dmlviz.export import FORMATS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES
 from dmlviz.snapshot import Snapshot
-from dmlviz.store import RunStore, StoreError
+from dmlviz.store import RunStore, StoreError, parse_run_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-_MAX_RUN_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a run
 
 
 class CliError(Exception):
@@ -89,11 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= _MAX_RUN_ID:
+    if (value := parse_run_id(text)) is None:
         raise argparse.ArgumentTypeError(f"a run id is a whole number from 1 (see runs list), got {text!r}")
     return value
 

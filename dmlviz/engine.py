@@ -410,9 +410,9 @@ class Engine:
             last_start = time.perf_counter()
             for i in active() if which is None else which:
                 trainer = trainers[i]
-                at_epoch_end = kind == "epoch" and trainer.step % trainer.steps_per_epoch == 0
-                snapshot = trainer.snapshot(kind if at_epoch_end or kind != "epoch" else "tick",
-                                            last_start - start, last_start - last)
+                # An epoch end of one run is a plain tick of a run whose epochs are longer.
+                mid_epoch = kind == "epoch" and trainer.step % trainer.steps_per_epoch != 0
+                snapshot = trainer.snapshot("tick" if mid_epoch else kind, last_start - start, last_start - last)
                 self.sinks[i].snapshot(snapshot)
             if running := active():
                 snapshot_step = trainers[running[0]].step

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,9 +19,6 @@ from dmlviz import settings
 from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
 from dmlviz.store import RunStore, StoreError
-
-if TYPE_CHECKING:
-    from dmlviz.view import RunView
 
 TABLE_FORMATS = ("csv", "parquet")
 MOVIE_FORMATS = ("gif", "mp4")
@@ -102,7 +98,7 @@ def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: 
         raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
     view = RunView(store, run_id)
     played = view.replay_frames(max_frames=max_frames, histograms=False)
-    labels, names, trained = _classes(view)
+    labels, names, trained = view.classes
     images = (render.feature_image(panel, labels, names, trained, extent=played.extent,
                                    title=f"{played.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}")
               for shot, panel in zip(played.snapshots, played.panels, strict=True))
@@ -155,7 +151,7 @@ def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features"
     index = view.snapshots()
     position = next(i for i, info in enumerate(index) if info.seq == seq)
     options = view.default_options()
-    labels, names, trained = _classes(view)
+    labels, names, trained = view.classes
     shot = index[position]
     title = f"{view.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}"
     if figure == "features":
@@ -174,13 +170,6 @@ def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features"
 
     Image.fromarray(image).save(path, format="PNG")
     return path
-
-
-def _classes(view: RunView) -> tuple[np.ndarray, list[str], list[int]]:
-    info = view.info
-    if info is None:
-        raise StoreError(f"run {view.run_id} has nothing to draw yet")
-    return np.asarray(info["probe_labels"]), list(info["class_names"]), [int(c) for c in info["train_classes"]]
 
 
 def write_config(store: RunStore, run_id: int, path: Path) -> Path:

@@ -279,7 +279,7 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
                               "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
     if not three_d:
         layout["grid"] = {"rows": rows, "columns": cols, "pattern": "independent", "xgap": 0.06, "ygap": 0.12}
-    extent = _extent(panels)
+    extent = panel_extent(panels)
     for i, panel in enumerate(panels):
         suffix = "" if i == 0 else str(i + 1)
         panel_traces = feature_traces(panel.points, labels, class_names, train_classes, normalized=panel.normalized,
@@ -315,7 +315,7 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
     return go.Figure(data=traces, layout=layout)
 
 
-def _extent(panels: Sequence[FeaturePanel]) -> float:
+def panel_extent(panels: Sequence[FeaturePanel]) -> float:
     """Half the side of the square (cube) that holds every panel's points, 5 % to spare."""
     largest = max((float(np.nanpercentile(np.abs(p.points), 99.5)) for p in panels if len(p.points)), default=1.0)
     return 1.05 * max(largest, 1.05 if any(p.normalized for p in panels) else 1e-6)

@@ -73,8 +73,7 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
         handles.append(_class_vectors(axes, kind, classes, positions))
     if panel.normalized:
         _unit_shape(axes, three_d)
-    if extent is None:
-        extent = 1.05 * max(float(np.nanpercentile(np.abs(points), 99.5)), 1.0 if panel.normalized else 1e-6)
+    extent = extent or figures.panel_extent([panel])
     for limits in ("set_xlim", "set_ylim", "set_zlim") if three_d else ("set_xlim", "set_ylim"):
         getattr(axes, limits)(-extent, extent)
     if three_d:

@@ -56,7 +56,7 @@ class OwnerGone(Exception):
 class SharedControl:
     """The worker's side of the control: reads the command the runner writes into shared memory."""
 
-    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_ids: int | list[int],
+    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_ids: list[int],
                  owner_pid: int, pace: Synchronized | None = None, watched_until: Synchronized | None = None) -> None:
         self.command = command
         self.credits = credits
@@ -64,7 +64,7 @@ class SharedControl:
         self.watched_until = watched_until
         self._last_step = 0.0
         self.store = store
-        self.run_ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
+        self.run_ids = list(run_ids)
         self.owner_pid = owner_pid
         self.paused = False
         self._announce_pause = False
@@ -87,7 +87,7 @@ class SharedControl:
                 if self.paused:
                     self.paused = False
                     if not self._announce_pause:
-                        self._set_status("running")
+                        _set_status_of_active(self.store, self.run_ids, "running")
                     self._announce_pause = False
                 if self._wait_for_pace():
                     continue
@@ -99,18 +99,12 @@ class SharedControl:
             if self._announce_pause:
                 # Only now: whoever sees "paused" finds the step it paused at already recorded.
                 self._announce_pause = False
-                self._set_status("paused")
+                _set_status_of_active(self.store, self.run_ids, "paused")
             with self.credits.get_lock():
                 if self.credits.value > 0:
                     self.credits.value -= 1
                     return "step"
             time.sleep(_POLL)
-
-    def _set_status(self, status: str) -> None:
-        """Of the runs still training: in a comparison, one may have ended (diverged) before the others."""
-        for run_id in self.run_ids:
-            if self.store.get_run(run_id).active:
-                self.store.set_status(run_id, status)
 
     def watched(self) -> bool:
         # time.monotonic() is one clock for all processes of a machine (CLOCK_MONOTONIC, mach time).
@@ -156,13 +150,15 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
         train_together([RunConfig.from_dict(c) for c in configs], Path(data_dir),
                        [StoreSink(store, run_id) for run_id in run_ids], control, threads=threads, on_end=ended)
     except OwnerGone:
-        _end_active(store, run_ids, "interrupted", "the app that started this run stopped; what it recorded is kept")
+        _set_status_of_active(store, run_ids, "interrupted",
+                              "the app that started this run stopped; what it recorded is kept")
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
-        _end_active(store, run_ids, "failed", _describe(exc))
+        _set_status_of_active(store, run_ids, "failed", _describe(exc))
         traceback.print_exc(file=sys.stderr)
 
 
-def _end_active(store: RunStore, run_ids: list[int], status: str, error: str) -> None:
+def _set_status_of_active(store: RunStore, run_ids: list[int], status: str, error: str | None = None) -> None:
+    """The status of those runs still active: in a comparison, one may have ended (diverged) before the others."""
     for run_id in run_ids:
         if store.get_run(run_id).active:
             store.set_status(run_id, status, error=error)
@@ -272,8 +268,11 @@ class Runner:
     def session_jobs(self, session: str) -> list[list[int]]:
         """The run ids of each job that ``session`` has queued or running."""
         with self._lock:
-            return [job.run_ids for job in {id(job): job for job in self._jobs.values()}.values()
-                    if job.session == session]
+            return [job.run_ids for job in self._unique_jobs() if job.session == session]
+
+    def _unique_jobs(self) -> list[_Job]:
+        """Each job once (a comparison's job is filed under each of its runs); the caller holds the lock."""
+        return list({id(job): job for job in self._jobs.values()}.values())
 
     def pause(self, run_id: int) -> None:
         self._job(run_id).command.value = PAUSE
@@ -338,7 +337,7 @@ class Runner:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every run and wait for the workers to record how they ended."""
         with self._lock:
-            jobs = list({id(job): job for job in self._jobs.values()}.values())
+            jobs = self._unique_jobs()
             self._closed = True
         for job in jobs:
             self.stop(job.run_ids[0])
@@ -371,7 +370,7 @@ class Runner:
 
     def _start_queued(self) -> None:
         with self._lock:
-            running = len({id(job) for job in self._jobs.values() if job.process is not None})
+            running = sum(job.process is not None for job in self._unique_jobs())
             while self._queue and running < self.max_concurrent and not self._closed:
                 job = self._queue.popleft()
                 configs = [self._place(config, running).to_dict() for config in job.configs]
@@ -393,8 +392,7 @@ class Runner:
 
     def _reap(self) -> None:
         with self._lock:
-            ended = list({id(job): job for job in self._jobs.values()
-                          if job.process is not None and not job.process.is_alive()}.values())
+            ended = [job for job in self._unique_jobs() if job.process is not None and not job.process.is_alive()]
             for job in ended:
                 for run_id in job.run_ids:
                     del self._jobs[run_id]

@@ -14,6 +14,7 @@ import io
 import json
 import numbers
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -32,12 +33,13 @@ import numpy as np
 from dmlviz.settings import STORE_DIR_ENV, store_dir
 from dmlviz.snapshot import SNAPSHOT_KINDS, Snapshot
 
+T = TypeVar("T")
+
 STATUSES = ("queued", "running", "paused", "finished", "stopped", "failed", "diverged", "interrupted")
 ACTIVE_STATUSES = ("queued", "running", "paused")
 
 DB_NAME = "runs.db"
 SCHEMA_VERSION = 2
-T = TypeVar("T")
 #: Free disk space that a store keeps spare: below it, no run starts and a running one stops, while
 #: there is still room to record how it ended.
 MIN_FREE_BYTES = 100 * 2**20
@@ -112,6 +114,19 @@ MAX_TAG_LENGTH = 40
 # Connections inherited over fork(): closing them in the child could disturb the parent's locks
 # (SQLite's "how to corrupt" guide, section 2.6), so they are kept referenced and never closed.
 _INHERITED: list[sqlite3.Connection] = []
+
+
+#: SQLite's largest integer: a larger number cannot name a run.
+MAX_RUN_ID = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: "²" passes str.isdigit and int() takes "+5"
+
+
+def parse_run_id(text: str) -> int | None:
+    """The run id ``text`` (a link's, a command line's) names, or None for anything that cannot be one
+    ("abc", "-1", "²", 10⁴⁰)."""
+    text = text.strip()
+    value = int(text) if _DIGITS.fullmatch(text) else 0
+    return value if 1 <= value <= MAX_RUN_ID else None
 
 
 class StoreError(RuntimeError):
@@ -244,7 +259,6 @@ class RunStore:
     ) -> int:
         """Add a run and return its id (ids are never reused, even after a run is deleted)."""
         _check_status(status)
-        self._check_writable()
         self.check_space()
         now = time.time()
         started = now if status == "running" else None
@@ -469,7 +483,6 @@ class RunStore:
             doomed = [(run_id, seq) for seq in ticks if seq not in kept]
             db.executemany("DELETE FROM snapshots WHERE run_id = ? AND seq = ?", doomed)
         return len(doomed)
-
 
     def snapshot_index(self, run_id: int) -> list[SnapshotInfo]:
         """The run's snapshots in seq order, without their arrays."""

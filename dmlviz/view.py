@@ -10,6 +10,7 @@ means and class vectors of earlier snapshots for the trails. Nothing here import
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -61,6 +62,14 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms > 0, x / norms, x)
+
+
+class Classes(NamedTuple):
+    """Who the probe points are: each one's label, every class's name, and the classes trained on."""
+
+    labels: np.ndarray
+    names: list[str]
+    trained: list[int]
 
 
 @dataclass
@@ -115,6 +124,15 @@ class RunView:
         return self._info
 
     @property
+    def classes(self) -> Classes:
+        """The probe's labels, the class names and the training classes (StoreError before the run wrote them)."""
+        info = self.info
+        if info is None:
+            raise StoreError(f"run {self.run_id} has nothing to draw yet")
+        return Classes(np.asarray(info["probe_labels"]), list(info["class_names"]),
+                       [int(c) for c in info["train_classes"]])
+
+    @property
     def normalized(self) -> bool:
         """Whether the run's loss reads only directions (as its base loss does, for wrappers)."""
         config = self.record.config
@@ -136,15 +154,14 @@ class RunView:
     def frame(self, index: list[SnapshotInfo], position: int, options: ViewOptions, *,
               selected: int | None = None, height: int | None = None) -> Frame | None:
         """The figures of snapshot ``index[position]``; None before the run has written its facts."""
-        info = self.info
-        if info is None or not index:
+        if self.info is None or not index:
             return None
         current = index[position]
         drawing = self.drawing(index, position, options)
         title = f"step {current.step:,} · epoch {current.epoch:.2f}{drawing.note}"
-        labels = np.asarray(info["probe_labels"])
+        labels, names, trained = self.classes
         features_figure = figures.feature_figure(
-            drawing.panel.points, labels, list(info["class_names"]), [int(c) for c in info["train_classes"]],
+            drawing.panel.points, labels, names, trained,
             normalized=options.directions, class_vectors=drawing.panel.class_vectors,
             class_means=drawing.panel.class_means, trails=drawing.panel.trails, selected=selected,
             uirevision=f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}", height=height,
@@ -203,36 +220,31 @@ class RunView:
         """Up to ``max_frames`` snapshots spread over the run (the last one always among them), drawn
         alike for playback: PCA, the same traces in each, axes that hold every frame, and trails of
         the class means and class vectors through the ``options.trail`` frames before each."""
-        info, index = self.info, self.snapshots()
-        if info is None or not index:
+        index = self.snapshots()
+        if self.info is None or not index:
             raise StoreError(f"run {self.run_id} has nothing to replay yet")
         options = options or self.default_options()
         positions = sorted({int(i) for i in np.linspace(0, len(index) - 1, min(max_frames, len(index))).round()})
-        labels = np.asarray(info["probe_labels"])
+        labels = self.classes.labels
         still = replace(options, trail=0, method="pca")
-        panels, hists, extent = [], [], 1e-6
+        panels, hists = [], []
         for position in positions:
             drawing = self.drawing(index, position, still)
             panels.append(drawing.panel)
-            extent = max(extent, float(np.nanpercentile(np.abs(drawing.panel.points), 99.5)))
             if histograms:
                 hists.append(geometry.distance_histogram(drawing.snapshot.features, labels, metric=options.histogram))
         if options.trail > 0:
             # Trails join the frames' own drawings (each frame's PCA is aligned to the one before).
             panels = [replace(panel, trails=_trails(panels[max(0, i - options.trail):i + 1]))
                       for i, panel in enumerate(panels)]
-        if options.directions:
-            extent = max(extent, 1.0)  # the unit circle (sphere) in view
-        return Replay([index[p] for p in positions], panels, hists, 1.05 * extent, self.title)
+        return Replay([index[p] for p in positions], panels, hists, figures.panel_extent(panels), self.title)
 
     def replay(self, options: ViewOptions | None = None, max_frames: int = 200,
                height: int | None = None) -> go.Figure:
         """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
         the feature space with its trails, and the distance histogram beside it, at each replay frame."""
-        played = self.replay_frames(options or self.default_options(), max_frames)
-        info = self.info
-        labels = np.asarray(info["probe_labels"])
-        names, trained = list(info["class_names"]), [int(c) for c in info["train_classes"]]
+        played = self.replay_frames(options, max_frames)
+        labels, names, trained = self.classes
         frames = []
         for snapshot, panel, hist in zip(played.snapshots, played.panels, played.histograms, strict=True):
             traces = figures.feature_traces(panel.points, labels, names, trained, normalized=panel.normalized,
@@ -372,8 +384,7 @@ class ComparisonView:
     def frame(self, indexes: list[list[SnapshotInfo]], step: int, options: ViewOptions, *,
               selected: int | None = None, height: int | None = None) -> ComparisonFrame:
         """Every run at its latest snapshot at or before ``step`` (its first, if it has none by then)."""
-        info = self.views[0].info
-        labels = np.asarray(info["probe_labels"])
+        labels, names, trained = self.views[0].classes
         panels, snapshots, histograms = [], [], []
         for view, index, label in zip(self.views, indexes, self.labels, strict=True):
             position = max(0, int(np.searchsorted([i.step for i in index], step, side="right")) - 1)
@@ -384,7 +395,7 @@ class ComparisonView:
                                                                   metric=options.histogram)))
         key = "-".join(map(str, self.run_ids))
         features = figures.comparison_figure(
-            panels, labels, list(info["class_names"]), [int(c) for c in info["train_classes"]], selected=selected,
+            panels, labels, names, trained, selected=selected,
             uirevision=f"compare-{key}-{options.directions}-{options.dims}", height=height)
         overlay = figures.histogram_overlay_figure(histograms, uirevision=f"hist-{key}-{options.histogram}")
         return ComparisonFrame(step, snapshots, features, overlay)

@@ -55,7 +55,7 @@ def test_speed_spaces_steps_out_and_a_stop_is_obeyed_at_once(tmp_path):
     store = RunStore(tmp_path)
     run_id = store.create_run({"loss": "softmax"}, status="running")
     command, credits, pace = mp.Value("i", RUN), mp.Value("i", 0), mp.Value("d", 0.0)
-    control = SharedControl(command, credits, store, run_id, os.getpid(), pace)
+    control = SharedControl(command, credits, store, [run_id], os.getpid(), pace)
     pace.value = 1 / 8  # 8 steps a second
     start = time.monotonic()
     assert [control.gate() for _ in range(5)] == ["run"] * 5
@@ -181,7 +181,8 @@ def test_watching_reaches_the_worker_and_wears_off(tmp_path):
     store = RunStore(tmp_path)
     run_id = store.create_run({"loss": "softmax"}, status="running")
     watched_until = mp.Value("d", 0.0)
-    control = SharedControl(mp.Value("i", RUN), mp.Value("i", 0), store, run_id, os.getpid(), None, watched_until)
+    control = SharedControl(mp.Value("i", RUN), mp.Value("i", 0), store, [run_id], os.getpid(), None,
+                            watched_until)
     assert not control.watched()
     watched_until.value = time.monotonic() + 0.3  # what Runner.watch writes
     assert control.watched()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import html
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -44,8 +43,6 @@ _ENDED_MESSAGES = {
 _METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem 2.5rem}"
                   ".dmlviz-metrics .label{font-size:0.875rem;opacity:0.7}"
                   ".dmlviz-metrics .value{font-size:1.75rem;line-height:1.3}</style>")
-# A run id as a link may give it: ASCII digits ("²" passes str.isdigit), within SQLite's integers.
-_RUN_ID = re.compile(r"[1-9][0-9]{0,17}")
 _METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
                   "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
                   "unseen_p_at_1": "unseen P@1"}
@@ -55,11 +52,6 @@ _METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "te
 
 def _speed() -> float | None:
     return SPEEDS[st.session_state.get("speed", "full speed")]
-
-
-def run_id_from_url(text: str) -> int | None:
-    """The run a link names, or None for anything that cannot be one ("abc", "-1", "10⁴⁰")."""
-    return int(text) if _RUN_ID.fullmatch(text.strip()) else None
 
 
 def start_run(config: RunConfig, paused: bool = False) -> None:
@@ -401,8 +393,7 @@ def _metrics(frame: Frame) -> None:
 
 def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
     """The selected probe image and its nearest neighbours in the feature space, with distances."""
-    info = view.info
-    labels = np.asarray(info["probe_labels"])
+    labels, names, _ = view.classes
     with st.container(border=True, key="inspector"):
         selected = st.number_input("Inspect probe image #", 0, len(labels) - 1, value=st.session_state.get("selected"),
                                    placeholder="click a point" if two_d else "a probe index",
@@ -413,11 +404,10 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
         st.session_state["selected"] = int(selected)
         neighbours, distances = view.neighbours(frame.snapshot, int(selected), k=6)
         try:
-            images = _probe_images(view.record.config["dataset"], np.asarray(info["probe_index"]))
+            images = _probe_images(view.record.config["dataset"], np.asarray(view.info["probe_index"]))
         except (DataError, DatasetUnavailable) as error:  # gone since the run, or turned off on this server
             st.caption(f"The images cannot be shown: {error}")
             return
-        names = list(info["class_names"])
         unit = "°" if view.normalized else ""
         captions = [f"#{selected} · {names[labels[selected]]}"]
         captions += [f"{'✓' if labels[n] == labels[selected] else '✗'} {names[labels[n]]} · {d:.3g}{unit}"

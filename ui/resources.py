@@ -28,8 +28,19 @@ def session() -> str | None:
 
 
 def store_problem() -> tuple[bool, str | None]:
-    """Whether the run store opens, and what is wrong with it (None: nothing), checked once per server."""
-    return _health(str(settings.store_dir()))
+    """Whether the run store opens, and what is wrong with it (None: nothing)."""
+    root = str(settings.store_dir())
+    try:
+        opened = _store(root)
+    except StoreError as error:  # not cached: the next page view tries again
+        return False, f"Runs cannot be stored or shown: {error}"
+    if opened.read_only:
+        return True, (f"The run store folder {root} is read-only: its runs can be viewed and exported, but no run "
+                      "can start until the folder is writable again (or DMLVIZ_STORE_DIR names another one).")
+    damage = _damage(root)
+    return True, None if not damage else (
+        f"The run store {opened.path} is damaged ({'; '.join(damage)[:400]}). Runs that can still be read open as "
+        "usual; export what you need from the Runs page, then move the file aside to start a new store.")
 
 
 # Keyed by the store's folder, so a changed $DMLVIZ_STORE_DIR (tests, a second app) gets its own.
@@ -46,16 +57,6 @@ def _runner(root: str) -> Runner:
 
 
 @st.cache_resource
-def _health(root: str) -> tuple[bool, str | None]:
-    try:
-        damage = _store(root).damage()
-    except StoreError as error:  # not cached: the next page view tries again
-        return False, f"Runs cannot be stored or shown: {error}"
-    if _store(root).read_only:
-        return True, (f"The run store folder {root} is read-only: its runs can be viewed and exported, but no run "
-                      "can start until the folder is writable again (or DMLVIZ_STORE_DIR names another one).")
-    if not damage:
-        return True, None
-    return True, (f"The run store {_store(root).path} is damaged ({'; '.join(damage)[:400]}). Runs that can still "
-                  "be read open as usual; export what you need from the Runs page, then move the file aside to "
-                  "start a new store.")
+def _damage(root: str) -> list[str]:
+    """SQLite's quick_check reads the whole file: once per server process."""
+    return _store(root).damage()

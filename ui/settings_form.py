@@ -71,6 +71,12 @@ def read() -> tuple[RunConfig | None, list[str]]:
     return (None, errors) if errors else (config, [])
 
 
+def show_problems(heading: str, problems: list[str]) -> None:
+    """A red box: the heading, then each problem as a bullet (nothing when there are none)."""
+    if problems:
+        st.error(f"{heading}:\n\n" + "\n".join(f"- {problem}" for problem in problems))
+
+
 def _apply_preset() -> None:
     title = st.session_state.get("preset")
     for preset in PRESETS:
