@@ -11,6 +11,13 @@ from torch import nn
 Family = Literal["softmax-margin", "center", "pair", "proxy", "wider-circle"]
 Learns = Literal["weights", "centers", "proxies", "vertices", "none"]
 
+#: Smallest feature norm that :func:`unit` divides by. d(f/‖f‖)/df = (I − f̂f̂ᵀ)/‖f‖, so a floor of
+#: 1e-6 caps the gradient of a feature's direction at 1e6 × the gradient it receives, where
+#: F.normalize's eps of 1e-12 lets one all-zero feature send 1e12 into the network's weights. Above the
+#: floor nothing changes: a feature is a sum of float32 products of O(1) activations, whose rounding
+#: alone is about 1e-7 per term, so a feature shorter than 1e-6 has no direction to keep anyway.
+NORM_FLOOR = 1e-6
+
 #: The families in the order the app lists them, with the titles it shows.
 FAMILIES: dict[str, str] = {
     "softmax-margin": "Softmax and margin heads",
@@ -19,6 +26,15 @@ FAMILIES: dict[str, str] = {
     "proxy": "Proxy-based",
     "wider-circle": "From the seed papers' wider circle",
 }
+
+
+def unit(features: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its norm, floored at :data:`NORM_FLOOR` (a zero row stays zero).
+
+    The same operations as ``F.normalize(features, dim=1)`` with a larger eps: identical for rows
+    longer than the floor, and with a gradient bounded by 1 / NORM_FLOOR for every row.
+    """
+    return features / features.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
 
 
 @dataclass(frozen=True)

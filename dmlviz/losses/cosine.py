@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
 from dmlviz.losses.registry import register
 
 #: acos and sqrt(1 - cos²) have infinite derivatives at cos = ±1: they only see cosines this far inside.
@@ -103,7 +103,7 @@ class CosineHead(FeatureLoss):
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:
         """cos θ_ij between every feature and every class weight (N × C)."""
-        return (F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T).clamp(-1, 1)
+        return (unit(features) @ F.normalize(self.weight, dim=1).T).clamp(-1, 1)
 
     def target(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The transformed target cosine ψ(cos θ_{i,y_i}) (identity: NormFace)."""
@@ -251,7 +251,7 @@ class MultipleAngleHead(FeatureLoss):
         weights = self.weights()
         logits = features @ weights.T
         w_y = weights[labels]
-        cos = (F.normalize(features, dim=1) * F.normalize(w_y, dim=1)).sum(1).clamp(-1, 1)
+        cos = (unit(features) * F.normalize(w_y, dim=1)).sum(1).clamp(-1, 1)
         psi = features.norm(dim=1) * w_y.norm(dim=1) * multiple_angle_target(cos, self.margin)
         index = labels[:, None]
         target = (self.lam * logits.gather(1, index).squeeze(1) + psi) / (1 + self.lam)
@@ -732,6 +732,6 @@ class IntraLoss(AdditiveMarginHead):
     @torch.no_grad()
     def sample_weights(self, theta: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """w_i = (θ_i / mean θ of the batch's samples of class y_i)^γ, without gradient."""
-        sums = torch.zeros(self.num_classes, device=theta.device).index_add_(0, labels, theta)
+        sums = torch.zeros(self.num_classes, device=theta.device, dtype=theta.dtype).index_add_(0, labels, theta)
         counts = torch.bincount(labels, minlength=self.num_classes)
         return (theta / (sums / counts.clamp(min=1))[labels]) ** self.gamma

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
 from dmlviz.losses.registry import register
 
 #: Centre of the attention Gaussian on the true-class probability, from the authors' code.
@@ -86,7 +86,7 @@ class OSMCAALoss(FeatureLoss):
         self.classifier = nn.Linear(dim, num_classes)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(F.normalize(features, dim=1))
+        return self.classifier(unit(features))
 
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return {"weights": self.classifier.weight}
@@ -103,7 +103,7 @@ class OSMCAALoss(FeatureLoss):
         return osm * torch.minimum(attention[:, None], attention[None, :])
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        f = F.normalize(features, dim=1)
+        f = unit(features)
         logits = self.classifier(f)
         # Unit vectors: |f_i - f_j|² = 2 - 2 f_i·f_j; the clamp keeps sqrt's gradient finite at d = 0.
         sq_dist = (2 - 2 * f @ f.T).clamp(min=0)

@@ -1,19 +1,41 @@
 """Pair-based losses (family 3): no classifier, only the distances between the samples of a batch.
 
 Each is a thin adapter around a pytorch-metric-learning (PML) loss, plus a PML miner where the paper
-mines. They learn nothing per class; the engine scores accuracy by the nearest class mean.
+mines. They learn nothing per class; the engine scores accuracy by the nearest class mean. Losses on
+directions use PML's distances with our floored normalisation (:func:`unit`), see :class:`UnitNormalize`.
 """
 
 from __future__ import annotations
 
 import torch
 from pytorch_metric_learning import losses, miners
-from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.reducers import MeanReducer
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
 from dmlviz.losses.registry import register
 
 TRIPLET_MINERS = ("all", "semihard", "hard")
+
+
+class UnitNormalize:
+    """Mixin for a PML distance: normalise embeddings with :func:`unit` instead of F.normalize.
+
+    PML's F.normalize (eps 1e-12) gives an all-zero feature a gradient of about 1e12; normalising
+    before PML would not help, as PML normalises the (still zero) row again. Identical to PML's
+    result for every feature longer than NORM_FLOOR. Only for p = 2 along dim 1, as PML calls it.
+    """
+
+    def normalize(self, embeddings: torch.Tensor, dim: int = 1, **kwargs: object) -> torch.Tensor:
+        return unit(embeddings)
+
+
+class UnitLpDistance(UnitNormalize, LpDistance):
+    """PML's LpDistance (normalize_embeddings=True, p = 2) with the floored normalisation."""
+
+
+class UnitCosineSimilarity(UnitNormalize, CosineSimilarity):
+    """PML's CosineSimilarity with the floored normalisation."""
 
 
 class PMLPairLoss(FeatureLoss):
@@ -153,7 +175,7 @@ class ContrastiveLoss(PMLPairLoss):
 )
 class TripletLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, margin: float = 0.2, miner: str = "all") -> None:
-        distance = LpDistance(normalize_embeddings=True, power=2)
+        distance = UnitLpDistance(power=2)
         if miner == "semihard":
             mine: miners.BaseMiner | None = miners.TripletMarginMiner(margin, "semihard", distance=distance)
         elif miner == "hard":
@@ -216,8 +238,9 @@ class TripletLoss(PMLPairLoss):
 class MultiSimilarityLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, alpha: float = 2.0, beta: float = 50.0, mining: bool = True,
                  epsilon: float = 0.1, **hp: float) -> None:
-        miner = miners.MultiSimilarityMiner(epsilon) if mining else None
-        super().__init__(num_classes, dim, losses.MultiSimilarityLoss(alpha, beta, hp["lambda"]), miner)
+        miner = miners.MultiSimilarityMiner(epsilon, distance=UnitCosineSimilarity()) if mining else None
+        loss = losses.MultiSimilarityLoss(alpha, beta, hp["lambda"], distance=UnitCosineSimilarity())
+        super().__init__(num_classes, dim, loss, miner)
 
 
 @register(
@@ -243,7 +266,11 @@ class MultiSimilarityLoss(PMLPairLoss):
         learns="none",
         implementation=(
             "pytorch-metric-learning SupConLoss(temperature) on cosine similarity, single view: the other "
-            "samples of the batch with the same label are the positives"
+            "samples of the batch with the same label are the positives; averaged over all anchors (PML's "
+            "MeanReducer: the paper sums over anchors, its official code HobbitLong/SupContrast takes the "
+            "mean), where PML's default AvgNonZeroReducer leaves out anchors whose loss underflows to 0 in "
+            "float32 and inflates the loss. An anchor without a positive counts 0, as in the official code "
+            "(the class-balanced batches of pair losses have none)"
         ),
         dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
         pitfalls=(
@@ -262,7 +289,10 @@ class MultiSimilarityLoss(PMLPairLoss):
 )
 class SupConLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, temperature: float = 0.1) -> None:
-        super().__init__(num_classes, dim, losses.SupConLoss(temperature))
+        # A plain mean over anchors, as the paper's sum and the official code's mean: PML's default
+        # (AvgNonZeroReducer) leaves out anchors whose loss underflows to 0 and inflates the loss.
+        loss = losses.SupConLoss(temperature, reducer=MeanReducer(), distance=UnitCosineSimilarity())
+        super().__init__(num_classes, dim, loss)
 
 
 @register(
@@ -276,7 +306,7 @@ class SupConLoss(PMLPairLoss):
             "so pairs that are already good stop pulling. The decision boundary is a circle in the plane "
             "of (negative, positive) similarity. Classes become tight arcs (caps in 3-D) with wide gaps."
         ),
-        formula=(r"L = \operatorname*{mean}_{i:\ \ell_i > 0} \ell_i,\quad \ell_i = \log\Big[1 + "
+        formula=(r"L = \frac1N\sum_i \ell_i,\quad \ell_i = \log\Big[1 + "
                  r"\sum_{j\in N_i} e^{\gamma a_n^j (s_n^j - m)} \sum_{k\in P_i} e^{-\gamma a_p^k (s_p^k - 1 + m)}\Big],"
                  r"\ a_p = [1 + m - s_p]_+,\ a_n = [s_n + m]_+\ \text{(constants)}"),
         paper=Paper("Sun, Cheng, Zhang, Zhang, Zheng, Wang, Wei", "Circle Loss: A Unified Perspective of Pair "
@@ -291,7 +321,10 @@ class SupConLoss(PMLPairLoss):
         learns="none",
         implementation=(
             "pytorch-metric-learning CircleLoss(m, gamma) on cosine similarity, pair-wise form, averaged "
-            "over anchors with non-zero loss (PML's AvgNonZeroReducer)"
+            "over all anchors (PML's MeanReducer, as fast-reid's pairwise_circleloss): PML's default "
+            "AvgNonZeroReducer leaves out anchors whose loss underflows to 0 in float32 (γ·m² large), which "
+            "inflates the loss. An anchor without a positive or a negative in the batch counts 0 (the "
+            "class-balanced batches of pair losses have none)"
         ),
         dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
         pitfalls=(
@@ -310,4 +343,7 @@ class SupConLoss(PMLPairLoss):
 )
 class CircleLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, m: float = 0.4, gamma: float = 80.0) -> None:
-        super().__init__(num_classes, dim, losses.CircleLoss(m, gamma))
+        # A plain mean over anchors (the paper's per-anchor loss averaged over the batch, as fast-reid's
+        # pairwise_circleloss does); PML's default AvgNonZeroReducer drops anchors whose loss underflows to 0.
+        loss = losses.CircleLoss(m, gamma, reducer=MeanReducer(), distance=UnitCosineSimilarity())
+        super().__init__(num_classes, dim, loss)

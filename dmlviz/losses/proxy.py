@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance
 from dmlviz.losses.registry import register
 
 PROXY_LR_PITFALL = (
@@ -34,7 +35,7 @@ class PMLProxyLoss(FeatureLoss):
         return self.loss.proxies
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=1) @ F.normalize(self.proxies, dim=1).T
+        return unit(features) @ F.normalize(self.proxies, dim=1).T
 
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return {"proxies": self.proxies}
@@ -85,7 +86,8 @@ class PMLProxyLoss(FeatureLoss):
 )
 class ProxyNCALoss(PMLProxyLoss):
     def __init__(self, num_classes: int, dim: int, scale: float = 1.0) -> None:
-        super().__init__(num_classes, dim, losses.ProxyNCALoss(num_classes, dim, softmax_scale=scale))
+        super().__init__(num_classes, dim, losses.ProxyNCALoss(num_classes, dim, softmax_scale=scale,
+                                                               distance=UnitLpDistance(power=2)))
 
 
 @register(
@@ -133,4 +135,5 @@ class ProxyNCALoss(PMLProxyLoss):
 )
 class ProxyAnchorLoss(PMLProxyLoss):
     def __init__(self, num_classes: int, dim: int, margin: float = 0.1, alpha: float = 32.0) -> None:
-        super().__init__(num_classes, dim, losses.ProxyAnchorLoss(num_classes, dim, margin=margin, alpha=alpha))
+        loss = losses.ProxyAnchorLoss(num_classes, dim, margin=margin, alpha=alpha, distance=UnitCosineSimilarity())
+        super().__init__(num_classes, dim, loss)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
 from dmlviz.losses.center_based import MARGIN_HEADS
 from dmlviz.losses.registry import build_loss, get_spec, register
 
@@ -112,7 +112,7 @@ class FixedSimplexLoss(FeatureLoss):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         norms = features.norm(dim=1, keepdim=True)
-        cos = F.normalize(features, dim=1) @ self.vertices.T
+        cos = unit(features) @ self.vertices.T
         loss = F.cross_entropy(norms * arc_margin(cos, labels, self.margin), labels)
         return LossOutput(loss, features @ self.vertices.T)
 
@@ -217,7 +217,7 @@ class AngularSparsemaxLoss(FeatureLoss):
         return {"margin": self.margin}
 
     def _cosines(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T
+        return unit(features) @ F.normalize(self.weight, dim=1).T
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         cos = self._cosines(features)
@@ -321,7 +321,7 @@ class ClassAdversarialLoss(FeatureLoss):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         out = self.base(features, labels)
-        seen = F.normalize(features, dim=1) if self.directions_only else features
+        seen = unit(features) if self.directions_only else features
         adversary_logits = self.adversary(reverse_gradient(seen, self.lambda_adv))
         return LossOutput(out.loss + F.cross_entropy(adversary_logits, labels), out.logits)
 
