@@ -23,6 +23,7 @@ from dmlviz.losses import UnknownLoss, build_loss, get_spec
 
 BUILTIN_DATASETS = tuple(DATASETS)
 MODELS = ("auto", "lenetpp", "lenetpp-light", "resnet")
+NORMS = ("batch", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 SAMPLERS = ("auto", "balanced")
@@ -67,6 +68,9 @@ class RunConfig:
                                       "(default: all).", low=10, optional=True)
     model: str = _setting("auto", "Backbone: lenetpp (center-loss paper), lenetpp-light (half width, 3×3; "
                           "default on a CPU), resnet (small ResNet for 32×32 colour images).", choices=MODELS)
+    norm: str = _setting("batch", "Normalisation in LeNet++: batch (a BatchNorm after each convolution; the "
+                         "feature space forms several times faster) or none (the center-loss paper's network "
+                         "exactly). The ResNet always has BatchNorm.", choices=NORMS)
     feature_dim: int = _setting(2, "Width d of the feature layer (2 or 3 to see it directly).", low=1, high=4096)
     loss: str = _setting("softmax", "The loss (see the Learn page).")
     loss_params: dict[str, Any] = _setting({}, "Hyperparameters of the loss; unset ones take their defaults.")

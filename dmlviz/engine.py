@@ -142,7 +142,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         # Cosine heads read angles only; a PReLU in front of them would fold the feature space.
         self.model = build_model(self.model_name, data.channels, data.image_size, config.feature_dim,
-                                 feature_activation=not feature_spec.normalized)
+                                 feature_activation=not feature_spec.normalized,
+                                 batch_norm=config.norm == "batch")
         self.loss_fn = build_loss(config.loss, data.num_train_classes, config.feature_dim, **config.loss_hparams())
         # channels_last pays everywhere with torch 2.14 on a CPU: its NCHW max-pooling is slow, so even
         # 1-channel MNIST trains 1.2–1.4× and embeds the probe set 1.5–2× faster (bench/engine.py).
@@ -241,7 +242,7 @@ class Trainer:
         return torch.nn.functional.normalize(features, dim=1) if self.normalized else features
 
     @torch.no_grad()
-    def _accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float | None:
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float | None:
         """Accuracy on features whose labels are training-class indices: the loss's classifier, or
         the nearest class mean of the training features seen since the previous snapshot."""
         if len(labels) == 0:
@@ -282,7 +283,7 @@ class Trainer:
                                        for i in range(0, len(data.x_test), 4096)])
             features = test_features[data.probe_index]
             test_labels = data.to_train_label[data.y_test]
-            test_acc = self._accuracy(test_features[test_labels >= 0], test_labels[test_labels >= 0])
+            test_acc = self.accuracy(test_features[test_labels >= 0], test_labels[test_labels >= 0])
             if test_acc is not None:
                 metrics["test_acc"] = test_acc
         else:
@@ -298,7 +299,7 @@ class Trainer:
                 metrics["train_acc"] = self._correct.item() / self._classified
             metrics["images_per_s"] = self._seen / interval if interval > 0 else math.nan
         seen = data.to_train_label[data.probe_labels]
-        probe_acc = self._accuracy(features[seen >= 0], seen[seen >= 0])
+        probe_acc = self.accuracy(features[seen >= 0], seen[seen >= 0])
         if probe_acc is not None:
             metrics["probe_acc"] = probe_acc
         metrics.update(self._geometry(features, seen >= 0))
@@ -368,7 +369,16 @@ def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None =
 
 
 class Engine:
-    """Runs trainers to their end in lockstep, taking snapshots on the clock, at epoch ends and on request.
+    """Runs trainers to their end in lockstep, taking snapshots on the clock, at epoch ends, as the
+    feature space forms, and on request.
+
+    Two cadences meet. The clock's live snapshots (kind "tick") come every ``snapshot_every`` within the
+    time budget (``snapshot_budget``, or ``WATCHED_SNAPSHOT_BUDGET`` while a page watches): what a
+    watching page draws. Formation snapshots (kind "formation", which store thinning keeps) come at steps
+    chosen by :func:`formation_due`, dense at the start and then evenly spaced, watched or not, so that
+    any run replays its formation without gaps. They do not restart the clock or enter its cost median;
+    a step where both are due gets one snapshot, of kind "formation". ``snapshot_steps`` replaces both
+    with a snapshot every that many steps.
 
     One trainer is one run. Several (a comparison) train one step each in turn, under one control, and
     are snapshotted at the same steps: with the same seed and sampler they start from the same
@@ -400,24 +410,41 @@ class Engine:
         results: list[RunResult | None] = [None] * len(trainers)
         start = time.perf_counter()
         last = last_start = start
-        snapshot_step = 0
+        # The steps of the latest snapshot, and of the latest one that store thinning keeps (a step at
+        # which every active run has its first, an epoch-end, a formation or a final snapshot).
+        snapshot_step = formed = 0
 
         def active() -> list[int]:
             return [i for i, result in enumerate(results) if result is None]
 
-        def take(kind: str, which: list[int] | None = None) -> float:
-            nonlocal last, last_start, snapshot_step
-            last_start = time.perf_counter()
+        def take(kind: str, which: list[int] | None = None, formation: bool = False, clock: bool = True) -> float:
+            """Snapshot the runs (``which``, or every active one); a tick where a formation snapshot is due
+            is a formation snapshot. ``clock``: the clock's next live snapshot counts from this one."""
+            nonlocal last, last_start, snapshot_step, formed
+            began = time.perf_counter()
+            kept = which is None
             for i in active() if which is None else which:
                 trainer = trainers[i]
                 # An epoch end of one run is a plain tick of a run whose epochs are longer.
                 mid_epoch = kind == "epoch" and trainer.step % trainer.steps_per_epoch != 0
-                snapshot = trainer.snapshot("tick" if mid_epoch else kind, last_start - start, last_start - last)
+                own = "tick" if mid_epoch else kind
+                if own == "tick" and formation:
+                    own = "formation"
+                snapshot = trainer.snapshot(own, began - start, began - last)
+                if not _finite(snapshot):
+                    # The step's update broke the weights after its loss (computed before it) was checked.
+                    end(i, "diverged", _divergence_message(trainer.config, trainer.step))
+                    continue
+                kept = kept and own != "tick"
                 self.sinks[i].snapshot(snapshot)
             if running := active():
                 snapshot_step = trainers[running[0]].step
+                if kept:
+                    formed = snapshot_step
+            if clock:
+                last_start = began
             last = time.perf_counter()
-            return last - last_start
+            return last - began
 
         def end(i: int, outcome: Outcome, error: str | None = None) -> None:
             results[i] = RunResult(outcome, trainers[i].step, error)
@@ -436,7 +463,7 @@ class Engine:
                 continue
             if action == "stop":
                 take("final")
-                for i in running:
+                for i in active():
                     end(i, "stopped")
                 break
             for i in running:
@@ -449,15 +476,18 @@ class Engine:
             if done:
                 take("final", done)
                 for i in done:
-                    end(i, "finished")
+                    if results[i] is None:
+                        end(i, "finished")
             if not active():
                 break
+            lead = trainers[active()[0]]  # runs in lockstep: the first active one's step is every one's
+            formation = not config.snapshot_steps and formation_due(lead.step, formed, lead.total_steps)
             if any(trainers[i].step % trainers[i].steps_per_epoch == 0 for i in active()):
-                costs.append(take("epoch"))
+                costs.append(take("epoch", formation=formation))
             elif action == "step":
-                take("tick")
+                take("tick", formation=formation)
             elif config.snapshot_steps:
-                if trainers[active()[0]].step % config.snapshot_steps == 0:
+                if lead.step % config.snapshot_steps == 0:
                     take("tick")
             else:
                 budget = WATCHED_SNAPSHOT_BUDGET if self.control.watched() else config.snapshot_budget
@@ -466,7 +496,9 @@ class Engine:
                 period = snapshot_period(median(costs) if costs else 0.0, budget,
                                          config.snapshot_every * len(active()))
                 if time.perf_counter() >= last_start + period:
-                    costs.append(take("tick"))
+                    costs.append(take("tick", formation=formation))
+                elif formation:
+                    take("formation", clock=False)
         return [result for result in results if result is not None]
 
 
@@ -476,6 +508,31 @@ def snapshot_period(cost: float, budget: float, every: float) -> float:
     must not slow training down). ``cost`` is the median of the latest ones, so one slow snapshot (the
     machine busy for a moment) does not open a long gap."""
     return max(every, cost / budget)
+
+
+# Formation snapshots: each gap is FORMATION_GROWTH of the steps done (at least one step) until it reaches
+# 1 / FORMATION_SPAN of the run, then stays there. For 469 steps: 0, 1, 2, 3, 4, 5, 7, 9, 12, 15, 19, 24,
+# 30, 38, 48, 60, then every 12: 51 with the first and the final one. A run ten times longer gets about
+# ten more (10 million steps: 96), so the store keeps them all.
+FORMATION_GROWTH = 0.25
+FORMATION_SPAN = 40
+
+
+def formation_due(step: int, last_step: int, total_steps: int) -> bool:
+    """Whether a formation snapshot is due at ``step``, the latest kept one being at ``last_step``.
+
+    The feature space changes fastest in the first steps, whatever the run's length: formation snapshots
+    come at every step at first, then at steps spaced geometrically (a gap of a quarter of the steps
+    done), and never more than ``total_steps / FORMATION_SPAN`` apart, so that a replay has no gap
+    longer than a fortieth of the run, whatever the clock and the budget allowed."""
+    gap = min(FORMATION_GROWTH * last_step, total_steps / FORMATION_SPAN)
+    return step - last_step >= max(1.0, gap)
+
+
+def _finite(snapshot: Snapshot) -> bool:
+    """Whether a snapshot's arrays hold only finite numbers (a NaN or an infinity shows in min or max)."""
+    arrays = [snapshot.features, *snapshot.class_vectors.values()]
+    return all(math.isfinite(float(a.min())) and math.isfinite(float(a.max())) for a in arrays if a.size)
 
 
 def _divergence_message(config: RunConfig, step: int) -> str:

@@ -17,17 +17,22 @@ class LeNetPP(nn.Module):
     ``width=32, kernel=5`` is the paper's network (32/64/128 channels, 5×5); the light variant
     halves the widths and uses 3×3 kernels, about 7× cheaper, which is what makes live runs on
     a laptop CPU possible. ``feature_activation`` adds the paper's PReLU on the feature layer; it
-    is left out before a cosine head, where it would only bend the angles.
+    is left out before a cosine head, where it would only bend the angles. ``batch_norm`` puts a
+    BatchNorm after each convolution (not in the paper): it lets the network take learning rates several
+    times higher, so the feature space forms in a fraction of the images.
     """
 
     def __init__(self, in_channels: int, image_size: int, feature_dim: int, *, width: int = 32,
-                 kernel: int = 5, feature_activation: bool = True) -> None:
+                 kernel: int = 5, feature_activation: bool = True, batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for out in (width, 2 * width, 4 * width):
             for _ in range(2):
-                layers += [nn.Conv2d(channels, out, kernel, padding=kernel // 2), nn.PReLU(out)]
+                layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out))
+                layers.append(nn.PReLU(out))
                 channels = out
             layers.append(nn.MaxPool2d(2))
         self.stages = nn.Sequential(*layers)
@@ -78,15 +83,17 @@ class SmallResNet(nn.Module):
 
 
 def build_model(name: str, in_channels: int, image_size: int, feature_dim: int, *,
-                feature_activation: bool = True) -> nn.Module:
-    """Build a backbone by name (one of :data:`MODEL_NAMES`)."""
+                feature_activation: bool = True, batch_norm: bool = False) -> nn.Module:
+    """Build a backbone by name (one of :data:`MODEL_NAMES`); ``batch_norm`` applies to LeNet++ (the
+    ResNet always has it)."""
     if image_size < 8:
         raise ValueError(f"images must be at least 8×8 pixels for these networks, got {image_size}×{image_size}")
     if name == "lenetpp":
-        return LeNetPP(in_channels, image_size, feature_dim, feature_activation=feature_activation)
+        return LeNetPP(in_channels, image_size, feature_dim, feature_activation=feature_activation,
+                       batch_norm=batch_norm)
     if name == "lenetpp-light":
         return LeNetPP(in_channels, image_size, feature_dim, width=16, kernel=3,
-                       feature_activation=feature_activation)
+                       feature_activation=feature_activation, batch_norm=batch_norm)
     if name == "resnet":
         return SmallResNet(in_channels, feature_dim, feature_activation=feature_activation)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Why a snapshot was taken: on the wall-clock cadence, at an epoch end, or at the end of a run.
-SNAPSHOT_KINDS = ("tick", "epoch", "final")
+#: Why a snapshot was taken: on the wall-clock cadence (or a single step, a pause), at an epoch end, at
+#: the end of a run, or on the formation cadence (dense at the start, then even; see
+#: ``engine.formation_due``). Store thinning removes only ticks.
+SNAPSHOT_KINDS = ("tick", "epoch", "final", "formation")
 
 
 @dataclass

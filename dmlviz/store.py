@@ -98,8 +98,8 @@ _SCHEMA = (
     )""",
 )
 
-# A long run keeps every epoch-end snapshot and at most a few hundred in-between ones, spread evenly;
-# checked every THIN_EVERY snapshots, so a run holds at most KEEP_TICKS + THIN_EVERY of them.
+# A long run keeps every epoch-end and formation snapshot and at most a few hundred clock ticks, spread
+# evenly; checked every THIN_EVERY snapshots, so a run holds at most KEEP_TICKS + THIN_EVERY ticks.
 KEEP_TICKS = 300
 THIN_EVERY = 100
 
@@ -462,14 +462,15 @@ class RunStore:
                 [(run_id, seq, step, epoch, elapsed, name, value) for name, value in series],
             )
             _merge_summary(db, run_id, {**metrics, "step": step, "epoch": epoch, "elapsed": elapsed}, time.time())
-        if snapshot.kind == "tick" and seq % THIN_EVERY == 0:
+        if snapshot.kind in ("tick", "formation") and seq % THIN_EVERY == 0:
             self.thin_snapshots(run_id, KEEP_TICKS)
         return seq
 
     def thin_snapshots(self, run_id: int, keep: int) -> int:
-        """Keep a long run's store bounded: delete all but ``keep`` of its in-between ("tick") snapshots,
-        evenly spread over the run; the first and the latest snapshots, every epoch end and the final
-        one stay, and so do the metric series of every snapshot (the curves keep their detail).
+        """Keep a long run's store bounded: delete all but ``keep`` of its clock ("tick") snapshots,
+        evenly spread over the run; the first and the latest snapshots, every epoch end, every formation
+        snapshot (a few dozen a run, whatever its length) and the final one stay, and so do the metric
+        series of every snapshot (the curves keep their detail).
         Returns how many were deleted."""
         with self._transaction(write=True) as db:
             seqs = [row[0] for row in db.execute(

@@ -28,6 +28,21 @@ def test_short_real_mnist_run_learns_far_above_chance(tmp_path, data_dir_with_mn
     assert f"run {record.id} finished" in capsys.readouterr().err
 
 
+def test_a_one_epoch_run_keeps_its_formation_without_gaps(tmp_path):
+    """Nobody watches a CLI run, so the clock keeps to its small budget; the formation snapshots still
+    cover the epoch: dense at the start, never more than a tenth of the run apart."""
+    assert main(["--store", str(tmp_path), "train", "--dataset", "digits", "--loss", "center", "--feature-dim", "2",
+                 "--epochs", "1", "--batch-size", "8", "--probe-size", "100", "--device", "cpu", "--quiet"]) == 0
+    store = RunStore(tmp_path)
+    (record,) = store.list_runs()
+    total = record.summary["step"]
+    assert record.status == "finished" and total == 1348 // 8
+    steps = [info.step for info in store.snapshot_index(record.id)]
+    assert len(steps) >= 30 and steps[0] == 0 and steps[-1] == total
+    assert max(np.diff(steps)) <= total / 10
+    assert steps[:6] == list(range(6))  # every step at first
+
+
 def test_train_from_yaml_with_flag_overrides_then_list_show_delete(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("dataset: digits\nloss: center\nloss_params: {lambda: 0.5}\nsteps: 50\nseed: 3\n")

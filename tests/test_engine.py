@@ -60,12 +60,15 @@ def test_stop_and_single_step_through_control():
             return self.actions.pop(0)
 
     sink = ListSink()
-    actions = ["pause", "step", "run", "run", "run", "pause", "pause", "stop"]
+    actions = ["pause", "step", "pause", "run", "run", "run", "run", "run", "pause", "pause", "stop"]
     engine = Engine(setup(digits(steps=100, snapshot_every=3600), None), sink, Script(actions))
     result = engine.run()
-    assert result.outcome == "stopped" and result.step == 4
-    # A pause records the step it stopped at (once); a pause at a recorded step adds nothing.
-    assert [(s.step, s.kind) for s in sink.snapshots] == [(0, "tick"), (1, "tick"), (4, "tick"), (4, "final")]
+    assert result.outcome == "stopped" and result.step == 6
+    # Formation snapshots come at every one of the first steps (then at 7, 9, 12, ...), single step or not;
+    # a pause records the step it stopped at (once); a pause at a recorded step adds nothing.
+    assert [(s.step, s.kind) for s in sink.snapshots] == [
+        (0, "tick"), (1, "formation"), (2, "formation"), (3, "formation"), (4, "formation"), (5, "formation"),
+        (6, "tick"), (6, "final")]
 
 
 def test_snapshot_period_keeps_snapshots_within_their_budget():
@@ -94,3 +97,44 @@ def test_a_watched_run_snapshots_at_its_cadence_and_an_unwatched_one_within_its_
 
     assert ticks(False) <= 1
     assert ticks(True) >= 4
+
+
+def steps_of(total: int) -> list[int]:
+    """The steps formation_due picks in a run of ``total`` steps, with the first and the final one."""
+    from dmlviz.engine import formation_due
+
+    steps = [0]
+    for step in range(1, total):
+        if formation_due(step, steps[-1], total):
+            steps.append(step)
+    return [*steps, total]
+
+
+def test_formation_snapshots_are_dense_at_first_then_evenly_spaced():
+    from dmlviz.engine import formation_due
+
+    assert steps_of(469)[:17] == [0, 1, 2, 3, 4, 5, 7, 9, 12, 15, 19, 24, 30, 38, 48, 60, 72]
+    assert formation_due(1, 0, 10**6) and not formation_due(6, 5, 469) and formation_due(7, 5, 469)
+    assert not formation_due(99, 80, 10**6) and formation_due(100, 80, 10**6)  # a quarter of the steps done ...
+    assert not formation_due(71, 60, 469) and formation_due(72, 60, 469)  # ... up to a 40th of the run (11.7)
+    for total in (1, 7, 40, 200, 469, 5000, 100_000):
+        steps = steps_of(total)
+        assert max(np.diff(steps)) <= max(1, np.ceil(total / 40)), total
+        assert len(steps) <= min(total + 1, 85), total  # a few dozen, whatever the run's length
+    assert len(steps_of(469)) == 51
+
+
+def test_runs_in_lockstep_replay_their_formation_without_gaps_watched_or_not():
+    from dmlviz.engine import train_together
+
+    # A clock so slow that the first snapshot is its only one: what an unwatched run gets is formation's.
+    config = digits(steps=200, batch_size=16, probe_size=100, snapshot_every=3600)
+    sinks = [ListSink(), ListSink()]
+    results = train_together([config, config.replace(loss="center")], None, sinks)
+    assert [r.outcome for r in results] == ["finished", "finished"]
+    steps = [(s.step, s.kind) for s in sinks[0].snapshots]
+    assert steps == [(s.step, s.kind) for s in sinks[1].snapshots]  # the same steps in both runs
+    assert len(steps) >= 30
+    assert max(np.diff([step for step, _ in steps])) <= 200 / 10
+    # All but the first and the final ones (and any epoch ends) are formation snapshots, kept by the store.
+    assert {kind for _, kind in steps[1:-1]} <= {"formation", "epoch"} and steps[-1] == (200, "final")

@@ -476,6 +476,30 @@ def test_a_long_run_keeps_epoch_ends_and_a_few_hundred_other_snapshots(store: Ru
                                   make_snapshot(total).features)
 
 
+def test_thinning_keeps_every_formation_snapshot(store: RunStore) -> None:
+    """A long run nobody watched: the formation snapshots that the engine takes (every step at first, then
+    spread out) outlive any thinning among the clock's ticks, so its replay keeps its formation."""
+    from dmlviz.engine import formation_due
+    from dmlviz.store import KEEP_TICKS, THIN_EVERY
+
+    run_id = store.create_run({"loss": "center"})
+    total, formed, formation = 4 * KEEP_TICKS, 0, []
+    store.add_snapshot(run_id, make_snapshot(0))
+    for step in range(1, total):
+        if formation_due(step, formed, total):
+            store.add_snapshot(run_id, make_snapshot(step, kind="formation"))
+            formation.append(formed := step)
+        else:
+            store.add_snapshot(run_id, make_snapshot(step))  # a clock tick at every other step
+    store.add_snapshot(run_id, make_snapshot(total, kind="final"))
+    assert store.thin_snapshots(run_id, 10) > 0  # and once more, harder
+    index = store.snapshot_index(run_id)
+    assert [info.step for info in index if info.kind == "formation"] == formation
+    assert len([info for info in index if info.kind == "tick"]) <= KEEP_TICKS + THIN_EVERY
+    steps = [info.step for info in index]
+    assert steps[0] == 0 and steps[-1] == total and max(np.diff(steps)) <= total / 40
+
+
 def test_a_store_written_by_a_newer_version_is_refused_with_a_reason(tmp_path: Path) -> None:
     RunStore(tmp_path).close()
     db = sqlite3.connect(tmp_path / "runs.db")

@@ -22,7 +22,7 @@ from dmlviz.losses.base import FAMILIES, HParam
 from dmlviz.presets import PRESETS
 
 PREFIX = "cfg."
-MAIN = ("dataset", "classes", "label_noise", "model", "feature_dim", "loss")
+MAIN = ("dataset", "classes", "label_noise", "model", "norm", "feature_dim", "loss")
 TRAINING = ("optimizer", "lr", "batch_size", "epochs", "seed")
 ADVANCED = ("loss_lr", "momentum", "weight_decay", "schedule", "sampler", "train_size", "steps", "probe_size",
             "snapshot_every", "snapshot_budget", "snapshot_steps", "precision", "device", "name")

@@ -292,3 +292,45 @@ def test_the_3d_camera_survives_live_updates(app, page):
         assert_view_survives_updates(page)
     finally:
         stop_run(app, page)
+
+
+def test_a_run_whose_tab_is_closed_replays_its_formation_without_gaps(app, page):
+    """Start a run, close its tab at step 20 (nobody watches it from then on, so the clock keeps to its
+    small budget) and let it finish: its replay still has no gap longer than a tenth of its steps."""
+    total = 300
+    config = RunConfig.from_dict({"dataset": "digits", "loss": "softmax", "device": "cpu", "steps": total,
+                                  "batch_size": 32, "probe_size": 100})
+    tab = page.context.new_page()  # the fixture's page stays open, to wait on and to stop the run if need be
+    tab.set_default_timeout(30_000)
+    run_id = None
+    try:
+        tab.goto(f"{app.url}/train?{urlencode(config.to_query())}")
+        press(tab, "start")
+        closed_at = wait_until(tab, lambda: (newest := latest(app)[1]) is not None and newest >= 20 and newest,
+                               "the store to hold step 20 of the run")
+        tab.close()
+        store = RunStore(app.store_dir)
+        try:
+            run_id = store.list_runs()[0].id
+        finally:
+            store.close()
+        assert closed_at < total, "the run ended before its tab was closed"
+        wait_until(page, lambda: latest_status(app) == "finished", "the run to finish", timeout_s=300)
+        store = RunStore(app.store_dir)
+        try:
+            index = store.snapshot_index(run_id)
+        finally:
+            store.close()
+        steps = [info.step for info in index]
+        assert steps[0] == 0 and steps[-1] == total and index[-1].kind == "final"
+        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+        assert max(gaps) <= total / 10, f"a gap of {max(gaps)} steps in {steps}"
+        # Formation snapshots did it, unwatched: some 30 after step 20 (a few fewer if the tab closed later).
+        assert sum(info.kind == "formation" and info.step > closed_at for info in index) >= 15
+    finally:
+        if not tab.is_closed():
+            tab.close()
+        if run_id is not None and latest_status(app) in ("running", "paused", "queued"):
+            page.goto(f"{app.url}/train?run={run_id}")
+            wait_until(page, lambda: shown(page, "stop"), "the run's Stop button")
+            stop_run(app, page)
