@@ -75,13 +75,17 @@ class RunConfig:
     loss: str = _setting("softmax", "The loss (see the Learn page).")
     loss_params: dict[str, Any] = _setting({}, "Hyperparameters of the loss; unset ones take their defaults.")
     optimizer: str = _setting("adam", "Optimizer of the backbone and the loss's parameters.", choices=OPTIMIZERS)
-    lr: float = _setting(1e-3, "Learning rate of the backbone.", low=1e-6, high=10.0)
+    lr: float = _setting(3e-3, "Learning rate of the backbone (its peak, with a schedule).", low=1e-6, high=10.0)
     loss_lr: float | None = _setting(None, "Learning rate of the loss's own parameters (classifier, centers, "
                                      "proxies); default: the same as lr.", low=1e-6, high=10.0, optional=True)
     momentum: float = _setting(0.9, "Momentum (SGD, RMSprop).", low=0.0, high=0.999)
     weight_decay: float = _setting(0.0, "L2 weight decay of the backbone.", low=0.0, high=0.1)
-    schedule: str = _setting("constant", "Learning-rate schedule over the run.", choices=SCHEDULES)
-    batch_size: int = _setting(128, "Images per training step.", low=2, high=4096)
+    schedule: str = _setting("cosine", "Learning-rate schedule over the run: cosine (from lr down to 0 at the "
+                             "end), constant, step (÷10 at half and three quarters) or onecycle (a warm-up over "
+                             "the first 30 %, then cosine).", choices=SCHEDULES)
+    batch_size: int = _setting(32, "Images per training step. Small batches form the picture in fewer images "
+                               "(more steps per image); large ones train more images per second.", low=2,
+                               high=4096)
     sampler: str = _setting("auto", "How batches are drawn: auto (class-balanced runs of 4 samples per class for "
                             "pair losses, a plain shuffle otherwise) or balanced (class-balanced for every loss, "
                             "so that runs of different losses see the same batches).", choices=SAMPLERS)

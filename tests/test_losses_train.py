@@ -16,7 +16,7 @@ STEPS = {"multi-similarity": 300}
 
 def mnist_config(name: str, dim: int, **settings) -> RunConfig:
     return RunConfig.from_dict({**preset(get_spec(name), dim), "dataset": "mnist", "model": "lenetpp-light",
-                                "device": "cpu", "probe_size": 500, "snapshot_every": 3600.0, **settings})
+                                "device": "cpu", "probe_size": 500, "snapshot_steps": 10**9, **settings})
 
 
 @pytest.mark.slow
@@ -41,12 +41,13 @@ def test_the_loss_falls_on_a_small_real_mnist_subset(name, data_dir_with_mnist):
     assert after < before, f"{name}: {before:.4f} -> {after:.4f}"
 
 
-# Test accuracy after 2 epochs of 10,000 MNIST training images, seed 0, each with its recommended settings.
-# Measured on the 2-core development CPU (seeds 0 / 1): softmax 0.54 / 0.60, center 0.52 / 0.56, NormFace
-# 0.71 / 0.82, CosFace 0.82 / 0.88, ArcFace 0.70 / 0.85, triplet 0.89 / 0.85, OSM + CAA 0.88 / 0.87.
-# 2-D features learn slowest; chance is 0.10.
-TRAINS_WELL = [("softmax", 2, 0.45), ("center", 2, 0.42), ("normface", 3, 0.60), ("cosface", 3, 0.72),
-               ("arcface", 3, 0.60), ("triplet", 3, 0.78), ("osm-caa", 3, 0.77)]
+# Test accuracy after 2 epochs of 10,000 MNIST training images, seed 0, each with its recommended settings
+# and the default recipe (BatchNorm, batches of 32, Adam 3e-3, cosine). Measured on the 2-core development
+# CPU (seeds 0 / 1): softmax 0.950 / 0.947, center 0.942 / 0.834, NormFace 0.926 / 0.898, CosFace
+# 0.961 / 0.952, ArcFace 0.961 / 0.951, triplet 0.926 / 0.885, OSM + CAA 0.959 / 0.956 (with the earlier
+# recipe, at most 0.89). Chance is 0.10.
+TRAINS_WELL = [("softmax", 2, 0.88), ("center", 2, 0.75), ("normface", 3, 0.84), ("cosface", 3, 0.90),
+               ("arcface", 3, 0.90), ("triplet", 3, 0.82), ("osm-caa", 3, 0.90)]
 
 
 class FinalSnapshot:

@@ -122,8 +122,8 @@ PUBLIC = Limits(custom_datasets=False, max_epochs=5.0)
                                    "cifar10, digits"),
     ({"epochs": 6}, "epochs must be at most 5 on this server, got 6"),
     # 5 epochs of digits' 1348 training images in batches of 128: 52 steps.
-    ({"dataset": "digits", "steps": 53}, "steps must be at most 52 with batch_size 128 on this server (5 epochs of "
-                                          "Digits (scikit-learn, offline)), got 53"),
+    ({"dataset": "digits", "steps": 53, "batch_size": 128}, "steps must be at most 52 with batch_size 128 on this "
+     "server (5 epochs of Digits (scikit-learn, offline)), got 53"),
 ])
 def test_a_public_server_refuses_custom_data_and_long_runs(settings_, message):
     config = RunConfig.from_dict(settings_)
