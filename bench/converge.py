@@ -5,9 +5,9 @@
 settings (λ = 0.1, α = 0.5, Adam), trained until the test accuracy stops improving: after every epoch
 the whole test set is embedded and scored (as the final snapshot scores it), and the run stops after
 ``--patience`` epochs without a new best, or at ``--max-epochs``. The run is set up for ``--max-epochs``
-epochs, so an LR schedule (``--set schedule=cosine``) spans that whole budget, as a run of that length
-would have it; early stopping then ends the run before the schedule's end (the preset's schedule is
-constant, so by default nothing is cut short). Reported: the test accuracy of every epoch, the best,
+epochs, so the learning-rate schedule (cosine by default) spans that whole budget, as a run of that
+length would have it; early stopping then ends the run before the schedule's end (``--set
+schedule=constant`` for a run that no budget shapes). Reported: the test accuracy of every epoch, the best,
 the epoch of the best, training and evaluation seconds, beside the reference 98.5 % (what public
 reimplementations of the paper's 2-D figure reach: LeNet++, softmax + center loss, 2-D, MNIST).
 ``--set name=value`` changes any RunConfig setting (``--set norm=batch``: the dmlviz default network);
@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from bench import losses as bench_losses
-from bench.picture import _parse_set
+from bench.picture import parse_set
 from dmlviz.config import RunConfig
 from dmlviz.engine import Trainer, setup
 from dmlviz.presets import get_preset
@@ -142,7 +142,7 @@ def paper_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def run_paper(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     config = paper_config(args.dataset, args.device, args.max_epochs, overrides)
     result = until_converged(config, bench_losses.data_folder(args.data_dir, args.dataset), args.patience)
     result["settings"] = " ".join(args.set)

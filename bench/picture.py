@@ -35,7 +35,7 @@ PRESET_KEYS = ("softmax-petals", "center-loss", "normface-sphere", "arcface-sphe
 CLI_DEFAULTS = {"dataset": "mnist", "loss": "center", "feature_dim": 2, "epochs": 1}
 
 
-def _parse_set(items: list[str]) -> dict[str, str]:
+def parse_set(items: list[str]) -> dict[str, str]:
     pairs = [item.split("=", 1) for item in items]
     if bad := [item for item, pair in zip(items, pairs, strict=True) if len(pair) != 2]:
         raise SystemExit(f"error: --set takes name=value, got {', '.join(bad)}")
@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     if unknown := set(args.presets.split(",")) - {p.key for p in PRESETS}:
         raise SystemExit(f"error: unknown preset(s) {', '.join(sorted(unknown))}")
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     data_dir = mnist_cache(settings.data_dir(args.data_dir))
     result: dict[str, object] = {"settings": " ".join(args.set), "presets": {}}
     for key in args.presets.split(","):
