@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from bench import losses as bench_losses
+from bench.engine import sync
 from bench.picture import parse_set
 from dmlviz.config import RunConfig
 from dmlviz.engine import Trainer, setup
@@ -59,12 +60,6 @@ def paper_config(dataset: str, device: str, max_epochs: int, overrides: dict[str
     settings = {**get_preset("center-loss").settings, "model": "lenetpp", "norm": "none", "dataset": dataset,
                 "device": device, "epochs": max_epochs, "steps": None}
     return RunConfig.from_dict({**settings, **overrides})
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for the GPU's queued work, so the clock reads the work done (a no-op on a CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_epoch(trainer: Trainer) -> bool:
@@ -97,7 +92,7 @@ def until_converged(config: RunConfig, data_dir: Path, patience: int) -> dict[st
     while trainer.step < trainer.total_steps:
         began = time.perf_counter()
         finite = train_epoch(trainer)
-        _sync(trainer.device)
+        sync(trainer.device)
         interval = time.perf_counter() - began
         train_s += interval
         began = time.perf_counter()

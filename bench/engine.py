@@ -52,6 +52,12 @@ class NullSink:
         self.snapshots.append(snapshot)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a clock reads work done rather than work queued (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def mnist_cache(data_dir: Path) -> Path:
     """The MNIST cache, filled from the shared offline copy when it is empty."""
     raw = data_dir / "MNIST" / "raw"

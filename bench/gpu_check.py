@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from bench import losses as bench_losses
+from bench.engine import sync
 from bench.picture import GOALS, images_to_goals
 from dmlviz.config import RunConfig
 from dmlviz.engine import Engine, bf16_native, resolve_device, setup
@@ -100,12 +101,6 @@ class CountingSink:
         self.last = snapshot
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the GPU's queued work, so a clock reads work done rather than work queued."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def preset_config(key: str, args: argparse.Namespace, **changes: Any) -> RunConfig:
     """A preset's settings on the device asked for (the smoke test's small data and probe set on top)."""
     settings = {**get_preset(key).settings, "steps": None, "device": args.device, **changes}
@@ -122,7 +117,7 @@ def engine_run(config: RunConfig, data_dir: Path) -> tuple[dict[str, Any], np.nd
     sink = CountingSink()
     began = time.perf_counter()
     result = Engine(trainer, sink).run()
-    _sync(trainer.device)
+    sync(trainer.device)
     run_s = time.perf_counter() - began
     final = sink.last
     assert final is not None  # the step-0 snapshot comes first, whatever happens after
@@ -148,16 +143,16 @@ def step_timings(config: RunConfig, data_dir: Path, steps: int, warmup: int) -> 
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):  # kernels chosen, allocator warm
         trainer.train_step()
-    _sync(device)
+    sync(device)
     began = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-    _sync(device)
+    sync(device)
     block = (time.perf_counter() - began) / steps
     began = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-        _sync(device)
+        sync(device)
     synced = (time.perf_counter() - began) / steps
     ticks = []
     for _ in range(5):  # a snapshot ends in .cpu() copies, so it is synced by itself
