@@ -11,6 +11,25 @@ from torch import nn
 MODEL_NAMES = ("lenetpp", "lenetpp-light", "resnet")
 
 
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter, same function), computed as relu(x) − a·relu(−x) in bfloat16 training.
+
+    There torch's CPU kernel is slower than the two branch-free relus: with it a light LeNet++ training
+    step took 16 % longer (21.8 against 18.3 ms for a batch of 32 on one core, measured on trained
+    activations). Elsewhere the kernel is kept: without autograd it was the faster (a probe pass of 2,000
+    images took 300 ms with it, 465 ms with the relu form), and float32 is not the CPU's training path.
+    At x = 0 exactly, the relu form's gradient is 0 instead of a.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.bfloat16 or not torch.is_grad_enabled():
+            return nn.functional.prelu(x, self.weight.to(x.dtype))
+        weight = self.weight.to(x.dtype)
+        if weight.numel() > 1:  # one slope per channel: channels are dim 1
+            weight = weight.view(1, -1, *([1] * (x.dim() - 2)))
+        return torch.relu(x) - weight * torch.relu(-x)
+
+
 class LeNetPP(nn.Module):
     """LeNet++ of the center-loss paper: three stages of two convolutions with PReLU and 2×2 pooling.
 
@@ -32,13 +51,13 @@ class LeNetPP(nn.Module):
                 layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=not batch_norm))
                 if batch_norm:
                     layers.append(nn.BatchNorm2d(out))
-                layers.append(nn.PReLU(out))
+                layers.append(PReLU(out))
                 channels = out
             layers.append(nn.MaxPool2d(2))
         self.stages = nn.Sequential(*layers)
         side = image_size // 8
         self.embed = nn.Linear(channels * side * side, feature_dim)
-        self.activation = nn.PReLU() if feature_activation else nn.Identity()
+        self.activation = PReLU() if feature_activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.embed(self.stages(x).flatten(1)))
@@ -75,7 +94,7 @@ class SmallResNet(nn.Module):
                 channels = out
         self.blocks = nn.Sequential(*blocks)
         self.embed = nn.Linear(channels, feature_dim)
-        self.activation = nn.PReLU() if feature_activation else nn.Identity()
+        self.activation = PReLU() if feature_activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.blocks(self.stem(x)).mean(dim=(2, 3))

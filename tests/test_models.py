@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dmlviz.losses import build_loss
-from dmlviz.models import build_model, resolve_model_name
+from dmlviz.models import PReLU, build_model, resolve_model_name
 
 
 def count(module: torch.nn.Module) -> int:
@@ -55,3 +55,28 @@ def test_unknown_model_and_tiny_images_are_refused():
         build_model("vgg", 1, 28, 2)
     with pytest.raises(ValueError, match="at least 8×8"):
         build_model("lenetpp", 1, 4, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels", [1, 16])
+def test_prelu_matches_torch_values_and_gradients(dtype: torch.dtype, channels: int) -> None:
+    torch.manual_seed(0)
+    ours, theirs = PReLU(channels), torch.nn.PReLU(channels)
+    with torch.no_grad():
+        ours.weight.uniform_(-0.5, 0.5)
+        theirs.weight.copy_(ours.weight)
+    x = torch.randn(8, 16, 5, 5).contiguous(memory_format=torch.channels_last).to(dtype)
+    x = x.masked_fill(x.abs() < 1e-3, 0.5)  # away from 0, where the two gradients differ by definition
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    # torch's kernel wants the weight in the input's dtype (as autocast gives it); ours casts it itself.
+    out_ours, out_theirs = ours(a), torch.nn.functional.prelu(b, theirs.weight.to(dtype))
+    assert out_ours.dtype == out_theirs.dtype == dtype
+    torch.testing.assert_close(out_ours, out_theirs)
+    grad = torch.randn_like(out_ours)
+    out_ours.backward(grad)
+    out_theirs.backward(grad)
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=2e-2, atol=2e-2)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    with torch.no_grad():  # the probe passes' path
+        torch.testing.assert_close(ours(x), torch.nn.functional.prelu(x, theirs.weight.to(dtype)))
