@@ -15,6 +15,12 @@
    (a run of 1,000 epochs, stopped at the end), and the least-squares slope over the second half.
 5. The Compare page with two losses (softmax vs center loss, MNIST): new frames of the grid per second,
    and the two runs' images/s together against one run alone (the CLI run of 3.).
+6. What one frame costs, part by part, and the floor they set: in this process, with the default run
+   after some training, the probe pass (on one thread and on all), the snapshot's numbers, and the
+   server's figures of a frame (built and serialised); from the page run of 2., the browser's and the
+   server's CPU per new frame. At the target frame rate these leave some cores to training; their
+   share of the cores the unwatched CLI run uses is the throughput ratio that the frame rate allows
+   at best (training is assumed to scale linearly with cores, which favours the page).
 
 The app is served by ``streamlit run app.py`` on a loopback port with its own store, and driven by
 Chromium through Playwright (Debian's chromium; Playwright's own browsers are never downloaded). An
@@ -78,7 +84,10 @@ TARGETS = {
     # at ≥ 0.85× the images/s of one run alone (the same run from the CLI, with the same snapshots).
     "compare_redraws_per_s": (">=", 1.0),
     "compare_two_runs_vs_one": (">=", 0.85),
+    # With the page open: at least half the images/s of the run nobody watches.
+    "page_vs_unwatched_throughput": (">=", 0.5),
 }
+FRAME_RATE = 2.0  # the target frame rate at which the floor of part 6 is worked out
 
 # Runs in every frame before its own scripts. In the page: the time Start is pressed. In a chart
 # component's iframe: every Plotly.react call, timed, and whether it brought new points (the first
@@ -552,6 +561,60 @@ def rss_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- the report ---------------------------------------------------------------------------------
 
+def frame_costs(data_dir: Path, steps: int = 200, repeats: int = 5) -> dict[str, Any]:
+    """Seconds (median of ``repeats``) of each part of a live frame that is computed in Python, after
+    ``steps`` of the default run: the probe pass on one thread and on all, the snapshot's numbers, and
+    the server's figures (feature chart and histogram, built and serialised as the chart sends them)."""
+    from dmlviz import figures, geometry
+    from dmlviz.engine import setup
+
+    def timed(work: Callable[[], Any]) -> float:
+        work()  # warm
+        seconds = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            work()
+            seconds.append(time.perf_counter() - began)
+        return median(seconds)
+
+    threads = torch.get_num_threads()
+    trainer = setup(RunConfig.from_dict({"dataset": "mnist", "epochs": 1}), data_dir)
+    for _ in range(steps):
+        trainer.train_step()
+    probe = trainer.data.probe_batch()
+    costs = {"probe_pass_s": timed(lambda: trainer.embed(probe))}
+    torch.set_num_threads(1)
+    costs["probe_pass_one_thread_s"] = timed(lambda: trainer.embed(probe))
+    torch.set_num_threads(threads)
+    costs["snapshot_s"] = timed(lambda: trainer.snapshot("tick", 0.0, 1.0))
+    snapshot = trainer.snapshot("tick", 0.0, 1.0)
+    labels = trainer.data.probe_labels.cpu().numpy()
+    names, classes = list(trainer.data.class_names), list(trainer.data.train_classes)
+
+    def server_figures() -> None:
+        features = figures.feature_figure(snapshot.features, labels, names, classes,
+                                          class_means=snapshot.class_means, height=560)
+        histogram = figures.histogram_figure(geometry.distance_histogram(snapshot.features, labels))
+        features.to_json(), histogram.to_json()
+
+    costs["server_figures_s"] = timed(server_figures)
+    return costs | {"threads": threads, "steps": steps}
+
+
+def frame_floor(costs: dict[str, Any], page: dict[str, Any], unwatched_cores: float) -> dict[str, Any]:
+    """Core-seconds per new frame, part by part (the worker's snapshot counted on all its threads, an
+    upper bound; the browser and server from the page run), and what ``FRAME_RATE`` frames a second
+    leave to training on this machine's cores, as a share of the cores the unwatched run uses."""
+    refresh = page["refresh"]
+    frames = max(refresh["new_frames_per_s"], 1e-9)
+    per_frame = {"snapshot": costs["snapshot_s"] * min(costs["threads"], os.cpu_count() or 1),
+                 "browser": refresh["cores_used"]["browser"] / frames,
+                 "server": refresh["cores_used"]["server"] / frames}
+    left = (os.cpu_count() or 1) - FRAME_RATE * sum(per_frame.values())
+    return {"core_s_per_frame": per_frame, "frame_rate": FRAME_RATE, "cores_left_for_training": left,
+            "best_throughput_ratio": max(0.0, left) / unwatched_cores}
+
+
 def verdicts(values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, (op, target) in TARGETS.items():
@@ -579,7 +642,10 @@ def summarize(results: dict[str, Any]) -> None:
         "server_rss_slope_mb_per_min": results.get("memory", {}).get("server_rss_slope_mb_per_min"),
         "compare_redraws_per_s": results["compare"]["new_frames_per_s"],
         "compare_two_runs_vs_one": results["compare"]["overall_img_s_together"] / results["cli"]["overall_img_s"],
+        "page_vs_unwatched_throughput": page["throughput"]["overall_img_s"]
+        / results["cli_unwatched"]["overall_img_s"],
     })
+    results["floor"] = frame_floor(results["frame_costs"], page, results["cli_unwatched"]["cores_used"]["cli"])
 
 
 def report(results: dict[str, Any]) -> str:
@@ -608,6 +674,14 @@ def report(results: dict[str, Any]) -> str:
     rows.append(f"compare, two runs: {c['new_frames_per_s']:.3f} new frames/s, {c['overall_img_s_together']:.0f} "
                 f"img/s together (medians {c['median_img_s_together']:.0f}); machine {c['machine_cores']:.2f} "
                 f"cores (load {c['load_after']['1min']:.2f})")
+    costs, floor = results["frame_costs"], results["floor"]
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in floor["core_s_per_frame"].items())
+    rows.append(f"one frame: probe pass {costs['probe_pass_s'] * 1000:.0f} ms ({costs['threads']} threads), "
+                f"{costs['probe_pass_one_thread_s'] * 1000:.0f} ms (1 thread); whole snapshot "
+                f"{costs['snapshot_s'] * 1000:.0f} ms; server figures {costs['server_figures_s'] * 1000:.0f} ms")
+    rows.append(f"floor: core-seconds per frame: {parts}; at {floor['frame_rate']:g} frames/s "
+                f"{floor['cores_left_for_training']:.2f} cores are left to training, at best "
+                f"{floor['best_throughput_ratio']:.2f}x the unwatched run")
     if "memory" in results:
         m = results["memory"]
         rows.append(f"server RSS over {m['minutes']:.1f} min: start {m['server_start_mb']:.0f} MB, end "
@@ -642,6 +716,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dmlviz-bench-live-") as root, chromium() as browser:
         results["machine"] = machine(browser.version)
         print(f"load at start: {load()}", flush=True)
+        results["frame_costs"] = frame_costs(data_dir)
+        print(f"frame costs: {results['frame_costs']}", flush=True)
         # The same run as the page's: with the live snapshots a watching page asks for; and as the CLI
         # runs it by default, with nobody watching.
         results["cli"] = least_disturbed(
