@@ -59,7 +59,7 @@ else:
             }
             for r in runs
         ],
-        hide_index=True,
+        hide_index=True, placeholder="—",
     )
     latest = runs[0]
     st.page_link("app_pages/train.py", label=f"Open run {latest.id} ({latest.config.get('loss')}) in the live view",

@@ -54,6 +54,7 @@ if tagged:
     keep &= table["tags"].map(lambda tags: bool(set(tags) & set(tagged)))
 shown = table[keep]
 picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
+                      placeholder="—",  # a missing value, as the other pages show it (not "None")
                       column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
                                      "MAP@R": st.column_config.NumberColumn(format="%.3f"),
                                      "tags": st.column_config.ListColumn()})

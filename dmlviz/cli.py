@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--fps", type=int, default=MOVIE_FPS, metavar="N", help=f"gif, mp4: frames a second "
                         f"[default: {MOVIE_FPS}]")
     exporting.add_argument("--out", type=Path, metavar="PATH", help="file (or folder, for tensorboard) to write; "
-                        "default: run<RUN>.<format> in the current folder")
+                        "default: run<RUN>.<format> in the folder exports/ of the run store (see --store)")
     exporting.add_argument("--data-dir", metavar="DIR", help="dataset cache, for the projector's sprite image")
     return parser
 
@@ -249,11 +249,13 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     from dmlviz.data import DataError, DatasetUnavailable
 
     suffix = {"tensorboard": "-projector", "png": f"-{args.figure}.png"}.get(args.format, f".{args.format}")
-    out = args.out or Path(f"run{args.run_id}{suffix}")
+    out = args.out or settings.export_dir(store.root) / f"run{args.run_id}{suffix}"
     for name in ("frames", "fps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
     try:
+        if args.out is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
         if args.format == "yaml":
             export.write_config(store, args.run_id, out)
         elif args.format == "html":
@@ -270,8 +272,9 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     except (DataError, DatasetUnavailable) as exc:
         raise CliError(f"cannot draw the probe images: {exc}") from exc
     except OSError as exc:
-        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    print(f"wrote {out}")
+        hint = "" if args.out else "; name another place with --out"
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}{hint}") from exc
+    print(f"wrote {out.resolve()}")  # the whole path: the default folder is not the one the command ran in
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ template: resolving the named ``"plotly_white"`` template costs ~9 ms per figure
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,10 +16,18 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-#: Paul Tol's qualitative scheme for colour-blind readers (SRON technical note, 2012): his
-#: 10-colour selection first, then the two colours his 12-colour set adds; ids beyond cycle.
-PALETTE: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#661100",
-                            "#CC6677", "#882255", "#AA4499", "#6699CC", "#AA4466")
+#: The class colours: Matthew Petroff's ten-colour sequence ("Accessible Color Sequences for Data
+#: Visualization", arXiv:2107.02270; matplotlib's "petroff10"), chosen by measurement. Of the sets
+#: weighed (Paul Tol's, Okabe–Ito, Category10, Tableau 10) it keeps the closest pair farthest apart in
+#: CAM02-UCS under simulated deuteranopia, protanopia, tritanopia and a washed-out projector, with no
+#: colour too dark for a projector or too light for white paper: tests/test_palette.py measures it.
+PALETTE: tuple[str, ...] = ("#3F90DA", "#FFA90E", "#BD1F01", "#94A4A2", "#832DB6", "#A96B59", "#E76300",
+                            "#B9AC70", "#717581", "#92DADD")
+#: Point shapes that plotly's 2-D and 3-D markers (filled and "-open") and matplotlib all draw.
+SHAPES: tuple[str, ...] = ("circle", "square", "diamond")
+# The shape of each colour: no ten legible colours keep every pair clearly apart (ΔE' ≥ 20) under
+# every simulated dichromacy, so the pairs that come closer than that differ in shape as well.
+_SHAPE_OF = (0, 0, 1, 2, 1, 0, 2, 1, 1, 0)
 
 #: Class vectors that are directions (a classifier's weights): drawn as lines from the origin.
 DIRECTIONS = frozenset({"weights"})
@@ -31,23 +40,45 @@ _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0
          "ticks": "", "automargin": False}
 _SCENE_AXIS = {"backgroundcolor": "white", "gridcolor": "#DFE8F3", "linecolor": "#EBF0F8",
                "zerolinecolor": "#EBF0F8", "showbackground": True, "ticks": "", "title": {"text": ""}}
+# The mode bar (plotly's buttons, top right) keeps what a page uses: save a picture, zoom, pan, turn,
+# reset. Fewer buttons make a shorter bar, and it covers less of the figure's top edge; sharing would
+# send the run's data to a third-party service.
+_MODEBAR_UNUSED = ("select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "toggleSpikelines",
+                   "hoverClosestCartesian", "hoverCompareCartesian", "hoverClosest3d", "tableRotation",
+                   "resetCameraLastSave3d", "sendChartToCloud")
 _TEMPLATE = go.layout.Template(layout={
     "font": {"color": "#2a3f5f"}, "paper_bgcolor": "white", "plot_bgcolor": "white",
     "xaxis": _AXIS, "yaxis": _AXIS, "hoverlabel": {"align": "left"},
     "scene": {"xaxis": _SCENE_AXIS, "yaxis": _SCENE_AXIS, "zaxis": _SCENE_AXIS},
+    "modebar": {"remove": list(_MODEBAR_UNUSED)},
 })
+#: The band along the top, in pixels, that the mode bar covers: a title or legend at the right starts below it.
+MODEBAR_PX = 30
 _MARGIN = {"l": 55, "r": 10, "b": 45}
+_PANEL_TOP = MODEBAR_PX + 18  # panel titles (13 px type) sit above their panels, below the mode bar
 _OUTLINE = {"color": "#222222", "width": 1.5}
 _NOTE = {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 14}}
 
-# Markers of what a loss learns, by kind; Scatter3d knows only a few symbols.
+# Markers of what a loss learns, by kind (centers ★, class means ✚); Scatter3d knows only a few symbols.
 _SYMBOLS_2D = {"centers": "star", "proxies": "diamond", "vertices": "star-diamond", MEANS: "cross"}
 _SYMBOLS_3D = {"centers": "diamond", "proxies": "diamond", "vertices": "diamond", MEANS: "square"}
 
 
 def class_color(class_id: int) -> str:
-    """The colour of a class, the same in every panel and figure."""
+    """The colour of a class, the same in every panel and figure; ids beyond ten repeat a colour."""
     return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def class_symbol(class_id: int) -> str:
+    """The shape of a class's points (plotly's name), the same in every panel and figure; a class
+    whose colour repeats an earlier one's (ids beyond ten) takes the next shape."""
+    cycle, slot = divmod(int(class_id), len(PALETTE))
+    return SHAPES[(_SHAPE_OF[slot] + cycle) % len(SHAPES)]
+
+
+def class_vector_symbol(kind: str, three_d: bool) -> str:
+    """The marker (plotly's name) of a kind of class vector, or of the class means, in every figure."""
+    return (_SYMBOLS_3D if three_d else _SYMBOLS_2D).get(kind, "diamond")
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -92,13 +123,14 @@ def _rows(kind: str, count: int, train_classes: Sequence[int]) -> list[int]:
     return list(range(count)) if kind == MEANS else [int(c) for c in train_classes][:count]
 
 
-def _class_points(coords: np.ndarray, index: np.ndarray, name: str, color: str, unseen: bool,
-                  three_d: bool, group: str) -> dict[str, Any]:
-    marker = {"color": color, "size": 3 if three_d else 5, "symbol": "circle-open" if unseen else "circle"}
+def _class_points(coords: np.ndarray, index: np.ndarray, name: str, class_id: int, unseen: bool,
+                  three_d: bool) -> dict[str, Any]:
+    color, symbol = class_color(class_id), class_symbol(class_id)
+    marker = {"color": color, "size": 3 if three_d else 5, "symbol": f"{symbol}-open" if unseen else symbol}
     if unseen:
         marker["line"] = {"color": color, "width": 1}
     return {"type": "scatter3d" if three_d else "scattergl", "mode": "markers", **_xyz(coords),
-            "customdata": index, "name": name, "legendgroup": group, "marker": marker,
+            "customdata": index, "name": name, "legendgroup": str(class_id), "marker": marker,
             "hovertemplate": f"{name}<br>probe #%{{customdata}}<extra></extra>"}
 
 
@@ -119,9 +151,8 @@ def _class_vector_traces(kind: str, positions: np.ndarray, classes: list[int], n
                 for i, (c, tip) in enumerate(zip(classes, positions, strict=False))]
     if not classes:
         return []
-    symbol = (_SYMBOLS_3D if three_d else _SYMBOLS_2D).get(kind, "diamond")
-    marker = {"color": [class_color(c) for c in classes], "size": 9 if three_d else 16, "symbol": symbol,
-              "line": _OUTLINE}
+    marker = {"color": [class_color(c) for c in classes], "size": 9 if three_d else 16,
+              "symbol": class_vector_symbol(kind, three_d), "line": _OUTLINE}
     return [{**common, "mode": "markers", **_xyz(positions), "marker": marker, "text": [names[c] for c in classes],
              "hovertemplate": f"%{{text}}<br>{label}<extra></extra>"}]
 
@@ -194,7 +225,7 @@ def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     traces = []
     for c in np.unique(labels).tolist():
         index = np.flatnonzero(labels == c)
-        traces.append(_class_points(points[index], index, names[c], class_color(c), c not in trained, three_d, str(c)))
+        traces.append(_class_points(points[index], index, names[c], c, c not in trained, three_d))
 
     vectors, past = placements(points, train_classes, normalized=normalized, class_vectors=class_vectors,
                                class_means=class_means, trails=trails)
@@ -222,7 +253,7 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
     ``customdata`` is its probe index (its row in ``points``), so a selection maps back to the probe.
     Weights are lines from the origin (unit length for a ``normalized`` loss, else see
-    ``_weight_scale``); other class vectors are outlined markers, the class means crosses (squares in 3-D).
+    ``_weight_scale``); other class vectors are outlined markers, the class means plus signs (squares in 3-D).
     ``trails`` maps a class-vector kind (or ``MEANS``) to its earlier positions, T × rows × k, oldest
     first. The legend toggles each class's points and each kind of class vector (with its trails).
     """
@@ -231,7 +262,7 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     three_d = np.shape(points)[1] == 3
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
                               "title": {"text": title} if title else None,
-                              "margin": {**_MARGIN, "t": 40 if title else 10},
+                              "margin": {**_MARGIN, "t": MODEBAR_PX + (15 if title else 5)},
                               "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
     if three_d:
         if normalized:
@@ -275,7 +306,7 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
     rows = math.ceil(len(panels) / cols)
     traces: list[dict[str, Any]] = []
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
-                              "margin": {**_MARGIN, "t": 30}, "annotations": [], "shapes": [],
+                              "margin": {**_MARGIN, "t": _PANEL_TOP}, "annotations": [], "shapes": [],
                               "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
     if not three_d:
         layout["grid"] = {"rows": rows, "columns": cols, "pattern": "independent", "xgap": 0.06, "ygap": 0.12}
@@ -340,8 +371,10 @@ def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:
     angular = hist.metric == "angular"
     layout: dict[str, Any] = {
         "template": _TEMPLATE, "uirevision": uirevision, "barmode": "overlay", "bargap": 0,
-        "margin": {**_MARGIN, "t": 40}, "xaxis": {"title": {"text": "angle (°)" if angular else "Euclidean distance"}},
+        "margin": {**_MARGIN, "t": MODEBAR_PX + 30},
+        "xaxis": {"title": {"text": "angle (°)" if angular else "Euclidean distance"}},
         "yaxis": {"title": {"text": "fraction of pairs"}, "tickformat": ".0%"},
+        # The title at the top left, beside the mode bar; the legend in a row of its own below both.
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     }
     edges, intra, inter = (np.asarray(a, dtype=float) for a in (hist.edges, hist.intra, hist.inter))
@@ -354,7 +387,8 @@ def histogram_figure(hist: Any, uirevision: str = "hist") -> go.Figure:
                "line": {"color": color, "dash": "dash", "width": 1.5}}
               for mean, color in zip((hist.intra_mean, hist.inter_mean), HISTOGRAM_COLORS, strict=True)
               if math.isfinite(mean)]
-    layout.update(shapes=shapes, title={"text": histogram_summary(hist), "x": 0.01, "font": {"size": 14}})
+    layout.update(shapes=shapes, title={"text": histogram_summary(hist), "x": 0.01, "y": 1, "yref": "container",
+                                        "yanchor": "top", "pad": {"t": 8}, "font": {"size": 14}})
     return go.Figure(data=histogram_traces(hist), layout=layout)
 
 
@@ -371,6 +405,14 @@ def histogram_traces(hist: Any) -> list[dict[str, Any]]:
              "hovertemplate": f"{name}<br>%{{x:.3g}}{unit}: %{{y:.1%}}<extra></extra>"}
             for name, fractions, color in (("same class", hist.intra, HISTOGRAM_COLORS[0]),
                                            ("different classes", hist.inter, HISTOGRAM_COLORS[1]))]
+
+
+def short_number(value: float) -> str:
+    """A number as a page shows it: three significant digits ("0.00214", "2.35", "123"), whole
+    thousands with separators ("12,345"), "—" for a missing or infinite value."""
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def histogram_summary(hist: Any) -> str:
@@ -417,22 +459,33 @@ def curve_panels(series: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]
 
 def _curve(name: str, steps: np.ndarray, values: np.ndarray, panel: str, color: str,
            epochs_per_step: float | None) -> dict[str, Any]:
-    """One metric's line (its finite values), divided by its largest magnitude on the schedules panel."""
+    """One metric's line (its finite values), divided by its largest magnitude on the schedules panel,
+    where its name says its current value."""
     keep = np.isfinite(values)
     x, raw = steps[keep], values[keep]
     label, y = _LABELS.get(name, name), raw
     if panel == SCHEDULES:
         peak = float(np.max(np.abs(raw)))
         y = raw / peak if peak > 0 else raw
-        label = f"{name} = {raw[-1]:.3g}"
+        label = f"{name} = {short_number(float(raw[-1]))}"
     columns = [raw] if epochs_per_step is None else [raw, x * epochs_per_step]
     hover = f"{_LABELS.get(name, name)}: %{{customdata[0]:.4g}}"  # the unified hover names the step
     if epochs_per_step is not None:
         hover += "<br>epoch %{customdata[1]:.2f}"
     mode = "lines+markers" if name == "test_acc" else "markers" if len(x) == 1 else "lines"
     return {"type": "scatter", "x": x, "y": y, "customdata": np.column_stack(columns), "mode": mode, "name": label,
-            "line": {"color": color, "width": 1.5}, "marker": {"color": color, "size": 7},
-            "legendgroup": panel, "legendgrouptitle": {"text": panel}, "hovertemplate": hover + "<extra></extra>"}
+            "line": {"color": color, "width": 1.5}, "marker": {"color": color, "size": 7}, "showlegend": False,
+            "hovertemplate": hover + "<extra></extra>"}
+
+
+def _panel_title(title: str, traces: list[dict[str, Any]]) -> str:
+    """A panel's title that names its lines in their colours ("Accuracy: train · probe · test"): the
+    curves' legend, beside the lines it explains, in no box that could scroll. A panel of one metric
+    is named by its title alone; the schedules panel always says which schedules it draws."""
+    if len(traces) == 1 and title != SCHEDULES:
+        return title
+    names = (f"<span style='color:{t['line']['color']}'>{html.escape(t['name'])}</span>" for t in traces)
+    return f"{title}: {' · '.join(names)}"
 
 
 def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs_per_step: float | None = None,
@@ -441,7 +494,8 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
 
     ``series`` maps a metric name to values aligned with ``steps`` (NaN where not recorded). Names
     this module does not know are scheduled hyperparameters: with ``lr`` they share one panel,
-    each divided by its largest magnitude, with the current value in its legend name.
+    each divided by its largest magnitude and named with its current value. Each panel's title names
+    its lines in their colours (no legend box: it scrolled when it outgrew the chart).
     The panels are a ``layout.grid`` that plotly.js lays out, not ``make_subplots``, whose full
     axis objects cost ~20 ms per figure to build and validate.
     """
@@ -449,9 +503,8 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
     panels = curve_panels(series)
     cols = min(3, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
-    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "margin": {**_MARGIN, "t": 30},
-                              "height": height or 60 + 200 * rows, "hovermode": "x unified",
-                              "legend": {"groupclick": "toggleitem"}, "annotations": [],
+    layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "margin": {**_MARGIN, "t": _PANEL_TOP},
+                              "height": height or 60 + 200 * rows, "hovermode": "x unified", "annotations": [],
                               "grid": {"rows": rows, "columns": cols, "pattern": "independent",
                                        "xgap": 0.12, "ygap": 0.35}}
     if not panels:
@@ -459,10 +512,10 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
     traces = []
     for i, (title, names) in enumerate(panels):
         axis = "" if i == 0 else str(i + 1)
-        for j, name in enumerate(names):
-            trace = _curve(name, steps, np.asarray(series[name], dtype=float), title,
-                           CURVE_COLORS[j % len(CURVE_COLORS)], epochs_per_step)
-            traces.append({**trace, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
+        panel = [{**_curve(name, steps, np.asarray(series[name], dtype=float), title,
+                           CURVE_COLORS[j % len(CURVE_COLORS)], epochs_per_step),
+                  "xaxis": f"x{axis}", "yaxis": f"y{axis}"} for j, name in enumerate(names)]
+        traces += panel
         xaxis: dict[str, Any] = {} if i == 0 else {"matches": "x"}
         if i + cols >= len(panels):  # nothing below this panel
             xaxis["title"] = {"text": "step"}
@@ -470,7 +523,7 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
         if title == "Overlap":
             yaxis.update(tickformat=".0%", rangemode="tozero")
         layout.update({f"xaxis{axis}": xaxis, f"yaxis{axis}": yaxis})
-        layout["annotations"].append({"text": title, "showarrow": False, "xref": f"x{axis} domain",
+        layout["annotations"].append({"text": _panel_title(title, panel), "showarrow": False, "xref": f"x{axis} domain",
                                       "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
                                       "font": {"size": 13}})
     return go.Figure(data=traces, layout=layout)
@@ -498,7 +551,7 @@ def histogram_overlay_figure(histograms: Sequence[tuple[str, Any]], uirevision: 
     solid within classes, dashed between; each run's overlap in its legend entry."""
     metric = histograms[0][1].metric if histograms else "euclidean"
     layout: dict[str, Any] = {
-        "template": _TEMPLATE, "uirevision": uirevision, "height": height, "margin": {**_MARGIN, "t": 10},
+        "template": _TEMPLATE, "uirevision": uirevision, "height": height, "margin": {**_MARGIN, "t": MODEBAR_PX + 5},
         "xaxis": {"title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}},
         "yaxis": {"title": {"text": "fraction of pairs"}, "tickformat": ".0%", "rangemode": "tozero"},
         "legend": {"groupclick": "togglegroup"},
@@ -529,7 +582,7 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
     cols = min(4, len(shown)) or 1
     rows = math.ceil(len(shown) / cols) or 1
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height or 60 + 200 * rows,
-                              "margin": {**_MARGIN, "t": 30}, "hovermode": "x unified", "annotations": [],
+                              "margin": {**_MARGIN, "t": _PANEL_TOP}, "hovermode": "x unified", "annotations": [],
                               "grid": {"rows": rows, "columns": cols, "pattern": "independent",
                                        "xgap": 0.1, "ygap": 0.3}}
     traces = []

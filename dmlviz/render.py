@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 #: Frames for slides: 4:3, a multiple of 16 on each side (what H.264 encodes without padding).
 SIZE = (960, 720)
 _DPI = 100
-# matplotlib's markers for plotly's symbols of what a loss learns (see figures._SYMBOLS_2D).
-_MARKERS = {"centers": "*", "proxies": "D", "vertices": "P", figures.MEANS: "X"}
+# matplotlib's marker for each plotly symbol the pages draw (figures.class_symbol, figures.class_vector_symbol),
+# so a file shows what the app shows: in 2-D, class means a plus and centers a star.
+_MARKERS = {"circle": "o", "square": "s", "diamond": "D", "star": "*", "star-diamond": (4, 1, 0), "cross": "P"}
 
 
 def _canvas(size: tuple[int, int]) -> tuple[Figure, FigureCanvasAgg]:
@@ -54,12 +55,13 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
     trained = {int(c) for c in train_classes}
     handles = []
     for c in np.unique(labels).tolist():
-        color, rows = figures.class_color(c), points[labels == c]
+        color, shape, rows = figures.class_color(c), _MARKERS[figures.class_symbol(c)], points[labels == c]
         unseen = c not in trained
-        axes.scatter(*rows.T, s=5 if three_d else 7, linewidths=0.8 if unseen else 0,
+        # 2-D points about as wide as the app's (5 px), so that their shapes read.
+        axes.scatter(*rows.T, s=5 if three_d else 12, marker=shape, linewidths=0.8 if unseen else 0,
                      facecolors="none" if unseen else color, edgecolors=color,
                      **({"depthshade": False} if three_d else {}))
-        handles.append(Line2D([], [], ls="", marker="o", markersize=6, markerfacecolor="none" if unseen else color,
+        handles.append(Line2D([], [], ls="", marker=shape, markersize=6, markerfacecolor="none" if unseen else color,
                               markeredgecolor=color, label=str(class_names[c]) + ("" if not unseen else " (unseen)")))
     vectors, trails = figures.placements(points, train_classes, normalized=panel.normalized,
                                          class_vectors=panel.class_vectors, class_means=panel.class_means,
@@ -70,7 +72,7 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
             path = path[np.all(np.isfinite(path), axis=1)]
             axes.plot(*path.T, color=figures.class_color(c), alpha=0.5, linewidth=1.2)
     for kind, (classes, positions) in vectors.items():
-        handles.append(_class_vectors(axes, kind, classes, positions))
+        handles.append(_class_vectors(axes, kind, classes, positions, three_d))
     if panel.normalized:
         _unit_shape(axes, three_d)
     extent = extent or figures.panel_extent([panel])
@@ -87,7 +89,7 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
     return _pixels(canvas)
 
 
-def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndarray) -> Line2D:
+def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndarray, three_d: bool) -> Line2D:
     """Weights as lines from the origin, other kinds as outlined markers; returns the legend handle."""
     finite = np.all(np.isfinite(positions), axis=1)
     colors = [figures.class_color(c) for c, ok in zip(classes, finite, strict=False) if ok]
@@ -97,7 +99,7 @@ def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndar
         for color, tip in zip(colors, positions, strict=True):
             axes.plot(*np.stack([np.zeros_like(tip), tip]).T, color=color, linewidth=2.5)
         return Line2D([], [], color="#444444", linewidth=2.5, label=label)
-    marker = _MARKERS.get(kind, "D")
+    marker = _MARKERS[figures.class_vector_symbol(kind, three_d)]
     axes.scatter(*positions.T, s=160, c=colors, marker=marker, edgecolors="#222222", linewidths=1.2, zorder=5)
     return Line2D([], [], ls="", marker=marker, markersize=11, markerfacecolor="#888888",
                   markeredgecolor="#222222", label=label)

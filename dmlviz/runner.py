@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -155,6 +156,28 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
         _set_status_of_active(store, run_ids, "failed", _describe(exc))
         traceback.print_exc(file=sys.stderr)
+
+
+# What a worker sees as the main module: nothing to import. (See _start.)
+_NO_MAIN = types.ModuleType("__main__")
+
+
+def _start(process: BaseProcess) -> None:
+    """Start a worker without running the caller's main script in it.
+
+    A spawn or forkserver child first imports the parent's ``__main__`` from its file. Under
+    Streamlit that module is the app script itself (Streamlit installs it as ``__main__`` while a page
+    runs), so every worker ran ``app.py``: a page drawn without a browser session (the server log's
+    "missing ScriptRunContext" warnings, a dozen per run) and seconds of importing Streamlit before
+    training began. A worker needs nothing from it: its target lives here.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = _NO_MAIN
+    try:
+        process.start()
+    finally:
+        if sys.modules["__main__"] is _NO_MAIN:  # else a script that started meanwhile installed its own
+            sys.modules["__main__"] = main
 
 
 def _set_status_of_active(store: RunStore, run_ids: list[int], status: str, error: str | None = None) -> None:
@@ -379,7 +402,7 @@ class Runner:
                     args=(job.run_ids, configs, str(self.store.root), str(self.data_dir), job.command,
                           job.credits, job.pace, job.watched_until, os.getpid(), self.threads),
                 )
-                job.process.start()
+                _start(job.process)
                 running += 1
 
     def _place(self, config: RunConfig, slot: int) -> RunConfig:

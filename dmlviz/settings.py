@@ -40,6 +40,12 @@ def store_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def export_dir(store: str | os.PathLike[str]) -> Path:
+    """Where ``python -m dmlviz export`` writes a file it is not given a path for: ``exports/`` in the
+    run store's folder, beside the runs it comes from, whatever folder the command runs in."""
+    return Path(store) / "exports"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What this server lets a run do (a public demo: no custom data, short runs, few at a time).

@@ -104,6 +104,17 @@ def test_the_cli_exports_and_explains_what_it_cannot(recorded, tmp_path, capsys)
         export.snapshot_seq(RunStore(tmp_path / "empty"), RunStore(tmp_path / "empty").create_run({}), None)
 
 
+def test_the_cli_exports_into_the_store_without_out_and_says_where(tmp_path, monkeypatch, capsys):
+    store = RunStore(tmp_path / "store")
+    run_id = store.create_run(RunConfig.from_dict(CONFIG).to_dict())
+    monkeypatch.chdir(tmp_path)  # not where the file goes
+    assert main(["--store", str(store.root), "export", str(run_id), "--format", "yaml"]) == 0
+    written = settings.export_dir(store.root) / f"run{run_id}.yaml"
+    assert RunConfig.from_yaml(written.read_text()) == RunConfig.from_dict(CONFIG)
+    assert capsys.readouterr().out.strip() == f"wrote {written.resolve()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
 def test_the_replay_is_one_offline_page_with_a_frame_per_snapshot(recorded, tmp_path):
     store, run_id, _ = recorded
     path = export.write_replay(store, run_id, tmp_path / "replay.html")

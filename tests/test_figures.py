@@ -11,11 +11,14 @@ import plotly.graph_objects as go
 import pytest
 
 from dmlviz.figures import (
+    CURVE_COLORS,
     MEANS,
+    MODEBAR_PX,
     PALETTE,
     RUN_COLORS,
     FeaturePanel,
     class_color,
+    class_symbol,
     comparison_curves_figure,
     comparison_figure,
     curves_figure,
@@ -23,6 +26,7 @@ from dmlviz.figures import (
     histogram_figure,
     histogram_overlay_figure,
     placeholder_figure,
+    short_number,
 )
 
 NAMES = ["zero", "one", "two", "three", "four"]
@@ -70,8 +74,11 @@ def test_unseen_classes_are_hollow_and_named_unseen():
     fig = feature_figure(np.zeros((3, 2)), np.array([0, 1, 2]), NAMES, [0, 2])
     traces = _by_name(fig)
     assert set(traces) == {"zero", "one (unseen)", "two"}
-    assert traces["one (unseen)"].marker.symbol == "circle-open"
-    assert traces["zero"].marker.symbol == traces["two"].marker.symbol == "circle"
+    assert traces["one (unseen)"].marker.symbol == f"{class_symbol(1)}-open"
+    assert [traces[name].marker.symbol for name in ("zero", "two")] == [class_symbol(0), class_symbol(2)]
+    assert class_symbol(0) != class_symbol(2)  # each class its shape, as well as its colour
+    three_d = _by_name(feature_figure(np.zeros((3, 3)), np.array([0, 1, 2]), NAMES, [0, 2]))
+    assert three_d["one (unseen)"].marker.symbol == f"{class_symbol(1)}-open"  # one that Scatter3d draws
 
 
 def test_unit_circle_and_equal_aspect_in_2d():
@@ -213,7 +220,10 @@ def test_curves_show_only_panels_with_data_and_skip_missing_values():
     fig = curves_figure(steps, {"loss": np.array([2.0, nan, 1.0, 0.5]), "train_acc": np.array([0.1, 0.5, 0.7, 0.9]),
                                 "test_acc": np.array([nan, nan, nan, 0.8]), "fisher_ratio": np.full(4, nan),
                                 "images_per_s": np.full(4, 900.0)}, uirevision="c")
-    assert _panel_titles(fig) == ["Loss", "Accuracy"]
+    # The panel titles are the legend: a panel of several lines names each in its colour.
+    assert _panel_titles(fig) == ["Loss", f"Accuracy: <span style='color:{CURVE_COLORS[0]}'>train</span> · "
+                                          f"<span style='color:{CURVE_COLORS[1]}'>test</span>"]
+    assert not any(t.showlegend for t in fig.data)
     traces = _by_name(fig)
     assert set(traces) == {"loss", "train", "test"}
     assert traces["loss"].x.tolist() == [0, 20, 30] and traces["loss"].y.tolist() == [2.0, 1.0, 0.5]
@@ -229,12 +239,34 @@ def test_schedules_share_a_panel_normalised_with_their_current_value_named():
     steps = np.array([0, 1, 2, 3])
     fig = curves_figure(steps, {"lr": np.array([0.1, 0.1, 0.05, 0.01]), "margin": np.array([0.0, 0.1, 0.2, 0.35]),
                                 "scale": np.array([math.nan, math.nan, 30.0, math.nan])}, epochs_per_step=0.5)
-    assert _panel_titles(fig) == ["Schedules (÷ max)"]
     traces = _by_name(fig)
     assert set(traces) == {"lr = 0.01", "margin = 0.35", "scale = 30"}
+    title, = _panel_titles(fig)
+    assert title.startswith("Schedules (÷ max): ") and all(name in title for name in traces)
     assert traces["margin = 0.35"].y.tolist() == pytest.approx([0, 0.1 / 0.35, 0.2 / 0.35, 1])
     assert traces["scale = 30"].mode == "markers"  # a single value is a marker, not an invisible line
     assert np.asarray(traces["margin = 0.35"].customdata)[:, 1].tolist() == [0, 0.5, 1, 1.5]  # epochs for hover
+
+
+def test_numbers_keep_three_significant_digits():
+    assert [short_number(v) for v in (0.002137, 0.98123, 2.3456, 123.45, 12345.6, -0.5, math.nan)] == \
+        ["0.00214", "0.981", "2.35", "123", "12,346", "-0.5", "—"]
+
+
+def test_titles_and_legends_start_below_the_mode_bar():
+    hist = _hist()
+    steps, series = np.array([0, 1]), {"loss": np.array([2.0, 1.0]), "train_acc": np.array([0.1, 0.5])}
+    panel = FeaturePanel("a run", np.zeros((2, 2)))
+    # Panel titles above their panels, a legend from the top of the plot: both below the bar's band.
+    for fig in (curves_figure(steps, series), comparison_figure([panel, panel], np.array([0, 1]), NAMES, [0, 1]),
+                comparison_curves_figure([("a", steps, series)]), histogram_overlay_figure([("a", hist)]),
+                feature_figure(np.zeros((2, 2)), np.array([0, 1]), NAMES, [0, 1])):
+        assert fig.layout.margin.t > MODEBAR_PX
+    # The histogram's title at the top left, beside the bar; its legend in a row below the bar.
+    fig = histogram_figure(hist)
+    assert (fig.layout.title.x, fig.layout.title.y, fig.layout.title.yref) == (0.01, 1, "container")
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.margin.t >= MODEBAR_PX + 20
+    assert "sendChartToCloud" in fig.layout.template.layout.modebar.remove  # the run's data stays here
 
 
 def test_curves_without_data_say_so():

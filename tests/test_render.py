@@ -46,6 +46,19 @@ def test_unseen_classes_are_hollow_and_a_normalised_loss_gets_its_circle():
     assert _share(circle, "#999999", 20) > _share(seen, "#999999", 20)
 
 
+def test_class_means_are_plus_signs_as_in_the_app():
+    """The live chart's 2-D class means are plotly's "cross" (✚): a GIF or PNG shows the same, not an ✕."""
+    assert figures.class_vector_symbol(figures.MEANS, three_d=False) == "cross"
+    panel = _panel([[3.0, 3.0]], class_means=np.array([[0.0, 0.0]]))
+    image = render.feature_image(panel, np.array([0]), ["a"], [0], title="", extent=4, size=SIZE)
+    mask = (np.abs(image.astype(int) - _rgb(figures.class_color(0))).max(axis=2) <= 12)[:, : SIZE[0] // 2]
+    ys, xs = np.nonzero(mask)  # the mean's marker alone: the point is in the right half
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    middle_row, middle_column = mask[(top + bottom) // 2, left:right + 1], mask[top:bottom + 1, (left + right) // 2]
+    assert middle_row.mean() > 0.6 and middle_column.mean() > 0.6  # full arms across
+    assert not mask[top:top + 3, left:left + 3].any() and not mask[bottom - 2:, right - 2:right + 1].any()  # no corners
+
+
 def test_three_d_features_and_class_vectors_render():
     rng = np.random.default_rng(2)
     points = rng.normal(size=(100, 3))

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import pytest
 
@@ -145,6 +146,21 @@ def test_a_run_that_cannot_start_fails_with_the_reason(runner):
     run_id = runner.submit(RunConfig.from_dict({"dataset": "custom:missing", "device": "cpu"}))
     assert runner.wait(run_id, timeout=60) == "failed"
     assert "missing" in runner.store.get_run(run_id).error
+
+
+def test_a_worker_does_not_run_the_apps_main_script(runner, tmp_path, monkeypatch):
+    """Streamlit installs the app script as ``__main__`` while a page runs; a worker that imported it
+    would draw the app without a session ("missing ScriptRunContext" in the server log)."""
+    marker = tmp_path / "app ran"
+    script = tmp_path / "app.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    app = types.ModuleType("__main__")
+    app.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", app)
+    run_id = runner.submit(RunConfig.from_dict({"dataset": "custom:missing", "device": "cpu"}))
+    assert runner.wait(run_id, timeout=60) == "failed"  # the worker ran, and ended
+    assert not marker.exists()
+    assert sys.modules["__main__"] is app  # put back for the app
 
 
 def test_when_the_app_dies_its_runs_become_interrupted(tmp_path):

@@ -43,6 +43,8 @@ def test_history_replay_rename_and_delete(stored):
     table = app.dataframe[0].value
     assert set(table["id"]) == {first, second, failed}
     assert table.set_index("id").loc[failed, "why it ended"].startswith("the worker process was killed")
+    assert table.set_index("id")["test accuracy"].isna()[failed]  # nothing measured: shown as the other pages do
+    assert app.dataframe[0].proto.placeholder == "—"
     app.session_state["runs_open"] = first
     app.run()
     assert not app.exception

@@ -13,6 +13,7 @@ from dmlviz import settings
 from dmlviz.config import RunConfig
 from dmlviz.presets import get_preset
 from dmlviz.store import RunStore
+from ui.live import neighbour_caption
 
 
 @pytest.fixture
@@ -121,3 +122,8 @@ def test_the_charts_are_in_place_before_a_run_starts(store_dir):
     assert len(specs) == 3
     assert [t["type"] for t in specs[0]["data"]] == ["scattergl"]  # WebGL ready for the first frame
     assert "Press Start" in specs[0]["layout"]["annotations"][0]["text"]
+
+
+def test_the_inspector_says_which_distance_each_neighbour_is_at():
+    assert neighbour_caption(True, "1", 0.16512, angular=False) == "✓ 1 · distance 0.165"
+    assert neighbour_caption(False, "7", 12.345, angular=True) == "✗ 7 · angle 12.3°"

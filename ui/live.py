@@ -386,8 +386,8 @@ def _metrics(frame: Frame) -> None:
         return
     # One element, not a column and an st.metric per number: the fragment sends it twice a second,
     # and each element costs the browser layout and React work that the training worker needs.
-    cells = "".join(f"<div><div class='label'>{html.escape(label)}</div><div class='value'>{value:.4g}</div></div>"
-                    for label, value in shown)
+    cells = "".join(f"<div><div class='label'>{html.escape(label)}</div>"
+                    f"<div class='value'>{figures.short_number(value)}</div></div>" for label, value in shown)
     st.markdown(f"{_METRICS_STYLE}<div class='dmlviz-metrics'>{cells}</div>", unsafe_allow_html=True)
 
 
@@ -397,7 +397,9 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
     with st.container(border=True, key="inspector"):
         selected = st.number_input("Inspect probe image #", 0, len(labels) - 1, value=st.session_state.get("selected"),
                                    placeholder="click a point" if two_d else "a probe index",
-                                   help="Click a point in the 2-D view, or type its index (hover shows it).")
+                                   help="Click a point in the 2-D view, or type its index (hover shows it). "
+                                        "Its nearest neighbours are found in the feature space itself: by "
+                                        "Euclidean distance, or by angle for a normalised loss.")
         if selected is None:
             st.caption("Select a point to see its image and its nearest neighbours in the feature space.")
             return
@@ -408,11 +410,17 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
         except (DataError, DatasetUnavailable) as error:  # gone since the run, or turned off on this server
             st.caption(f"The images cannot be shown: {error}")
             return
-        unit = "°" if view.normalized else ""
         captions = [f"#{selected} · {names[labels[selected]]}"]
-        captions += [f"{'✓' if labels[n] == labels[selected] else '✗'} {names[labels[n]]} · {d:.3g}{unit}"
+        captions += [neighbour_caption(labels[n] == labels[selected], names[labels[n]], float(d), view.normalized)
                      for n, d in zip(neighbours, distances, strict=True)]
         st.image([images[selected], *images[neighbours]], caption=captions, width=72)
+
+
+def neighbour_caption(same_class: bool, name: str, distance: float, angular: bool) -> str:
+    """"✓ 1 · distance 0.165" or, for a normalised loss, "✗ 7 · angle 12.3°": whether a neighbour is of
+    the selected image's class, its class, and how far it is in the feature space (not the picture)."""
+    far = f"angle {figures.short_number(distance)}°" if angular else f"distance {figures.short_number(distance)}"
+    return f"{'✓' if same_class else '✗'} {name} · {far}"
 
 
 @st.cache_resource(max_entries=2)
