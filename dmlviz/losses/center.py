@@ -84,7 +84,7 @@ class CenterClassifierLoss(LinearClassifierLoss):
         description=(
             "Softmax keeps classes apart while a second term pulls every feature towards a learned "
             "center of its class. The petals of plain softmax contract into compact blobs around "
-            "their centers; the larger lambda, the tighter the blobs. The centers (drawn as points) "
+            "their centers; the larger lambda, the tighter the blobs. The centers (drawn as stars, diamonds in 3-D) "
             "follow their class: with the paper's rule they chase each class's batch mean."
         ),
         formula=(r"L = L_{softmax} + \frac{\lambda}{2N}\sum_i \lVert f_i - c_{y_i} \rVert^2,\quad "

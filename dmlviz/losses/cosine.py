@@ -16,6 +16,7 @@ return only the loss); one head for all also keeps one layout of W and one ``pre
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,11 @@ NORMALISED_DIMS = ("any ≥ 2; 2-D puts the features on a circle and 3-D on a sp
 SMALL_DIM_HELP = ("Margin heads are tuned for 512-D face embeddings with s = 64: in 2-D there is little room "
                   "(10 classes evenly on a circle are 36° apart), so large s saturates the softmax and large "
                   "margins cannot all be met at once. Use s 10–20, a smaller margin in 2-D and a margin warm-up.")
+# Recommended 2-D settings of the cosine heads. On the unit circle the classes cannot pass one another, so a
+# class split across two arcs by the first steps stays split: a lower learning rate than the default and a
+# softer scale keep the early steps from scattering them (bench.losses, half an epoch, NormFace 2-D: 40 %
+# test accuracy with the defaults, 62 % at lr 1e-3, 78 % with s = 10 as well).
+ON_THE_CIRCLE: dict[str, Any] = {"feature_dim": 2, "lr": 0.001, "hp.scale": 10.0}
 COSINE_DEF = r"\cos\theta_{ij} = \frac{W_j^\top f_i}{\lVert W_j\rVert\,\lVert f_i\rVert}"
 NORMFACE_PAPER = Paper("Wang, Xiang, Cheng, Yuille", "NormFace: L2 Hypersphere Embedding for Face Verification",
                        "ACM Multimedia", 2017, "1704.06369")
@@ -205,7 +211,7 @@ def _ce(target: str) -> str:
             "log(1 + (C−1)·e^{−sC/(C−1)})); s below about 5 leaves 10 classes blurred. The feature norm is "
             "ignored, so the raw 2-D plot may look scattered while the directions are clean."
         ),
-        recommended={2: {"feature_dim": 2, "hp.scale": 20.0}, 3: {"feature_dim": 3, "hp.scale": 20.0}},
+        recommended={2: {**ON_THE_CIRCLE}, 3: {"feature_dim": 3, "hp.scale": 20.0}},
     )
 )
 class NormFace(CosineHead):
@@ -382,7 +388,7 @@ class SphereFace(MultipleAngleHead):
         pitfalls=SMALL_DIM_HELP + " The margin is in cosine: near the weight direction (cos ≈ 1) it is a "
                                   "wider angle than m radians would be.",
         recommended={
-            2: {"feature_dim": 2, "hp.scale": 16.0, "hp.margin": 0.1, "hp.warmup": 0.3},
+            2: {**ON_THE_CIRCLE, "hp.margin": 0.1, "hp.warmup": 0.3},
             3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.25, "hp.warmup": 0.3},
         },
     )
@@ -425,7 +431,7 @@ class CosFace(AdditiveMarginHead):
                                   "class; the fallback cos θ − m·sin m keeps the target decreasing but jumps "
                                   "there, so samples on the far side get a step in their logit.",
         recommended={
-            2: {"feature_dim": 2, "hp.scale": 16.0, "hp.margin": 0.15, "hp.warmup": 0.3},
+            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.warmup": 0.3},
             3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.warmup": 0.3},
         },
     )
@@ -497,7 +503,7 @@ ELASTIC_STD = HParam("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the p
                                   "loss curve is noisier than ArcFace's because the margins change each step. "
                                   "The '+' variant (margins sorted by closeness to the class) is not included.",
         recommended={
-            2: {"feature_dim": 2, "hp.scale": 16.0, "hp.margin": 0.15, "hp.std": 0.05, "hp.warmup": 0.3},
+            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.std": 0.05, "hp.warmup": 0.3},
             3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.std": 0.05, "hp.warmup": 0.3},
         },
     )
@@ -527,7 +533,7 @@ class ElasticArcFace(ElasticFace):
         pitfalls=SMALL_DIM_HELP + " The loss curve is noisier than CosFace's because the margins change each "
                                   "step. The '+' variant (margins sorted by closeness to the class) is not included.",
         recommended={
-            2: {"feature_dim": 2, "hp.scale": 16.0, "hp.margin": 0.1, "hp.std": 0.05, "hp.warmup": 0.3},
+            2: {**ON_THE_CIRCLE, "hp.margin": 0.1, "hp.std": 0.05, "hp.warmup": 0.3},
             3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.25, "hp.std": 0.05, "hp.warmup": 0.3},
         },
     )
@@ -573,6 +579,7 @@ class ElasticCosFace(ElasticFace):
             "it is small (1.55 for 4) and the classes stay loose. With 2 classes √2·ln(C−1) = 0 and nothing is "
             "learned, so AdaCos refuses to build."
         ),
+        # Not ON_THE_CIRCLE: its scale is its own, and at lr 1e-3 it reached 78 % in half an epoch, 89 % at 3e-3.
         recommended={2: {"feature_dim": 2, "hp.dynamic": False}, 3: {"feature_dim": 3, "hp.dynamic": False}},
     )
 )
@@ -647,7 +654,7 @@ def _cam_c(value: float, which: str) -> HParam:
             "The schedule here is linear in the run's progress, not 1e-4 rad per iteration, and the paper's own "
             "adaptation rule is unconfirmed."
         ),
-        recommended={2: {"feature_dim": 2, "hp.c_length": 0.5}, 3: {"feature_dim": 3, "hp.c_length": 0.5}},
+        recommended={2: {**ON_THE_CIRCLE, "hp.c_length": 0.5}, 3: {"feature_dim": 3, "hp.c_length": 0.5}},
     )
 )
 class CamSoftmax(CosineHead):
@@ -704,7 +711,7 @@ class CamSoftmax(CosineHead):
                                   "available): it shows the idea, not the paper's numbers. The class mean angle "
                                   "comes from the batch, so classes with one sample in a batch get weight 1.",
         recommended={
-            2: {"feature_dim": 2, "hp.scale": 16.0, "hp.margin": 0.15, "hp.warmup": 0.3},
+            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.warmup": 0.3},
             3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.warmup": 0.3},
         },
     )
