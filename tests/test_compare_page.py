@@ -93,3 +93,19 @@ def test_stored_runs_that_differ_in_more_than_the_loss_are_flagged(store_dir):
     app.button(key="compare_show").click().run()
     assert not app.exception
     assert app.query_params["runs"] in (f"{a},{b}", [f"{a},{b}"])
+
+
+def test_the_live_step_is_one_every_training_run_has_stored():
+    from types import SimpleNamespace as NS
+
+    from ui.compare import _common_step
+
+    def index(*steps):
+        return [NS(step=s) for s in steps]
+
+    running, ended = NS(active=True), NS(active=False)
+    # The third run has not yet written step 5: every panel shows step 1, not two at 5 and one at 1.
+    assert _common_step([index(0, 1, 5), index(0, 1, 5), index(0, 1)], [running] * 3) == 1
+    # A run that diverged at step 1 does not hold the others back.
+    assert _common_step([index(0, 1, 5), index(0, 1)], [running, ended]) == 5
+    assert _common_step([index(0, 1, 5), index(0, 1, 7)], [ended, ended]) == 7

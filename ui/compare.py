@@ -117,7 +117,11 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
             runner().watch(ids[0])
         except KeyError:
             pass
-    st.caption(" · ".join(f"**{label}** {record.status}" for label, record in zip(view.labels, records, strict=True)))
+    status = " · ".join(f"**{label}** {record.status}" for label, record in zip(view.labels, records, strict=True))
+    if active and st.session_state.get("compare_command") == "stop":
+        # The runs end with a pass over the whole test set, which takes a while on a CPU: say so at once.
+        status = f":material/hourglass_top: **Stopping:** evaluating every run on the test set… ({status})"
+    st.caption(status)
     if not view.ready:
         st.progress(0.0, text="Starting: loading the data and building the models…")
         return
@@ -127,7 +131,7 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
     indexes = view.indexes()
     steps = view.steps(indexes)
     running = any(record.status == "running" for record in records)
-    step = _timeline(steps, running)
+    step = _timeline(steps, running, _common_step(indexes, records))
     options = view.views[0].default_options()
     selected = st.session_state.get("compare_selected")
     frame = cached("compare-frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
@@ -155,11 +159,19 @@ def _select(index: int) -> None:
     st.session_state["compare_selected"] = index
 
 
-def _timeline(steps: list[int], running: bool) -> int:
-    """One slider for every run: while they train, the newest step; else any step."""
+def _common_step(indexes: list[list], records: list) -> int:
+    """The newest step that every run still training has stored. Runs trained together are snapshotted
+    at the same steps, but each writes its own snapshot in turn: the newest step of all would show a run
+    that has not written it yet at its previous one. A run that has ended shows its last snapshot."""
+    active = [index[-1].step for index, record in zip(indexes, records, strict=True) if record.active and index]
+    return min(active) if active else max(index[-1].step for index in indexes if index)
+
+
+def _timeline(steps: list[int], running: bool, live_step: int) -> int:
+    """One slider for every run: while they train, the newest step they all have; else any step."""
     if running or len(steps) < 2:
         st.session_state.pop("compare_step", None)
-        return steps[-1]
+        return live_step if running else steps[-1]
     shown = st.session_state.get("compare_step")
     if shown not in steps or shown == st.session_state.get("compare_step_end"):
         st.session_state["compare_step"] = steps[-1]
