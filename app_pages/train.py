@@ -1,8 +1,9 @@
 """Train: pick a loss, press Start, and watch it shape the feature space, live.
 
 The settings live in the sidebar and in the URL (a link reproduces the run; ``present=1`` hides
-the settings and enlarges the figures for a projector); training runs in the runner's worker
-and the live view polls the store.
+the settings and fills the screen with the figures for a projector); training runs in the runner's
+worker and the live view polls the store. The feature space is the page's first thing: the buttons
+on one row above it, what the run is and its terminal recipe below the charts.
 """
 
 from __future__ import annotations
@@ -57,21 +58,19 @@ def write_url(config: RunConfig | None, present: bool) -> None:
 
 present = st.query_params.get("present") in ("1", "true", "yes")
 url_errors = settings_from_url()
-if present:
-    # A projector: no sidebar, no header, room for the figures.
-    st.markdown("<style>[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'], header "
-                "{display: none !important;}</style>", unsafe_allow_html=True)
 with st.sidebar:
     settings_form.render()
 config, errors = settings_form.read()
 write_url(config, present)
 
-if not present:
-    st.title("Train")
 settings_form.show_problems("Some of this link's settings are not valid, so they are left at their defaults",
                             url_errors)
 settings_form.show_problems("Fix these settings to start a run", errors)
+# The stage first: the buttons on one row, then the feature space at the top of the screen. A projector
+# (present=1) gets nothing else on its first screen: no sidebar, no header.
+live.live_view(config, present)
 if not errors and not present:
+    # What the run is and how to reproduce it, below the stage, for whoever scrolls to read it.
     spec = get_spec(config.loss)
     note = st.session_state.get("preset_note")
     st.caption(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features, "
@@ -82,5 +81,3 @@ if not errors and not present:
         st.caption("Save as `run.yaml` and run `python -m dmlviz train --config run.yaml`; the page's URL "
                    "reproduces it too.")
         st.code(config.to_yaml(), language="yaml")
-live.controls(config)
-live.live_view(present)

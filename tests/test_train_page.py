@@ -127,3 +127,26 @@ def test_the_charts_are_in_place_before_a_run_starts(store_dir):
 def test_the_inspector_says_which_distance_each_neighbour_is_at():
     assert neighbour_caption(True, "1", 0.16512, angular=False) == "✓ 1 · distance 0.165"
     assert neighbour_caption(False, "7", 12.345, angular=True) == "✗ 7 · angle 12.3°"
+
+
+
+def walk(node):
+    """The page's elements in the order they are drawn."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from walk(child)
+
+
+def test_the_charts_come_first_and_a_projector_gets_nothing_else(store_dir):
+    # The feature space is the page's first thing: what the run is and its terminal recipe come after the
+    # charts; with present=1 they are left out, and so are the view options.
+    app = train_page({"dataset": "digits"})
+    order = [node.type for node in walk(app.main)]
+    assert order.index("expander") > max(i for i, kind in enumerate(order) if kind == "component_instance")
+    assert [node.label for node in walk(app.main) if node.type == "expander"] == ["Reproduce from a terminal"]
+    assert any(node.type == "popover" for node in walk(app.main))  # the view options, at the end of the buttons
+    present = train_page({"dataset": "digits", "present": "1"})
+    assert not present.exception
+    assert not [node for node in walk(present.main) if node.type in ("expander", "caption")]
+    assert not any(node.type == "popover" for node in walk(present.main))
+    assert len(present.get("component_instance")) == 3

@@ -43,6 +43,32 @@ _ENDED_MESSAGES = {
 _METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem 2.5rem}"
                   ".dmlviz-metrics .label{font-size:0.875rem;opacity:0.7}"
                   ".dmlviz-metrics .value{font-size:1.75rem;line-height:1.3}</style>")
+# The stage's heights, in pixels. A laptop (1400 × 900, the sidebar open): the feature chart from about a
+# fifth of the way down to the bottom of the first screen. A projector (1280 × 720, ``present=1``): the
+# chart from just under the buttons to the bottom, the step and loss above the histogram beside it.
+CHART_HEIGHT = 620
+PRESENT_HEIGHT = 620
+PRESENT_HISTOGRAM_HEIGHT = 530
+# The page around the stage (and only a page with one: the style must not outlive it): the padding
+# Streamlit leaves for a page title goes (the header's height stays, so nothing slides under it); a
+# projector loses the sidebar and header too. At 900 px and narrower the charts take the whole width,
+# one under the other.
+_LAYOUT_STYLE = """<style>
+[data-testid="stMainBlockContainer"]:has(.st-key-stage) {padding: 3.75rem 1.5rem 3rem; max-width: none}
+.dmlviz-headline {display: flex; flex-wrap: wrap; align-items: baseline; gap: 0.25rem 2rem}
+.dmlviz-headline .label {font-size: 1rem; opacity: 0.7}
+.dmlviz-headline .value {font-size: 2.75rem; line-height: 1.1; font-variant-numeric: tabular-nums}
+@media (max-width: 900px) {
+  [data-testid="stMainBlockContainer"]:has(.st-key-stage) {padding-left: 1rem; padding-right: 1rem}
+  .st-key-stage [data-testid="stHorizontalBlock"] {flex-direction: column}
+  .st-key-stage [data-testid="stColumn"] {width: 100% !important; flex: 1 1 auto !important; min-width: 100%}
+}
+</style>"""
+_PRESENT_STYLE = """<style>
+body:has(.st-key-stage) :is([data-testid="stSidebar"], [data-testid="stExpandSidebarButton"], header)
+  {display: none !important}
+[data-testid="stMainBlockContainer"]:has(.st-key-stage) {padding-top: 1rem}
+</style>"""
 _METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
                   "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
                   "unseen_p_at_1": "unseen P@1"}
@@ -130,12 +156,14 @@ def _last_command(run_id: int) -> str:
     return st.session_state["command"]
 
 
-def controls(config: RunConfig | None) -> None:
-    """Start / pause / resume / step / stop / reset, and the speed; buttons act on this session's run."""
+def controls(config: RunConfig | None, present: bool = False):
+    """Start / pause / resume / step / stop / reset, and the speed, on one row; buttons act on this session's
+    run. Returns the row, for the view options at its end."""
     run_id = st.session_state.get("run_id")
     controlled = _controlled(run_id)
     command = _last_command(run_id) if controlled else None
-    with st.container(horizontal=True, vertical_alignment="center", key="controls"):
+    row = st.container(horizontal=True, vertical_alignment="bottom", key="controls")
+    with row:
         if not controlled:
             st.button("Start", key="start", type="primary", icon=":material/play_arrow:", disabled=config is None,
                       on_click=start_run, args=(config,), help="Train the settings on the left in a new run.")
@@ -156,19 +184,26 @@ def controls(config: RunConfig | None) -> None:
             st.button("Reset", key="reset", icon=":material/replay:", on_click=_reset,
                       help="The same run again from step 0 with the same seed, paused on its first frame.")
         st.session_state.setdefault("speed", "full speed")
-        st.select_slider("Speed", list(SPEEDS), key="speed",
-                         on_change=_apply_speed, width=260,
+        # 300 px: the narrowest a control may be, so that its label and values are never cut.
+        st.select_slider("Speed", list(SPEEDS), key="speed", on_change=_apply_speed, width=300,
+                         label_visibility="collapsed" if present else "visible",
                          help="Slow motion for a class: at most this many training steps a second.")
-    if message := st.session_state.pop("control_error", None):
-        st.warning(message)
+    # Always in place, empty but for a refused command: a message that came and went would move the charts.
+    with st.container(key="control_message"):
+        if message := st.session_state.pop("control_error", None):
+            st.warning(message)
+    return row
 
 
 # -- the live view ------------------------------------------------------------------------------
 
-def live_view(present: bool = False) -> None:
-    """The run on screen, or the empty places its figures will take. The view options are drawn here,
-    outside the polling fragment: a change reruns the page anyway, and every element the fragment
-    does not have to send again twice a second is work the training worker keeps."""
+def live_view(config: RunConfig | None, present: bool = False) -> None:
+    """The controls and the run on screen, or the empty places its figures will take. The view options
+    sit at the end of the controls' row, outside the polling fragment: a change reruns the page anyway,
+    and every element the fragment does not have to send again twice a second is work the training
+    worker keeps."""
+    st.html(_LAYOUT_STYLE + (_PRESENT_STYLE if present else ""))  # style only: it takes no place on the page
+    row = controls(config, present)
     run_id = st.session_state.get("run_id")
     view, record = None, None
     if run_id is not None:
@@ -180,8 +215,8 @@ def live_view(present: bool = False) -> None:
             st.session_state.pop("view", None)
             st.warning(f"Run {run_id} is no longer in the store.")
             view = None
-    with st.container(key="view_options"):
-        options = _view_options(view, present, live=record.status == "running") if view else ViewOptions()
+    with row:
+        options = _view_options(view, present, live=record is not None and record.status == "running")
     # Poll only while something can change; an ended run is drawn once and then scrubbed.
     active = record is not None and record.active
     every = (QUEUED_REFRESH_S if record.status == "queued" else REFRESH_S) if active else None
@@ -211,28 +246,36 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
         except KeyError:
             pass  # ended just now
     index = view.snapshots() if view is not None else []
-    with st.container(key="run_status"):
-        if view is None:
-            st.info("Choose settings (or a preset) on the left and press **Start**: the features of "
-                    f"{RunConfig().probe_size:,} test images will appear and move as the network learns.")
-        else:
-            _status(view, index)
+    # The stage: the feature chart at the top, the histogram beside it (below it in a narrow window).
+    # On a projector the step and loss stand in big type above the histogram, and the chart starts
+    # right under the buttons; on a laptop the status line and the timeline run above both.
+    if present:
+        left, right = _stage(present)
+        with right:
+            status_slot, timeline_slot = st.container(key="run_status"), st.container(key="timeline_slot")
+    else:
+        status_slot, timeline_slot = st.container(key="run_status"), st.container(key="timeline_slot")
+        left, right = _stage(present)
     drawable = bool(index) and view is not None and view.info is not None
-    with st.container(key="timeline_slot"):
+    with timeline_slot:
         position = _timeline(index, record.status) if drawable else None
     if record is not None and record.status == "running" and options.method != "pca":
         options = replace(options, method="pca")  # UMAP / t-SNE only while paused or ended
     selected = st.session_state.get("selected")
-    height = 760 if present else 560
+    height = PRESENT_HEIGHT if present else CHART_HEIGHT
+    histogram_height = PRESENT_HISTOGRAM_HEIGHT if present else CHART_HEIGHT
     frame = None
     if position is not None:
         # Figures are built once per snapshot; a poll that finds no new one sends the same ones again.
-        frame = cached("frame", (run_id, index[position].seq, options, selected, height),
-                        lambda: view.frame(index, position, options, selected=selected, height=height))
-    with st.container(key="metrics"):
-        if frame is not None:
-            _metrics(frame)
-    left, right = st.columns([3, 2]) if not present else st.columns([5, 2])
+        frame = cached("frame", (run_id, index[position].seq, options, selected, height, histogram_height),
+                       lambda: _sized(view.frame(index, position, options, selected=selected, height=height),
+                                      histogram_height))
+    with status_slot:
+        if view is None:
+            st.info("Choose settings (or a preset) on the left and press **Start**: the features of "
+                    f"{RunConfig().probe_size:,} test images will appear and move as the network learns.")
+        else:
+            _status(view, index, frame if present else None)
     waiting = "Starting…" if record is not None and record.active else "Press Start"
     with left:
         if frame is None:
@@ -240,9 +283,13 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
         else:
             live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
                               camera_key=frame.features_figure.layout.uirevision)
+        # Every number of the snapshot, under the feature chart (beside the inspector, when it is open).
+        with st.container(key="metrics"):
+            if frame is not None:
+                _metrics(frame)
     with right:
-        live_plotly_chart(frame.histogram_figure if frame is not None else _placeholder("histogram", waiting),
-                          key="histogram_chart")
+        live_plotly_chart(frame.histogram_figure if frame is not None
+                          else _placeholder("histogram", waiting, histogram_height), key="histogram_chart")
         if frame is not None:
             _inspector(view, frame, frame.points.shape[1] == 2)
     curves_height = 420 if present else 380
@@ -255,8 +302,21 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
         latest = index[-1]
         version = int(latest.elapsed // CURVES_EVERY_S) if record.status == "running" else latest.seq
         curves = cached("curves", (run_id, record.status, version, curves_height),
-                         lambda: view.curves(height=curves_height))
+                        lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
+
+
+def _stage(present: bool):
+    """The two columns of the feature chart and the histogram, in a container the layout's CSS finds."""
+    with st.container(key="stage"):
+        return st.columns([3, 1] if present else [2, 1])
+
+
+def _sized(frame: Frame | None, histogram_height: int) -> Frame | None:
+    """The frame with its histogram as high as the stage wants it (the view leaves that to the page)."""
+    if frame is not None:
+        frame.histogram_figure.layout.height = histogram_height
+    return frame
 
 
 def _controls_change(record) -> bool:
@@ -293,7 +353,9 @@ def cached(name: str, key: tuple, build: Callable[[], T]) -> T:
     return cache[name][1]
 
 
-def _status(view: RunView, index: list) -> None:
+def _status(view: RunView, index: list, headline: Frame | None = None) -> None:
+    """Where the run stands: a progress bar with its words, or (on a projector) the step and loss of
+    ``headline``, the frame on screen, in big type."""
     record = view.record
     info = view.info or {}
     total = int(info.get("total_steps") or 0)
@@ -309,6 +371,10 @@ def _status(view: RunView, index: list) -> None:
         else:
             _ended(record)
         return
+    if headline is not None:
+        _headline(headline, total, record.status)
+        _ended(record)
+        return
     latest = index[-1]
     rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
     speed = record.summary.get("images_per_s") if record.status == "running" else None
@@ -320,6 +386,18 @@ def _status(view: RunView, index: list) -> None:
     parts.append(record.status)
     st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
     _ended(record)
+
+
+def _headline(frame: Frame, total: int, status: str) -> None:
+    """Step and loss in type a class can read from the back of the room; one element."""
+    loss = frame.snapshot.metrics.get("loss")
+    cells = [("step", f"{frame.info.step:,} / {total:,}" if total else f"{frame.info.step:,}")]
+    if loss is not None:
+        cells.append(("loss", figures.short_number(loss)))
+    html_cells = "".join(f"<div><div class='label'>{label}</div><div class='value'>{html.escape(value)}</div></div>"
+                         for label, value in cells)
+    st.markdown(f"<div class='dmlviz-headline'>{html_cells}<div class='label'>{html.escape(status)}</div></div>",
+                unsafe_allow_html=True)
 
 
 def _ended(record) -> None:
@@ -350,29 +428,37 @@ def _timeline(index: list, status: str) -> int:
                             help="Scrub back through the run's snapshots.")
 
 
-def _view_options(view: RunView, present: bool, live: bool) -> ViewOptions:
+def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOptions:
+    """How to draw the run: in a popover at the end of the controls' row (always there, so nothing after it
+    moves when a run appears). A projector gets the defaults and no popover."""
     if present:
+        if view is None:
+            return ViewOptions()
         return ViewOptions(directions=view.normalized, dims=min(view.feature_dim, 3) if view.feature_dim > 3 else 2)
-    columns = st.columns(4)
-    directions = columns[0].toggle("Normalised features", value=view.normalized, key=f"directions-{view.run_id}",
-                                   help="Draw each feature at unit length: what a normalised loss reads.")
-    dims, method = 2, "pca"
-    if view.feature_dim > 3:
-        choice = columns[1].segmented_control(
-            "Projection", ("PCA 2-D", "PCA 3-D", "UMAP", "t-SNE"), default="PCA 2-D", key=f"projection-{view.run_id}",
-            help="Features wider than 3-D: a PCA kept aligned from frame to frame, so the picture does not flip; "
-                 "UMAP and t-SNE (a few seconds each) while the run is paused or has ended.") or "PCA 2-D"
-        if choice.startswith("PCA"):
-            dims = int(choice[4])
-        else:
-            method = "umap" if choice == "UMAP" else "tsne"
-            if live:
-                columns[1].caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
-    trail = columns[2].slider("Trail", 0, 60, 20, key="trail", help="How many earlier snapshots the class "
-                              "trails reach back.")
-    histogram = columns[3].segmented_control("Distances", ("euclidean", "angular"),
-                                             default="angular" if view.normalized else "euclidean",
-                                             key=f"histogram-{view.run_id}") or "euclidean"
+    with st.popover("View", icon=":material/tune:", disabled=view is None, key="view_options",
+                    help="How the features are drawn: normalised or not, the projection, trails, distances."):
+        if view is None:
+            return ViewOptions()
+        directions = st.toggle("Normalised features", value=view.normalized, key=f"directions-{view.run_id}",
+                               help="Draw each feature at unit length: what a normalised loss reads.")
+        dims, method = 2, "pca"
+        if view.feature_dim > 3:
+            choice = st.segmented_control(
+                "Projection", ("PCA 2-D", "PCA 3-D", "UMAP", "t-SNE"), default="PCA 2-D",
+                key=f"projection-{view.run_id}",
+                help="Features wider than 3-D: a PCA kept aligned from frame to frame, so the picture does not "
+                     "flip; UMAP and t-SNE (a few seconds each) while the run is paused or has ended.") or "PCA 2-D"
+            if choice.startswith("PCA"):
+                dims = int(choice[4])
+            else:
+                method = "umap" if choice == "UMAP" else "tsne"
+                if live:
+                    st.caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
+        trail = st.slider("Trail", 0, 60, 20, key="trail", width=320,  # wide enough to aim at a value
+                          help="How many earlier snapshots the class trails reach back.")
+        histogram = st.segmented_control("Distances", ("euclidean", "angular"),
+                                         default="angular" if view.normalized else "euclidean",
+                                         key=f"histogram-{view.run_id}") or "euclidean"
     return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method)
 
 
