@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import streamlit as st
 
 from dmlviz import export
 from dmlviz.config import ConfigError, RunConfig
-from dmlviz.store import MAX_TAG_LENGTH, StoreError
-from dmlviz.view import RunView
+from dmlviz.store import MAX_NAME_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, StoreError
+from dmlviz.view import AXES, RunView
 from ui import live
 from ui.resources import store
 
@@ -71,26 +72,39 @@ if record.error:
     st.warning(f"{record.status}: {record.error}")
 view = RunView(store(), run_id)
 index = view.snapshots()
+axes = "follow"  # how the replay's (and its exports') axes move: see dmlviz.view.AXES
 if view.info is None or not index:
     st.info("This run recorded nothing to draw.")
 else:
-    # Built once per run and snapshot count: a replay draws every frame's histogram.
-    replay = live.cached("replay", (run_id, len(index), index[-1].seq), lambda: view.replay(height=640))
-    st.plotly_chart(replay, key=f"replay-{run_id}", config={
+    axes = st.segmented_control(
+        "Axes", AXES, default="follow", key="replay_axes", format_func=str.capitalize,
+        help="Follow: the view zooms out as soon as the features would leave it and back in once they have "
+             "stayed small for a while, and the histogram fits each frame. Fixed: one view and one histogram "
+             "range that hold the whole run, so sizes compare from frame to frame.") or "follow"
+    # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
+    replay = live.cached("replay", (run_id, len(index), index[-1].seq, axes),
+                         lambda: view.replay(replace(view.default_options(), axes=axes), height=640))
+    st.plotly_chart(replay, key=f"replay-{run_id}-{axes}", config={
         "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
-    st.caption("▶ plays the run in the browser; the slider moves through its snapshots on fixed axes, with the "
-               "class means' trails and the distance histogram of each. The camera icon saves the frame shown "
-               "as a PNG.")
+    st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "
+               "trails and the distance histogram of each. The camera icon saves the frame shown as a PNG.")
 
 with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions"):
     read_only = store().read_only  # a store folder that cannot be written: everything is viewable
-    name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260, disabled=read_only)
+    name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260, disabled=read_only,
+                         max_chars=max(MAX_NAME_LENGTH, len(record.name)))  # a name from before the cap
     if st.button("Rename", key="rename", disabled=read_only) and name != record.name:
-        store().rename(run_id, name)
-        st.rerun()
+        try:
+            store().rename(run_id, name)
+        except StoreError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
     tags = st.multiselect("Tags", sorted({*all_tags, *record.tags}), default=record.tags, key=f"tags-{run_id}",
                           accept_new_options=True, width=320, placeholder="Add a tag", disabled=read_only,
-                          help=f"Type a new tag and press Enter; at most {MAX_TAG_LENGTH} characters each.")
+                          max_selections=max(MAX_TAGS, len(record.tags)),  # a store from before the cap
+                          help=f"Type a new tag and press Enter; at most {MAX_TAGS} tags of at most "
+                          f"{MAX_TAG_LENGTH} characters each.")
     if tags != record.tags:
         try:
             store().set_tags(run_id, tags)
@@ -134,12 +148,12 @@ def _snapshot_label(position: int) -> str:
 st.markdown("**Export the whole run**")
 with st.container(horizontal=True, key="run_exports"):
     # Each file is made on the click, not on every rerun.
-    st.download_button("Replay (HTML)", lambda: _file(lambda p: export.write_replay(store(), run_id, p)),
+    st.download_button("Replay (HTML)", lambda: _file(lambda p: export.write_replay(store(), run_id, p, axes=axes)),
                        file_name=f"run{run_id}.html", mime="text/html", on_click="ignore", key="export_html",
                        help="One page that plays offline: plotly.js is inside.")
     for fmt, mime in (("gif", "image/gif"), ("mp4", "video/mp4")):
         st.download_button(f"Animation ({fmt.upper()})",
-                           lambda fmt=fmt: _file(lambda p: export.write_movie(store(), run_id, p, fmt)),
+                           lambda fmt=fmt: _file(lambda p: export.write_movie(store(), run_id, p, fmt, axes=axes)),
                            file_name=f"run{run_id}.{fmt}", mime=mime, on_click="ignore", key=f"export_{fmt}",
                            disabled=not index, help=f"The feature space over up to {export.MOVIE_FRAMES} snapshots, "
                            "titled with loss, dataset and step, for slides (takes a few seconds).")

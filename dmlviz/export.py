@@ -75,33 +75,47 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
     return path
 
 
-def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REPLAY_FRAMES) -> Path:
+def _options(view, axes: str):
+    """The run's own view options (directions for a normalised loss, …) with the axes asked for."""
+    from dataclasses import replace
+
+    return replace(view.default_options(), axes=axes)
+
+
+def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REPLAY_FRAMES,
+                 axes: str = "follow") -> Path:
     """The run's feature space and distance histogram over time as one standalone HTML file (plotly.js
-    inside: it plays offline), with play / pause and a slider over up to ``max_frames`` snapshots."""
+    inside: it plays offline), with play / pause and a slider over up to ``max_frames`` snapshots.
+    ``axes``: "follow" (the view follows the run, the histogram fits each frame) or "fixed" (one view
+    and one histogram range for the whole run)."""
     from dmlviz.view import RunView
 
-    figure = RunView(store, run_id).replay(max_frames=max_frames, height=720)
+    view = RunView(store, run_id)
+    figure = view.replay(_options(view, axes), max_frames=max_frames, height=720)
     figure.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False,
                       config={"displaylogo": False})
     return path
 
 
 def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: int = MOVIE_FRAMES,
-                fps: int = MOVIE_FPS) -> Path:
+                fps: int = MOVIE_FPS, axes: str = "follow") -> Path:
     """The feature space over the run as an animated GIF or an H.264 MP4 for slides: up to
-    ``max_frames`` snapshots spread over it, on fixed axes, with trails, each titled with the loss,
-    the dataset and the step."""
+    ``max_frames`` snapshots spread over it, with trails, each titled with the loss, the dataset and
+    the step. ``axes``: "follow" (the view follows the run; still images keep the origin in the
+    middle, so each frame shows a square about it that holds the frame's view) or "fixed" (one square
+    for the whole run)."""
     from dmlviz import render
     from dmlviz.view import RunView
 
     if fmt not in MOVIE_FORMATS:
         raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
     view = RunView(store, run_id)
-    played = view.replay_frames(max_frames=max_frames, histograms=False)
+    played = view.replay_frames(_options(view, axes), max_frames=max_frames, histograms=False)
     labels, names, trained = view.classes
-    images = (render.feature_image(panel, labels, names, trained, extent=played.extent,
+    extents = [float(np.abs(box).max()) for box in played.views] or [played.extent] * len(played.panels)
+    images = (render.feature_image(panel, labels, names, trained, extent=extent,
                                    title=f"{played.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}")
-              for shot, panel in zip(played.snapshots, played.panels, strict=True))
+              for shot, panel, extent in zip(played.snapshots, played.panels, extents, strict=True))
     if fmt == "gif":
         _write_gif(images, path, fps)
     else:

@@ -247,7 +247,7 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
                    selected: int | None = None, uirevision: str = "features", height: int | None = None,
-                   title: str | None = None) -> go.Figure:
+                   title: str | None = None, axis_range: np.ndarray | None = None) -> go.Figure:
     """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
 
     Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
@@ -256,6 +256,10 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     ``_weight_scale``); other class vectors are outlined markers, the class means plus signs (squares in 3-D).
     ``trails`` maps a class-vector kind (or ``MEANS``) to its earlier positions, T × rows × k, oldest
     first. The legend toggles each class's points and each kind of class vector (with its trails).
+    ``axis_range``: the view, k × 2 (low, high of each axis; see ``AxisFollower``); None fits the axes to the
+    data. In 3-D it is the scene's range. In 2-D the axes stay autoranged, held open by an invisible line
+    across the view: a range sent with every frame would undo a person's pan or zoom whenever the view
+    moves, while an autoranged axis that they zoomed stays as they left it (``uirevision``) until they reset it.
     """
     traces = feature_traces(points, labels, class_names, train_classes, normalized=normalized,
                             class_vectors=class_vectors, class_means=class_means, trails=trails, selected=selected)
@@ -268,11 +272,81 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
         if normalized:
             traces.append(_sphere())
         layout["scene"] = {"aspectmode": "data", "uirevision": uirevision}
+        if axis_range is not None:
+            layout["scene"].update(scene_ranges(axis_range))
     else:
         layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+        if axis_range is not None:
+            traces.insert(0, _view_anchor(axis_range))
         if normalized:
             layout["shapes"] = [_unit_circle("x", "y")]
     return go.Figure(data=traces, layout=layout)
+
+
+# -- axis ranges --------------------------------------------------------------------------------------
+
+def cartesian_ranges(axis_range: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The x and y axis of a 2-D view (k × 2: low, high), autorange off. With the y axis anchored to
+    x (equal scale), plotly widens one range to the plot's shape, never narrows it."""
+    box = np.asarray(axis_range, dtype=float)
+    return ({"range": box[0].tolist(), "autorange": False},
+            {"range": box[1].tolist(), "autorange": False})
+
+
+def scene_ranges(axis_range: np.ndarray) -> dict[str, Any]:
+    """A 3-D scene's axes for a view (3 × 2: low, high), autorange off, drawn in true proportions:
+    a cube when the three spans are equal (as ``AxisFollower(square=True)`` makes them)."""
+    box = np.asarray(axis_range, dtype=float)
+    spans = box[:, 1] - box[:, 0]
+    scene: dict[str, Any] = {f"{axis}axis": {"range": box[i].tolist(), "autorange": False}
+                             for i, axis in enumerate("xyz")}
+    if np.allclose(spans, spans.max()):
+        scene["aspectmode"] = "cube"
+    else:
+        ratio = spans / spans.max()
+        scene.update(aspectmode="manual", aspectratio=dict(zip("xyz", ratio.tolist(), strict=True)))
+    return scene
+
+
+def _box(coords: np.ndarray, k: int) -> np.ndarray | None:
+    """The low and high of each of the k axes over the finite rows of ``coords`` (… × k), or None."""
+    rows = np.asarray(coords, dtype=float).reshape(-1, k)
+    rows = rows[np.all(np.isfinite(rows), axis=1)]
+    return np.stack([rows.min(0), rows.max(0)], axis=1) if len(rows) else None
+
+
+def hull(*boxes: np.ndarray | None) -> np.ndarray | None:
+    """The smallest box that holds every given box (None ones left out), or None."""
+    given = [np.asarray(b, dtype=float) for b in boxes if b is not None]
+    if not given:
+        return None
+    return np.stack([np.min([b[:, 0] for b in given], axis=0), np.max([b[:, 1] for b in given], axis=0)], axis=1)
+
+
+def drawing_box(points: np.ndarray, train_classes: Sequence[int] = (), *, normalized: bool = False,
+                class_vectors: Mapping[str, np.ndarray] | None = None, class_means: np.ndarray | None = None,
+                trails: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """Everything :func:`feature_figure` draws, as a box (k × 2: low, high of each axis): the points,
+    the class means and class vectors where they are placed (see :func:`placements`; weights as lines
+    from the origin), and their trails. A ``normalized`` drawing is held by the unit circle (sphere),
+    so its box is the unit box (or more, should something lie outside it). None: nothing finite to draw."""
+    points = np.asarray(points, dtype=float)
+    k = points.shape[1]
+    now, past = placements(points, train_classes, normalized=normalized, class_vectors=class_vectors,
+                           class_means=class_means, trails=trails)
+    boxes = [_box(points, k)]
+    boxes += [_box(positions, k) for _, positions in (*now.values(), *past.values())]
+    if any(kind in DIRECTIONS for kind in now):
+        boxes.append(np.zeros((k, 2)))  # the lines start at the origin
+    if normalized:
+        boxes.append(np.tile([-1.0, 1.0], (k, 1)))
+    return hull(*boxes)
+
+
+def panels_box(panels: Sequence[FeaturePanel], train_classes: Sequence[int] = ()) -> np.ndarray | None:
+    """The box that holds everything drawn in every panel (see :func:`drawing_box`)."""
+    return hull(*(drawing_box(p.points, train_classes, normalized=p.normalized, class_vectors=p.class_vectors,
+                              class_means=p.class_means, trails=p.trails) for p in panels if len(p.points)))
 
 
 def _unit_circle(xref: str, yref: str) -> dict[str, Any]:
@@ -294,11 +368,13 @@ class FeaturePanel:
 
 def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_names: Sequence[str],
                       train_classes: Sequence[int], *, selected: int | None = None, uirevision: str = "compare",
-                      height: int | None = None) -> go.Figure:
+                      height: int | None = None, axis_range: np.ndarray | None = None) -> go.Figure:
     """Several runs' feature spaces side by side (one row up to three, else two columns) on the same axes:
     2-D panels share their ranges and zoom (``matches``), 3-D scenes get the same ranges (the live
     chart gives them one camera). Classes keep their colours; one legend toggles a class (or a kind
-    of class vector) in every panel, and ``selected`` rings the same probe point everywhere."""
+    of class vector) in every panel, and ``selected`` rings the same probe point everywhere.
+    ``axis_range``: the view of every panel (k × 2: low, high of each axis), as an ``AxisFollower`` keeps
+    it; None: a square (cube) about the origin that holds the panels' points."""
     if not panels:
         raise ValueError("a comparison figure needs at least one panel")
     three_d = np.shape(panels[0].points)[1] == 3
@@ -310,7 +386,9 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
                               "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
     if not three_d:
         layout["grid"] = {"rows": rows, "columns": cols, "pattern": "independent", "xgap": 0.06, "ygap": 0.12}
-    extent = panel_extent(panels)
+    if axis_range is None:
+        extent = panel_extent(panels)
+        axis_range = np.tile([-extent, extent], (3 if three_d else 2, 1))
     for i, panel in enumerate(panels):
         suffix = "" if i == 0 else str(i + 1)
         panel_traces = feature_traces(panel.points, labels, class_names, train_classes, normalized=panel.normalized,
@@ -330,13 +408,15 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
         x0, x1 = col / cols, (col + 1) / cols
         y1, y0 = 1 - row / rows, 1 - (row + 1) / rows
         if three_d:
-            axis = {"range": [-extent, extent]}
-            layout[f"scene{suffix}"] = {"domain": {"x": [x0, x1], "y": [y0, y1]}, "aspectmode": "cube",
-                                        "uirevision": uirevision, "xaxis": axis, "yaxis": axis, "zaxis": axis}
+            layout[f"scene{suffix}"] = {"domain": {"x": [x0, x1], "y": [y0, y1]}, "uirevision": uirevision,
+                                        **scene_ranges(axis_range)}
             title = {"xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1}
         else:
-            # Every panel on the first one's axes: the same ranges, and a zoom in one zooms them all.
-            layout[f"xaxis{suffix}"] = {"matches": "x"} if i else {"range": [-extent, extent]}
+            # Every panel on the first one's axes: the same ranges, and a zoom in one zooms them all. The
+            # view holds them open as in feature_figure, so a person's zoom survives the view's moves.
+            if i == 0:
+                traces.insert(0, {**_view_anchor(axis_range), "xaxis": "x", "yaxis": "y"})
+            layout[f"xaxis{suffix}"] = {"matches": "x"} if i else {}
             layout[f"yaxis{suffix}"] = {"matches": "y"} if i else {"scaleanchor": "x", "scaleratio": 1}
             if panel.normalized:
                 layout["shapes"].append(_unit_circle(f"x{suffix}", f"y{suffix}"))
@@ -607,33 +687,65 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
 
 @dataclass(frozen=True, eq=False)
 class ReplayFrame:
-    """One frame of a replay: the slider's label, the feature traces, the distance histogram and
-    what the title says of this frame."""
+    """One frame of a replay: the slider's label, the feature traces, the distance histogram, what the
+    title says of this frame and, when the view follows the run, this frame's view (k × 2: low, high)."""
 
     label: str
     traces: list[dict[str, Any]]
     histogram: Any  # a geometry.DistanceHistogram
     caption: str
+    axis_range: np.ndarray | None = None
 
 
-def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: bool, extent: float, title: str,
-                  height: int | None = None) -> go.Figure:
+def histogram_ranges(histograms: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """The x and y ranges that hold every one of these distance histograms (a whole run's): from 0
+    to the largest distance, and to the tallest bar with 5 % to spare."""
+    top = max((float(np.max(h.edges)) for h in histograms if len(h.edges)), default=1.0)
+    highest = max((float(np.max([*h.intra, *h.inter], initial=0.0)) for h in histograms), default=0.0) or 1.0
+    return [0.0, top], [0.0, 1.05 * highest]
+
+
+def _view_anchor(axis_range: np.ndarray) -> dict[str, Any]:
+    """An invisible line across a 2-D view (k × 2), so that autorange shows at least that view."""
+    box = np.asarray(axis_range, dtype=float)
+    return {"type": "scattergl", "mode": "lines", "x": box[0], "y": box[1], "name": "view", "showlegend": False,
+            "hoverinfo": "skip", "line": {"width": 0, "color": "rgba(0,0,0,0)"}}
+
+
+def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: bool, title: str,
+                  axis_range: np.ndarray | None = None, histogram_range: tuple[Sequence[float], Sequence[float]]
+                  | None = None, height: int | None = None) -> go.Figure:
     """A run played back in the browser: plotly frames (the same traces in the same order in each) of
-    the feature space and, beside it, the distance histogram, with a slider and play / pause buttons;
-    the feature space on fixed axes (± ``extent``) and a fixed camera, so the picture does not jump.
-    Needs no server once drawn."""
+    the feature space and, beside it, the distance histogram, with a slider and play / pause buttons.
+    Needs no server once drawn.
+
+    The feature space's axes: ``axis_range`` (k × 2), one view for every frame (a whole run's), or else
+    each frame's own ``axis_range`` (a view that follows the run). The histogram's axes: ``histogram_range``
+    ((x low, high), (y low, high)) for every frame, or else fitted to each frame.
+
+    A frame's new axis ranges are not sent as ``xaxis.range``: plotly.js animates those apart from the
+    redraw and, when the next frame arrives before that animation ends (a slow redraw, a slider
+    dragged along), puts the old range back, so the axes would stay at the first frame's. Per-frame
+    axes are therefore autoranged, held open in 2-D by an invisible line across the frame's view;
+    3-D scenes take their ranges with the redraw itself.
+    """
+    follow = axis_range is None and all(frame.axis_range is not None for frame in frames)
+
     def data(frame: ReplayFrame) -> list[dict[str, Any]]:
         bars = [{**bar, "xaxis": "x2", "yaxis": "y2", "legendgroup": "histogram"}
                 for bar in histogram_traces(frame.histogram)]
-        return [*frame.traces, *bars]
+        anchor = [_view_anchor(frame.axis_range)] if follow and not three_d else []
+        return [*frame.traces, *anchor, *bars]
 
     def frame_layout(frame: ReplayFrame) -> dict[str, Any]:
-        # The histogram's axes follow each frame, as on the live page: distances grow over a run.
-        hist = frame.histogram
-        top = float(np.max(hist.edges)) if len(hist.edges) else 1.0
-        highest = float(np.max([*hist.intra, *hist.inter], initial=0.0)) or 1.0
-        return {"title": {"text": f"{title}<br><sub>{frame.caption} · {histogram_summary(hist)}</sub>"},
-                "xaxis2": {"range": [0, top]}, "yaxis2": {"range": [0, 1.05 * highest]}}
+        layout: dict[str, Any] = {
+            "title": {"text": f"{title}<br><sub>{frame.caption} · {histogram_summary(frame.histogram)}</sub>"}}
+        if histogram_range is None:
+            # Fitted to this frame (distances grow over a run), even after a zoom into an earlier one.
+            layout.update(xaxis2={"autorange": True}, yaxis2={"autorange": True})
+        if follow and three_d:
+            layout["scene"] = scene_ranges(frame.axis_range)
+        return layout
 
     first = data(frames[0])
     if three_d and normalized:
@@ -642,6 +754,13 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
               "label": frame.label, "method": "animate"} for frame in frames]
     play = {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
     metric = frames[0].histogram.metric
+    x2: dict[str, Any] = {"domain": [0.78, 1], "anchor": "y2",
+                          "title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}}
+    y2: dict[str, Any] = {"domain": [0.1, 0.9], "anchor": "x2", "tickformat": ".0%", "rangemode": "tozero",
+                          "title": {"text": "fraction of pairs"}}
+    if histogram_range is not None:
+        x2.update(range=list(histogram_range[0]), autorange=False)
+        y2.update(range=list(histogram_range[1]), autorange=False)
     layout: dict[str, Any] = {
         "template": _TEMPLATE, "height": height, "barmode": "overlay", "bargap": 0,
         "margin": {**_MARGIN, "t": 70, "b": 90}, "legend": {"itemsizing": "constant", "x": 0.6, "y": 1},
@@ -651,18 +770,20 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
                          "buttons": [{"label": "▶", "method": "animate", "args": [None, play]},
                                      {"label": "❚❚", "method": "animate",
                                       "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
-        "xaxis2": {"domain": [0.78, 1], "anchor": "y2", "autorange": False,
-                   "title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}},
-        "yaxis2": {"domain": [0.1, 0.9], "anchor": "x2", "autorange": False, "tickformat": ".0%",
-                   "title": {"text": "fraction of pairs"}},
+        "xaxis2": x2, "yaxis2": y2,
     }
-    axis = {"range": [-extent, extent], "autorange": False}
+    view = axis_range if axis_range is not None else frames[0].axis_range if follow else None
     if three_d:
-        layout["scene"] = {"domain": {"x": [0, 0.58], "y": [0, 1]}, "aspectmode": "cube", "xaxis": axis,
-                           "yaxis": axis, "zaxis": axis, "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}}}
+        layout["scene"] = {"domain": {"x": [0, 0.58], "y": [0, 1]}, "aspectmode": "cube",
+                           "camera": {"eye": {"x": 1.4, "y": 1.4, "z": 1.0}},
+                           **(scene_ranges(view) if view is not None else {})}
     else:
-        layout["xaxis"] = {**axis, "domain": [0, 0.58]}
-        layout["yaxis"] = {**axis, "scaleanchor": "x", "scaleratio": 1}
+        layout["xaxis"] = {"domain": [0, 0.58]}
+        layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+        if axis_range is not None:
+            x, y = cartesian_ranges(axis_range)
+            layout["xaxis"].update(x)
+            layout["yaxis"].update(y)
         if normalized:
             layout["shapes"] = [_unit_circle("x", "y")]
     figure = go.Figure(data=first, layout=layout, frames=[{"name": frame.label, "data": data(frame),

@@ -21,6 +21,13 @@ from dmlviz.losses import UnknownLoss, get_spec
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunRecord, RunStore, SnapshotInfo, StoreError
 
+#: How the feature space's axes move from frame to frame. "follow": they zoom out at once when something
+#: would leave the view and zoom in only once the drawing has stayed small for a while (``AxisFollower``).
+#: "fixed": live, the view of the moment the person fixed it (the first frame's when it was never
+#: followed); in a replay, one view that holds the whole run. Either way a replay's histogram fits each
+#: frame ("follow") or the whole run ("fixed").
+AXES = ("follow", "fixed")
+
 
 @dataclass(frozen=True)
 class ViewOptions:
@@ -32,6 +39,86 @@ class ViewOptions:
     histogram: str = "euclidean"  # or "angular"
     # Features wider than 3-D: "pca" (live), or "umap" / "tsne" on request (seconds per frame).
     method: str = "pca"
+    axes: str = "follow"  # or "fixed": see AXES
+
+    def __post_init__(self) -> None:
+        if self.axes not in AXES:
+            raise ValueError(f"axes must be one of {AXES}, not {self.axes!r}")
+
+
+@dataclass
+class AxisFollower:
+    """Axis ranges that follow a drawing from frame to frame without jitter.
+
+    ``update(extent)`` takes the box that holds everything drawn (k × 2: low, high of each axis, as
+    ``figures.drawing_box`` gives it) and returns the view (k × 2). The view zooms out on the first
+    frame whose extent reaches into the band of width ``edge`` (a share of the view's span) along its
+    edges, to hold the old view and the extent with ``margin`` to spare; it zooms in, fitted to the
+    extent with the same margin, only once the extent has spanned less than ``zoom_in_below`` of the
+    view on every axis for ``patience`` frames in a row. Between these the view does not move. Frames
+    seen again (the same ``key``, e.g. a snapshot redrawn with another point selected) do not count twice.
+    ``square``: the same span on every axis (a 3-D scene drawn as a cube stays in true proportions).
+    """
+
+    margin: float = 0.15  # room around the extent on a fit, as a share of its half-span on each side
+    edge: float = 0.02  # the band along the view's edges, as a share of its span, that counts as clipped
+    zoom_in_below: float = 0.4  # zoom in once the extent spans less than this share of the view ...
+    patience: int = 6  # ... on this many frames in a row
+    square: bool = False
+    view: np.ndarray | None = field(default=None, init=False)
+    small: int = field(default=0, init=False)  # frames in a row with the extent small in the view
+    _last_key: object = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if (1 + self.margin) * (1 - 2 * self.edge) <= 1:
+            raise ValueError("the margin must leave a fitted extent clear of the edge band")
+        if not 0 < self.zoom_in_below < 1 / (1 + self.margin) or self.patience < 1:
+            raise ValueError("zoom in below a share that a fitted extent does not reach, after a frame or more")
+
+    def fit(self, extent: np.ndarray) -> np.ndarray:
+        """The view that holds ``extent`` with ``margin`` to spare (a point gets a small view around it)."""
+        box = np.asarray(extent, dtype=float)
+        centre, half = box.mean(axis=1), (box[:, 1] - box[:, 0]) / 2
+        if self.square:
+            half = np.full_like(half, half.max())
+        # A point, or all points on a line, still gets a view with some size.
+        floor = max(1e-6, 1e-3 * float(np.abs(box).max()), 1e-3 * float(half.max()))
+        half = np.maximum(half, floor) * (1 + self.margin)
+        return np.stack([centre - half, centre + half], axis=1)
+
+    def clipped(self, extent: np.ndarray) -> bool:
+        """Whether some of ``extent`` lies outside the view or in the band along its edges."""
+        if self.view is None:
+            return True
+        band = self.edge * (self.view[:, 1] - self.view[:, 0])
+        return bool(np.any(extent[:, 0] < self.view[:, 0] + band) or np.any(extent[:, 1] > self.view[:, 1] - band))
+
+    def occupancy(self, extent: np.ndarray) -> float:
+        """The largest share of the view's span that the extent spans on any axis."""
+        return float(np.max((extent[:, 1] - extent[:, 0]) / (self.view[:, 1] - self.view[:, 0])))
+
+    def update(self, extent: np.ndarray | None, key: object = None) -> np.ndarray | None:
+        """The view for a frame whose drawing spans ``extent`` (None: nothing to draw; the view stays)."""
+        if extent is None:
+            return None if self.view is None else self.view.copy()
+        extent = np.asarray(extent, dtype=float)
+        seen = key is not None and key == self._last_key
+        self._last_key = key
+        if self.clipped(extent):
+            self.view = self.fit(extent if self.view is None else figures.hull(self.view, extent))
+            self.small = 0
+        elif not seen:
+            self.small = self.small + 1 if self.occupancy(extent) < self.zoom_in_below else 0
+            if self.small >= self.patience:
+                self.view, self.small = self.fit(extent), 0
+        return self.view.copy()
+
+    def hold(self, extent: np.ndarray | None) -> np.ndarray | None:
+        """A fixed view: the one there is, or (the first time) one fitted to ``extent``."""
+        if self.view is None and extent is not None:
+            self.view = self.fit(np.asarray(extent, dtype=float))
+        self.small = 0
+        return None if self.view is None else self.view.copy()
 
 
 @dataclass
@@ -79,8 +166,11 @@ class Replay:
     snapshots: list[SnapshotInfo]
     panels: list[figures.FeaturePanel]
     histograms: list[geometry.DistanceHistogram]  # one a frame, or none
-    extent: float  # half the side of the square (cube) that holds every frame
+    extent: float  # half the side of the square (cube) about the origin that holds every frame
     title: str
+    axes: str = "follow"  # how ``views`` were chosen (see AXES)
+    # Each frame's view (k × 2: low, high of each axis): followed frame by frame, or the whole run's.
+    views: list[np.ndarray] = field(default_factory=list)
 
 
 def _trails(panels: list[figures.FeaturePanel]) -> dict[str, np.ndarray]:
@@ -102,6 +192,8 @@ class RunView:
     _embedded: dict[tuple, np.ndarray] = field(default_factory=dict, init=False)
     _embedded_last: np.ndarray | None = field(default=None, init=False)
     _info: dict | None = field(default=None, init=False)
+    # One follower per way of drawing (directions, dimensions, method): their coordinates differ.
+    _followers: dict[tuple, AxisFollower] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -165,7 +257,7 @@ class RunView:
             normalized=options.directions, class_vectors=drawing.panel.class_vectors,
             class_means=drawing.panel.class_means, trails=drawing.panel.trails, selected=selected,
             uirevision=f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}", height=height,
-            title=title,
+            title=title, axis_range=self.axis_range([drawing.panel], options, key=current.seq),
         )
         metric = options.histogram
         histogram = geometry.distance_histogram(drawing.snapshot.features, labels, metric=metric)
@@ -200,6 +292,22 @@ class RunView:
         panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails)
         return Drawing(snapshot, panel, explained, note)
 
+    def follower(self, options: ViewOptions, dims: int) -> AxisFollower:
+        """The axes' memory for one way of drawing the run (kept between frames, like the projection)."""
+        key = (options.directions, dims, options.method if self.feature_dim > 3 else "pca")
+        if key not in self._followers:
+            self._followers[key] = AxisFollower(square=dims == 3)
+        return self._followers[key]
+
+    def axis_range(self, panels: list[figures.FeaturePanel], options: ViewOptions,
+                   key: object = None) -> np.ndarray | None:
+        """The view of the next frame drawn (k × 2), which holds these panels: followed (``options.axes``
+        "follow") or held where it is ("fixed"); ``key`` names the frame, so one redrawn counts once."""
+        trained = self.classes.trained
+        extent = figures.panels_box(panels, trained)
+        follower = self.follower(options, panels[0].points.shape[1])
+        return follower.update(extent, key) if options.axes == "follow" else follower.hold(extent)
+
     @property
     def title(self) -> str:
         """What the run is, for a figure's title: "ArcFace on MNIST, 2-D features (run 3)"."""
@@ -218,8 +326,10 @@ class RunView:
     def replay_frames(self, options: ViewOptions | None = None, max_frames: int = 200,
                       histograms: bool = True) -> Replay:
         """Up to ``max_frames`` snapshots spread over the run (the last one always among them), drawn
-        alike for playback: PCA, the same traces in each, axes that hold every frame, and trails of
-        the class means and class vectors through the ``options.trail`` frames before each."""
+        alike for playback: PCA, the same traces in each, trails of the class means and class vectors
+        through the ``options.trail`` frames before each, and each frame's view: followed from the first
+        frame on (``options.axes`` "follow", a replay's own ``AxisFollower``) or one that holds the
+        whole run ("fixed")."""
         index = self.snapshots()
         if self.info is None or not index:
             raise StoreError(f"run {self.run_id} has nothing to replay yet")
@@ -237,7 +347,19 @@ class RunView:
             # Trails join the frames' own drawings (each frame's PCA is aligned to the one before).
             panels = [replace(panel, trails=_trails(panels[max(0, i - options.trail):i + 1]))
                       for i, panel in enumerate(panels)]
-        return Replay([index[p] for p in positions], panels, hists, figures.panel_extent(panels), self.title)
+        trained = self.classes.trained
+        boxes = [figures.panels_box([panel], trained) for panel in panels]
+        square = panels[0].points.shape[1] == 3
+        if options.axes == "follow":
+            follower = AxisFollower(square=square)
+            views = [follower.update(box) for box in boxes]
+        else:
+            whole = figures.hull(*boxes)
+            views = [AxisFollower(square=square).fit(whole) if whole is not None else None] * len(panels)
+        if any(view is None for view in views):
+            views = []  # nothing finite to draw somewhere: plotly fits the axes itself
+        extent = float(np.abs(views).max()) if views else figures.panel_extent(panels)
+        return Replay([index[p] for p in positions], panels, hists, extent, self.title, options.axes, views)
 
     def replay(self, options: ViewOptions | None = None, max_frames: int = 200,
                height: int | None = None) -> go.Figure:
@@ -245,16 +367,21 @@ class RunView:
         the feature space with its trails, and the distance histogram beside it, at each replay frame."""
         played = self.replay_frames(options, max_frames)
         labels, names, trained = self.classes
+        follow = played.axes == "follow" and bool(played.views)
         frames = []
-        for snapshot, panel, hist in zip(played.snapshots, played.panels, played.histograms, strict=True):
+        for i, (snapshot, panel, hist) in enumerate(zip(played.snapshots, played.panels, played.histograms,
+                                                        strict=True)):
             traces = figures.feature_traces(panel.points, labels, names, trained, normalized=panel.normalized,
                                             class_vectors=panel.class_vectors, class_means=panel.class_means,
                                             trails=panel.trails)
             frames.append(figures.ReplayFrame(f"step {snapshot.step:,}", traces, hist,
-                                              f"step {snapshot.step:,} · epoch {snapshot.epoch:.2f}"))
-        return figures.replay_figure(frames, three_d=played.panels[0].points.shape[1] == 3,
-                                     normalized=played.panels[0].normalized, extent=played.extent, title=played.title,
-                                     height=height)
+                                              f"step {snapshot.step:,} · epoch {snapshot.epoch:.2f}",
+                                              played.views[i] if follow else None))
+        fixed = played.axes == "fixed"
+        return figures.replay_figure(
+            frames, three_d=played.panels[0].points.shape[1] == 3, normalized=played.panels[0].normalized,
+            title=played.title, height=height, axis_range=played.views[0] if fixed and played.views else None,
+            histogram_range=figures.histogram_ranges(played.histograms) if fixed else None)
 
     def curves(self, height: int | None = None) -> go.Figure:
         series = self.store.series(self.run_id)
@@ -394,9 +521,11 @@ class ComparisonView:
             histograms.append((label, geometry.distance_histogram(drawing.snapshot.features, labels,
                                                                   metric=options.histogram)))
         key = "-".join(map(str, self.run_ids))
+        # One view for the grid (its panels share their axes), kept between frames by the first run's view.
+        axis_range = self.views[0].axis_range(panels, options, key=step)
         features = figures.comparison_figure(
             panels, labels, names, trained, selected=selected,
-            uirevision=f"compare-{key}-{options.directions}-{options.dims}", height=height)
+            uirevision=f"compare-{key}-{options.directions}-{options.dims}", height=height, axis_range=axis_range)
         overlay = figures.histogram_overlay_figure(histograms, uirevision=f"hist-{key}-{options.histogram}")
         return ComparisonFrame(step, snapshots, features, overlay)
 

@@ -296,7 +296,7 @@ def test_comparison_grid_shares_axes_legend_and_selection_across_panels():
     assert {t.legendgroup for t in by_axis["x"] if t.legendgroup} >= {"0", "1"}
     # The same ranges and zoom everywhere; the extent covers the larger panel.
     assert fig.layout.xaxis2.matches == "x" and fig.layout.yaxis2.matches == "y"
-    assert fig.layout.xaxis.range[1] >= 10.0
+    assert view_of(fig)[0][1] >= 10.0
     # The selected probe point ringed in both panels, at its own place in each.
     rings = [t for t in fig.data if t.name == "probe #2"]
     assert [(t.x[0], t.y[0]) for t in rings] == [(4.0, 5.0), (8.0, 10.0)]
@@ -337,3 +337,48 @@ def test_comparison_curves_put_every_run_on_one_panel_per_metric():
     assert [t.name for t in loss] == ["a", "b"] and [t.showlegend for t in loss] == [True, True]
     p_at_1 = [t for t in fig.data if t.xaxis == "x2"]
     assert p_at_1[0].x.tolist() == [10.0, 20.0] and len(p_at_1[1].x) == 0
+
+
+def view_of(figure) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The view a 2-D figure holds open: its invisible anchor line's x and y."""
+    (anchor,) = [t for t in figure.data if t.name == "view"]
+    return tuple(anchor.x), tuple(anchor.y)
+
+
+def test_an_explicit_axis_range_holds_the_view_open_and_keeps_a_persons_zoom():
+    points, labels = np.array([[0.6, 0.8], [-1.0, 0.0]]), np.array([0, 1])
+    view = np.array([[-2.0, 3.0], [-1.5, 1.5]])
+    fig = feature_figure(points, labels, NAMES, [0, 1], uirevision="run-7", axis_range=view)
+    # 2-D: an invisible line across the view, the axes autoranged, so plotly keeps a person's zoom
+    # (uirevision) however the view moves; no range is sent that would undo it.
+    assert view_of(fig) == ((-2.0, 3.0), (-1.5, 1.5))
+    (anchor,) = [t for t in fig.data if t.name == "view"]
+    assert anchor.line.width == 0 and anchor.hoverinfo == "skip" and anchor.showlegend is False
+    assert anchor.customdata is None  # not a probe point: clicks and counts ignore it
+    assert fig.layout.xaxis.range is None and fig.layout.xaxis.autorange is not False
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.uirevision == "run-7"
+    assert not [t for t in feature_figure(points, labels, NAMES, [0, 1]).data if t.name == "view"]
+
+    cube = np.array([[-1.0, 1.0], [0.0, 2.0], [-3.0, -1.0]])
+    fig = feature_figure(np.zeros((3, 3)), np.array([0, 1, 1]), NAMES, [0, 1], uirevision="r", axis_range=cube)
+    scene = fig.layout.scene
+    assert scene.aspectmode == "cube" and scene.uirevision == "r"
+    assert [tuple(scene[a].range) for a in ("xaxis", "yaxis", "zaxis")] == [(-1, 1), (0, 2), (-3, -1)]
+    assert all(scene[a].autorange is False for a in ("xaxis", "yaxis", "zaxis"))
+    # Unequal spans are drawn in true proportions.
+    flat = feature_figure(np.zeros((3, 3)), np.array([0, 1, 1]), NAMES, [0, 1],
+                          axis_range=np.array([[-2.0, 2.0], [-1.0, 1.0], [-1.0, 1.0]]))
+    assert flat.layout.scene.aspectmode == "manual" and flat.layout.scene.aspectratio.y == 0.5
+
+
+def test_a_comparison_grid_takes_one_view_for_every_panel():
+    points = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    panels = [FeaturePanel("a", points), FeaturePanel("b", points * 2)]
+    view = np.array([[-1.0, 9.0], [-2.0, 11.0]])
+    fig = comparison_figure(panels, np.array([0, 1, 0]), NAMES, [0, 1], axis_range=view)
+    assert view_of(fig) == ((-1, 9), (-2, 11)) and fig.layout.xaxis.range is None
+    assert fig.layout.xaxis2.matches == "x" and fig.layout.yaxis2.matches == "y"
+    cube = np.tile([-3.0, 3.0], (3, 1))
+    panels3 = [FeaturePanel(n, np.zeros((3, 3))) for n in "ab"]
+    fig3 = comparison_figure(panels3, np.array([0, 1, 0]), NAMES, [0, 1], axis_range=cube)
+    assert tuple(fig3.layout.scene2.zaxis.range) == (-3, 3) and fig3.layout.scene2.aspectmode == "cube"

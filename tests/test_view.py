@@ -2,6 +2,7 @@
 and the presets behind the one-click pictures."""
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 
 from dmlviz import figures
@@ -142,3 +143,78 @@ def test_a_comparison_refuses_runs_with_different_probe_sets(tmp_path):
     store.put_info(second, "probe_labels", np.zeros(CLASSES * PER_CLASS, dtype=int))
     view = ComparisonView(store, [first, second])
     assert "different probe images" in view.probe_problem()
+
+
+def _view(figure) -> np.ndarray:
+    """The view a live 2-D figure holds open (its invisible anchor line), 2 × 2: low, high of x and y."""
+    (anchor,) = [t for t in figure.data if t.name == "view"]
+    return np.array([anchor.x, anchor.y], dtype=float)
+
+
+def _drawn_box(figure) -> np.ndarray:
+    """The box of every point, class mean and class vector a 2-D figure draws (not the view anchor)."""
+    rows = [np.column_stack([t.x, t.y]) for t in figure.data if t.x is not None and t.name != "view"]
+    return figures.hull(*(figures._box(r, 2) for r in rows if len(r)))
+
+
+def test_live_axes_follow_the_run_without_clipping_and_hold_when_fixed(tmp_path):
+    from dataclasses import replace
+
+    store, run_id = recorded_run(tmp_path, dim=2, frames=8)
+    view = RunView(store, run_id)
+    index = view.snapshots()
+    options = ViewOptions(trail=2)
+    ranges = []
+    for position in range(len(index)):
+        figure = view.frame(index, position, options).features_figure
+        ranges.append(_view(figure))
+        drawn = _drawn_box(figure)
+        assert np.all(drawn[:, 0] >= ranges[-1][:, 0]) and np.all(drawn[:, 1] <= ranges[-1][:, 1])
+    # The classes drift apart: the view only ever zooms out, and grew from the first frame's.
+    for before, after in zip(ranges, ranges[1:], strict=False):
+        assert np.all(after[:, 0] <= before[:, 0]) and np.all(after[:, 1] >= before[:, 1])
+    assert np.ptp(ranges[-1][0]) > 2 * np.ptp(ranges[0][0])
+    # Scrubbing back to the start keeps the view for a while (no jump), then zooms in.
+    follower = view.follower(options, 2)
+    back = [_view(view.frame(index, 0, options).features_figure)[0] for _ in range(3)]
+    assert all(tuple(r) == tuple(ranges[-1][0]) for r in back)  # the same frame again counts once
+    scrubbed = [tuple(_view(view.frame(index, p, options).features_figure)[0])
+                for p in (1, 0, 1, 0, 1, 0, 1)[:follower.patience - 1]]  # small frames 2 … patience
+    assert scrubbed[:-1] == [tuple(ranges[-1][0])] * (follower.patience - 2) and scrubbed[-1] != scrubbed[0]
+    # Fixed: the view of the moment stays, whatever the frame.
+    fixed = replace(options, axes="fixed")
+    held = _view(view.frame(index, 0, fixed).features_figure)[0]
+    assert tuple(_view(view.frame(index, len(index) - 1, fixed).features_figure)[0]) == tuple(held)
+
+
+def test_a_replay_follows_each_frame_or_holds_the_whole_run_and_so_does_its_histogram(tmp_path):
+    from dataclasses import replace
+
+    store, run_id = recorded_run(tmp_path, dim=2, frames=6)
+    view = RunView(store, run_id)
+    options = view.default_options()
+    played = view.replay_frames(options)
+    follow = view.replay(options)
+    for frame, expected in zip(follow.frames, played.views, strict=True):
+        # Each frame carries its own view, as an invisible line across it that autorange holds.
+        (anchor,) = [t for t in frame.data if t.name == "view"]
+        np.testing.assert_allclose(np.array([anchor.x, anchor.y]), expected)
+        drawn = _drawn_box(go.Figure(data=[t for t in frame.data if t.type != "bar"]))
+        assert np.all(drawn[:, 0] >= expected[:, 0]) and np.all(drawn[:, 1] <= expected[:, 1])
+        assert frame.layout.xaxis2.autorange is True  # the histogram fits each frame
+    assert follow.layout.xaxis.range is None  # autoranged: the anchor and the data decide
+    assert np.ptp(played.views[0][0]) < 0.5 * np.ptp(played.views[-1][0])  # the first frame is no dot
+
+    fixed = view.replay(replace(options, axes="fixed"))
+    whole = np.array([fixed.layout.xaxis.range, fixed.layout.yaxis.range])
+    assert fixed.layout.xaxis.autorange is False
+    assert not any(t.name == "view" for frame in fixed.frames for t in frame.data)
+    for frame in fixed.frames:
+        drawn = _drawn_box(go.Figure(data=[t for t in frame.data if t.type != "bar"]))
+        assert np.all(drawn[:, 0] >= whole[:, 0]) and np.all(drawn[:, 1] <= whole[:, 1])
+        assert "xaxis2" not in frame.layout.to_plotly_json()  # the frames leave the histogram's axes alone
+    # The histogram's axes hold the whole run: the distances grew, so not the first frame's range.
+    tops = [float(h.edges[-1]) for h in played.histograms]
+    assert tuple(fixed.layout.xaxis2.range) == (0, max(tops)) and max(tops) > 1.5 * tops[0]
+    highest = max(float(np.max([*h.intra, *h.inter])) for h in played.histograms)
+    assert fixed.layout.yaxis2.range[1] == pytest.approx(1.05 * highest)
