@@ -11,19 +11,33 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dmlviz import export, settings
-from dmlviz.config import HP_PREFIX, ConfigError, RunConfig
+from dmlviz.config import HP_PREFIX, MAX_CONFIG_CHARS, ConfigError, RunConfig, quote
 from dmlviz.engine import Action, FreeRunning
 from dmlviz.export import FORMATS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES
 from dmlviz.snapshot import Snapshot
-from dmlviz.store import RunStore, StoreError, parse_run_id
+from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, salvage
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Exit statuses (README, --help): 2 is for bad input only; a stop by a signal is 128 + its number.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_DISK_FULL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
+EXIT_PIPE = 128 + signal.SIGPIPE  # 141: whoever read the output stopped reading (`| head`)
+EXIT_STATUSES = f"""exit status:
+  0    done (a run finished)
+  1    the run failed or diverged (the reason is recorded with it); runs check found damage;
+       runs stop could not stop the run
+  2    bad input: a flag, a setting, a config file, a run id that does not exist
+  3    the run store cannot be used: damaged, unreadable, read-only, busy (the message says which)
+  4    the disk that holds the run store is full (a run that was training is recorded failed)
+  129, 130, 143
+       a run stopped by SIGHUP, Ctrl-C (SIGINT) or SIGTERM (e.g. runs stop): it is kept as stopped
+  {EXIT_PIPE}  the output's reader stopped reading (e.g. | head)"""
 
 
 class CliError(Exception):
@@ -32,7 +46,8 @@ class CliError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dmlviz", description="Train feature-learning losses and "
-                                     "keep every run; the app (make run) shows them live.")
+                                     "keep every run; the app (make run) shows them live.", epilog=EXIT_STATUSES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", metavar="DIR", help=f"run store folder (default ${settings.STORE_DIR_ENV} "
                         "or ~/.local/share/dmlviz)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export}")
@@ -55,16 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
                            default=argparse.SUPPRESS, help=f"{f.metadata['help']}{hint} [default: {f.default}]"
                            if not callable(f.default) else f.metadata["help"])
 
-    runs = commands.add_parser("runs", help="list, show or delete stored runs")
-    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,delete,check}")
+    runs = commands.add_parser("runs", help="list, show, stop, delete or check stored runs", epilog=EXIT_STATUSES,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True,
+                                        metavar="{list,show,stop,delete,check}")
     listing = runs_commands.add_parser("list", help="every stored run, newest first")
     listing.add_argument("--status", help="only runs with this status")
     show = runs_commands.add_parser("show", help="one run: config, status, metrics")
     show.add_argument("run_id", type=_run_id, metavar="ID")
+    stop = runs_commands.add_parser("stop", help="stop a queued, running or paused run (the app's or a "
+                                    "command line's); a run whose process is gone is marked interrupted")
+    stop.add_argument("run_id", type=_run_id, metavar="ID")
+    stop.add_argument("--wait", type=float, default=60.0, metavar="SECONDS", help="how long to wait for the run "
+                      "to record its end (it stops after its current step) [default: 60]")
     delete = runs_commands.add_parser("delete", help="delete a run and everything it recorded")
     delete.add_argument("run_id", type=_run_id, metavar="ID")
-    runs_commands.add_parser("check", help="look for damage in the store file (SQLite's quick_check); "
-                             "exit status 1 if there is any")
+    check = runs_commands.add_parser("check", help="look for damage in the store file (SQLite's quick_check) and "
+                                     "say which runs can still be read; exit status 1 if there is any damage")
+    check.add_argument("--salvage", type=Path, metavar="DIR", help="copy every run that can still be read (with "
+                       "its id) into a new store in the folder DIR, e.g. of a store that is cut short")
 
     exporting = commands.add_parser("export", help="write a stored run in another format",
                                  description="Write the feature space over a run as an animation (gif, mp4), "
@@ -93,22 +117,46 @@ def _run_id(text: str) -> int:
     return value
 
 
+def read_config_file(path: Path) -> str:
+    """The text of a config file, read no further than :data:`MAX_CONFIG_CHARS` bytes (a size check for a
+    regular file, a bounded read for a device or a pipe such as /dev/zero), or a :class:`CliError` that says
+    what is wrong with it in one line: missing, too large, binary, not UTF-8."""
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = b"" if size > MAX_CONFIG_CHARS else file.read(MAX_CONFIG_CHARS + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    if max(size, len(data)) > MAX_CONFIG_CHARS:
+        got = f"{size} bytes" if size > MAX_CONFIG_CHARS else f"over {MAX_CONFIG_CHARS} bytes"
+        raise CliError(f"the config file {path} is too large ({got}): a run config is at most {MAX_CONFIG_CHARS} "
+                       "bytes")
+    if b"\0" in data:
+        raise CliError(f"the config file {path} is a binary file, not a YAML or JSON text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"the config file {path} is not UTF-8 text (byte {exc.start + 1} cannot be read): is it "
+                       "a YAML or JSON file?") from None
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     data: dict[str, Any] = {}
     if args.config is not None:
-        try:
-            text = args.config.read_text()
-        except OSError as exc:
-            raise CliError(f"cannot read the config file {args.config}: {exc.strerror}") from None
+        text = read_config_file(args.config)
         base = RunConfig.from_json(text) if args.config.suffix == ".json" else RunConfig.from_yaml(text)
         data = base.to_dict()
     for key, value in vars(args).items():
         if key.startswith("set_"):
             data[key[4:]] = value
+    if "set_classes" in vars(args) and not args.set_classes.strip():
+        # An empty text means "all classes" in a link's or the page's box; on a command line it is a mistake.
+        raise ConfigError([f"classes must be a list of class numbers like 0,1,2, got {quote(args.set_classes)}; "
+                           "leave --classes out to train on every class"])
     for item in args.hp:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise CliError(f"--hp takes NAME=VALUE, got {item!r}")
+            raise CliError(f"--hp takes NAME=VALUE, got {quote(item)}")
         data[f"{HP_PREFIX}{name.strip()}"] = value
     return RunConfig.from_dict(data)
 
@@ -143,49 +191,128 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
-class _CtrlC(FreeRunning):
-    """Turns the first Ctrl-C into a clean stop after the current step; the run is kept."""
+class _Abort(BaseException):
+    """A second signal while the run was stopping: stop at once, in the middle of the step."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class _Signals(FreeRunning):
+    """Turns the first SIGINT (Ctrl-C), SIGTERM (``runs stop``, ``kill``, a shutdown) or SIGHUP (the terminal
+    closed) into a clean stop after the current step, the run kept; a second one stops at once. The handlers
+    before it are put back by ``restore``."""
 
     def __init__(self) -> None:
-        self.stopping = False
-        signal.signal(signal.SIGINT, self._handle)
+        self.signum: int | None = None
+        self.settled = False  # the run has ended: a signal now must not cut its record short
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in _STOP_SIGNALS}
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.stopping:
-            raise KeyboardInterrupt
-        self.stopping = True
+        if self.signum is not None and not self.settled:
+            raise _Abort(signum)
+        self.signum = self.signum or signum
 
     def gate(self) -> Action:
-        return "stop" if self.stopping else "run"
+        return "stop" if self.signum is not None else "run"
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _record_end(store: RunStore, run_id: int, status: str, error: str | None) -> StoreError | None:
+    """Write how the run ended; the StoreError if even that cannot be written (then said on stderr)."""
+    try:
+        store.set_status(run_id, status, error=error)
+    except StoreError as exc:
+        print(f"error: run {run_id} could not be recorded as {status} ({exc}); it stays listed as running "
+              f"until `python -m dmlviz runs stop {run_id}` (or the app, when it starts) marks it interrupted",
+              file=sys.stderr)
+        return exc
+    return None
+
+
+def _fault_status(exc: StoreError) -> int:
+    return EXIT_DISK_FULL if isinstance(exc, StoreFull) else EXIT_STORE
 
 
 def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
     config = config_from_args(args)
     config.check_limits()  # a public server's caps hold here too, before a run is recorded
-    from dmlviz.data import DataError, DatasetUnavailable
     from dmlviz.engine import train
 
-    run_id = store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
-                              status="running", pid=os.getpid())
-    print(f"run {run_id}: {config.loss} on {config.dataset}, d = {config.feature_dim}", file=sys.stderr)
-    progress = _Progress(store, run_id, args.quiet)
-    control = _CtrlC()
+    control = _Signals()  # before the run exists: from its first row on, every way out is recorded
     try:
-        result = train(config, settings.data_dir(args.data_dir), progress, control)
-    except (DataError, DatasetUnavailable, RuntimeError, ValueError) as exc:
+        run_id = store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
+                                  status="running", pid=os.getpid())
+        print(f"run {run_id}: {config.loss} on {config.dataset}, d = {config.feature_dim}", file=sys.stderr)
+        progress = _Progress(store, run_id, args.quiet)
+        try:
+            result = train(config, settings.data_dir(args.data_dir), progress, control)
+        except BaseException as exc:  # every way out of a run is recorded (_ended), not only the expected ones
+            control.settled = True
+            progress.close()
+            return _ended(store, run_id, exc)
+        control.settled = True
         progress.close()
-        store.set_status(run_id, "failed", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    progress.close()
-    store.set_status(run_id, result.outcome, error=result.error)
+        error = result.error
+        if control.signum not in (None, signal.SIGINT) and result.outcome == "stopped":
+            error = (f"the command-line process received {_signal_name(control.signum)} (runs stop, kill or a "
+                     f"shutdown); what it recorded up to step {result.step} is kept")
+        if (failed := _record_end(store, run_id, result.outcome, error)) is not None:
+            return _fault_status(failed)
+    finally:
+        control.restore()
     record = store.get_run(run_id)
     print(f"run {run_id} {result.outcome} at step {result.step}{_summary_text(record.summary)}", file=sys.stderr)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
-    return {"finished": EXIT_OK, "stopped": EXIT_INTERRUPTED}.get(result.outcome, EXIT_FAILED)
+    if result.outcome == "stopped":
+        return 128 + (control.signum or signal.SIGINT)
+    return EXIT_OK if result.outcome == "finished" else EXIT_FAILED
+
+
+def _ended(store: RunStore, run_id: int, exc: BaseException) -> int:
+    """Record and report a run that ended by an exception; its exit status."""
+    from dmlviz.data import DataError, DatasetUnavailable
+
+    try:
+        summary = store.get_run(run_id).summary
+    except StoreError:
+        summary = {}
+    step = f" at step {int(summary['step'])}" if "step" in summary else ""
+    if isinstance(exc, KeyboardInterrupt | _Abort):
+        signum = exc.signum if isinstance(exc, _Abort) else signal.SIGINT
+        error = f"stopped at once{step} by a second {_signal_name(signum)}; what it recorded before is kept"
+        status, code = "stopped", 128 + signum
+    elif isinstance(exc, MemoryError):
+        error = (f"out of memory{step} ({exc or 'MemoryError'}); what it recorded before is kept: try a smaller "
+                 "batch, probe set or feature dim")
+        status, code = "failed", EXIT_FAILED
+    elif isinstance(exc, StoreError):
+        error, status, code = str(exc), "failed", _fault_status(exc) if isinstance(exc, StoreFault) else EXIT_FAILED
+    elif isinstance(exc, DataError | DatasetUnavailable | RuntimeError | ValueError):
+        error, status, code = str(exc), "failed", EXIT_FAILED  # written for people (see runner._describe)
+    elif isinstance(exc, Exception | SystemExit):
+        error, status, code = f"{type(exc).__name__}: {exc}", "failed", EXIT_FAILED
+    else:
+        raise exc  # GeneratorExit and the like: not a way a run ends
+    print(f"error: {error}", file=sys.stderr)
+    if (failed := _record_end(store, run_id, status, error)) is not None:
+        return _fault_status(failed)
+    return code
 
 
 def _summary_text(summary: dict[str, float]) -> str:
@@ -216,13 +343,6 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
             print(f"{r.id:>4}  {r.status:<11} {r.config.get('loss', '?'):<12} {r.config.get('dataset', '?'):<14} "
                   f"{r.config.get('feature_dim', '?'):>3}  {acc:>8}  {_when(r.created_at):<19}  {r.name}")
         return EXIT_OK
-    if args.runs_command == "check":
-        damage = store.damage()
-        for problem in damage:
-            print(problem)
-        print(f"the run store {store.path} is " + ("damaged: runs on sound pages still read; export what you need, "
-              "then move the file aside" if damage else "sound") + f" ({store.size_bytes() / 1e6:.1f} MB)")
-        return EXIT_FAILED if damage else EXIT_OK
     record = store.get_run(args.run_id)
     if args.runs_command == "show":
         duration = f"{record.duration:.1f} s" if record.duration is not None else "-"
@@ -238,11 +358,93 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
 
         print("    " + yaml.safe_dump(record.config, sort_keys=False).strip().replace("\n", "\n    "))
         return EXIT_OK
-    if record.active and record.pid is not None and record.pid != os.getpid():
-        raise CliError(f"run {record.id} is {record.status}; stop it before deleting it")
+    if args.runs_command == "stop":
+        return cmd_stop(store, record, args.wait)
+    if record.active and store.process_alive(record) and record.pid != os.getpid():
+        raise CliError(f"run {record.id} is {record.status}; stop it before deleting it "
+                       f"(python -m dmlviz runs stop {record.id})")
     store.delete_run(record.id)
     print(f"deleted run {record.id}")
     return EXIT_OK
+
+
+def cmd_stop(store: RunStore, record: Any, wait: float) -> int:
+    """Stop a run of this store, whoever runs it: a queued one is marked stopped (the app's runner then never
+    starts it); a running or paused one is sent SIGTERM, which the command line's and the app's workers turn
+    into a clean stop after the current step; a run whose process is gone is marked interrupted."""
+    run_id = record.id
+    if not record.active:
+        print(f"run {run_id} is not running: it is {record.status}")
+        return EXIT_OK
+    if not store.process_alive(record):
+        store.mark_interrupted([run_id])
+        print(f"run {run_id} was {record.status} but its process (pid {record.pid}) is gone: marked interrupted; "
+              "what it recorded is kept")
+        return EXIT_OK
+    if record.status == "queued" and store.stop_queued(run_id, "stopped from the command line before it started"):
+        print(f"run {run_id} was waiting in the queue of the app (pid {record.pid}): stopped; it will not start")
+        return EXIT_OK
+    record = store.get_run(run_id)  # it may have started meanwhile: its worker's pid now
+    if not record.active:
+        print(f"run {run_id} is not running: it is {record.status}")
+        return EXIT_OK
+    try:
+        os.kill(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        store.mark_interrupted([run_id])
+        print(f"run {run_id}'s process (pid {record.pid}) is gone: marked interrupted; what it recorded is kept")
+        return EXIT_OK
+    except PermissionError as exc:
+        raise StoreFault(f"run {run_id} is trained by process {record.pid} of another user, which this one may "
+                         "not signal; stop it from the app or as that user") from exc
+    deadline = time.monotonic() + wait
+    while (record := store.get_run(run_id)).active:
+        if time.monotonic() > deadline:
+            print(f"error: run {run_id} (process {record.pid}) was asked to stop but has not recorded its end "
+                  f"within {wait:g} s; it stops after its current step", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.1)
+    step = record.summary.get("step")
+    print(f"run {run_id} {record.status}" + (f" at step {int(step)}" if step is not None else ""))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, root: Path) -> int:
+    """SQLite's quick_check; for a store that is damaged or will not open, which runs can still be read
+    (and, with --salvage, a new store holding them)."""
+    path = root / DB_NAME
+    try:
+        store = RunStore(root, read_only=True)
+    except StoreFault as exc:
+        damage = [str(exc)]
+    else:
+        damage = store.damage()
+        size = store.size_bytes()
+        store.close()
+        if not damage:
+            print(f"the run store {path} is sound ({size / 1e6:.1f} MB)")
+            if args.salvage is not None:
+                copied = salvage(path, args.salvage)
+                print(f"copied its {len(copied)} run(s) into {args.salvage / DB_NAME}")
+            return EXIT_OK
+    for problem in damage:
+        print(problem)
+    if not path.exists():
+        return EXIT_STORE
+    runs = salvage(path, args.salvage)
+    for run in runs:
+        print("  " + run.describe())
+    whole = sum(run.whole for run in runs)
+    partly = sum(run.record and not run.whole and run.snapshots > 0 for run in runs)
+    print(f"the run store {path} is damaged: {whole} of {len(runs)} run(s) read whole, {partly} in part; "
+          "runs on sound pages still read")
+    if args.salvage is not None:
+        print(f"copied what could be read into {args.salvage / DB_NAME}; open it with --store {args.salvage} "
+              f"(or ${settings.STORE_DIR_ENV}), then move the damaged file aside")
+    else:
+        print("export what you need, or copy what can be read into a new store with "
+              "`python -m dmlviz runs check --salvage DIR`; then move the file aside")
+    return EXIT_FAILED
 
 
 def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
@@ -281,12 +483,29 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        store = RunStore(settings.store_dir(args.store))
-        if args.command == "train":
-            return cmd_train(args, store)
-        if args.command == "export":
-            return cmd_export(args, store)
-        return cmd_runs(args, store)
+        return _command(args)
+    except BrokenPipeError:
+        # Whoever read the output stopped (`runs list | head`): no traceback, and none when Python flushes.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+    except StoreFault as exc:  # the store's disk, file or folder, not what was asked
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL if isinstance(exc, StoreFull) else EXIT_STORE
     except (CliError, ConfigError, StoreError, settings.SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _command(args: argparse.Namespace) -> int:
+    root = settings.store_dir(args.store)
+    if args.command == "runs" and args.runs_command == "check":
+        return cmd_check(args, root)
+    # Listing and showing only read: they work on a full disk, and change nothing.
+    reading = args.command == "runs" and args.runs_command in ("list", "show")
+    store = RunStore(root, read_only=reading)
+    if args.command == "train":
+        return cmd_train(args, store)
+    if args.command == "export":
+        return cmd_export(args, store)
+    return cmd_runs(args, store)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
+import reprlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -20,6 +23,7 @@ import torch
 from dmlviz import settings
 from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.losses import UnknownLoss, build_loss, get_spec
+from dmlviz.store import MAX_NAME_LENGTH
 
 BUILTIN_DATASETS = tuple(DATASETS)
 MODELS = ("auto", "lenetpp", "lenetpp-light", "resnet")
@@ -35,7 +39,11 @@ _CUSTOM_NAME = re.compile(r"^custom:(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._ -]*$")
 HP_PREFIX = "hp."  # loss hyperparameters in flat forms (URL query, CLI --set) are "hp.<name>"
 # Bounds on what a link can make the server hold: checking a loss's dims builds it (classes × feature_dim).
 MAX_CLASSES = 1000
-MAX_NAME = 200
+MAX_NAME = MAX_NAME_LENGTH  # the store refuses a longer name too (a rename)
+# Bounds on a config document (YAML, JSON): a whole config is under 2 KB.
+MAX_CONFIG_CHARS = 65_536  # characters of text, and characters that YAML aliases may repeat on top of it
+MAX_CONFIG_DEPTH = 8  # a config is a mapping of settings, loss_params a mapping in it, classes a list
+QUOTE_CHARS = 60  # a bad value is quoted in a message up to this many characters
 
 
 class ConfigError(ValueError):
@@ -113,17 +121,19 @@ class RunConfig:
         errors: list[str] = []
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
+        if bad := [key for key in data if not isinstance(key, str)]:
+            errors.append(f"setting names are text (like seed), got {', '.join(quote(key) for key in bad[:5])}")
+            data = {key: value for key, value in data.items() if isinstance(key, str)}
         hparams = {k[len(HP_PREFIX):]: v for k, v in data.items() if k.startswith(HP_PREFIX)}
         for key, raw in data.items():
             if key.startswith(HP_PREFIX):
                 continue
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                errors.append(f"unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                errors.append(f"unknown setting {quote(key)}" + _did_you_mean(key, known))
                 continue
             if key == "loss_params":
                 if not isinstance(raw, Mapping):
-                    errors.append(f"loss_params must be a mapping of name to value, got {raw!r}")
+                    errors.append(f"loss_params must be a mapping of name to value, got {quote(raw)}")
                     continue
                 hparams = {**raw, **hparams}
                 continue
@@ -177,18 +187,17 @@ class RunConfig:
             if value is None and meta["optional"]:
                 continue
             if meta["choices"] and value not in meta["choices"]:
-                errors.append(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+                errors.append(f"{f.name} must be one of {', '.join(meta['choices'])}, got {quote(value)}")
             if isinstance(value, int | float) and not isinstance(value, bool):
                 message = _range_message(f.name, value, meta["low"], meta["high"], meta["unit"])
                 if message:
                     errors.append(message)
         if self.dataset.startswith(CUSTOM_PREFIX) and not _CUSTOM_NAME.match(self.dataset):
             errors.append(f"custom dataset names are the name of a folder or .npz file in the data folder's "
-                          f"custom/ (letters, digits, '.', '_', '-' and spaces; no '..'), got {self.dataset!r}")
+                          f"custom/ (letters, digits, '.', '_', '-' and spaces; no '..'), got {quote(self.dataset)}")
         elif self.dataset not in BUILTIN_DATASETS and not _CUSTOM_NAME.match(self.dataset):
-            close = difflib.get_close_matches(self.dataset, BUILTIN_DATASETS, n=1)
             errors.append(
-                f"unknown dataset {self.dataset!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                f"unknown dataset {quote(self.dataset)}" + _did_you_mean(self.dataset, BUILTIN_DATASETS)
                 + f"; choose {', '.join(BUILTIN_DATASETS)} or custom:<name> (a folder or .npz in the data "
                 "folder's custom/)"
             )
@@ -197,20 +206,26 @@ class RunConfig:
         if self.classes is not None:
             if len(set(self.classes)) < 2:
                 errors.append("classes must name at least 2 different classes")
+            elif repeated := sorted(c for c, n in Counter(self.classes).items() if n > 1)[:10]:
+                errors.append(f"classes must name each class once, got {', '.join(map(_number, repeated))} "
+                              "more than once")
             if len(self.classes) > MAX_CLASSES:
                 errors.append(f"classes must name at most {MAX_CLASSES} classes, got {len(self.classes)}")
             if any(c < 0 for c in self.classes):
                 errors.append("classes must be class numbers 0, 1, 2, …")
             if (info := DATASETS.get(self.dataset)) and (missing := sorted({c for c in self.classes
                                                                              if c >= len(info.class_names)})):
+                more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
                 errors.append(f"{info.display_name} has classes 0–{len(info.class_names) - 1}, so not "
-                              f"{', '.join(map(str, missing))}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            errors.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+                              f"{', '.join(map(_number, missing[:10]))}{more}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", self.device):
+            errors.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {quote(self.device)}")
         errors.extend(self._loss_errors())
         return errors or self._shape_errors()
 
     def _loss_errors(self) -> list[str]:
+        if len(self.loss) > QUOTE_CHARS:  # no loss has a long name: no "did you mean" to look for
+            return [f"unknown loss {quote(self.loss)}"]
         try:
             spec = get_spec(self.loss)
         except UnknownLoss as exc:
@@ -220,8 +235,8 @@ class RunConfig:
         for key, value in self.loss_params.items():
             if key not in names:
                 hint = f"; it has {', '.join(sorted(names))}" if names else "; it has none"
-                errors.append(f"{spec.display_name} has no hyperparameter {key!r}{hint}")
-            elif message := spec.hparam(key).check(value):
+                errors.append(f"{spec.display_name} has no hyperparameter {quote(key)}{hint}")
+            elif message := _hparam_problem(spec.hparam(key), value):
                 errors.append(message)
         return errors
 
@@ -293,10 +308,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
+        _check_size(text)
+        if (depth := _json_depth(text)) > MAX_CONFIG_DEPTH:
+            raise ConfigError([_too_deep(depth)])
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError([f"the config is not valid JSON: {exc}"]) from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, or a number of over 4300 digits
+            raise ConfigError([f"the config is not valid JSON: {_first_line(exc)}"]) from None
         return cls.from_dict(_mapping(data))
 
     def to_yaml(self) -> str:
@@ -308,11 +326,25 @@ class RunConfig:
     def from_yaml(cls, text: str) -> RunConfig:
         import yaml
 
+        _check_size(text)
+        loader = None
         try:
-            data = yaml.safe_load(text)
+            loader = _yaml_loader()(text)  # its reader refuses control characters at once
+            node = loader.get_single_node()
+        except ConfigError:
+            raise
         except yaml.YAMLError as exc:
-            raise ConfigError([f"the config is not valid YAML: {exc}"]) from None
-        return cls.from_dict(_mapping(data or {}))
+            raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
+        try:
+            data = None if node is None else loader.construct_document(node)
+        except (yaml.YAMLError, ValueError, ArithmeticError) as exc:  # "2020-13-45", a 5000-digit integer
+            raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
+        except (LookupError, TypeError, AttributeError):  # PyYAML's own slips, on "!!int " with no digits
+            raise ConfigError(["the config is not valid YAML: a value in it cannot be read as the type its tag "
+                               "gives"]) from None
+        finally:
+            loader.dispose()
+        return cls.from_dict(_mapping({} if data is None else data))
 
     def to_query(self) -> dict[str, str]:
         """Flat string parameters for a URL; only settings that differ from the defaults."""
@@ -329,7 +361,7 @@ class RunConfig:
     @classmethod
     def from_query(cls, query: Mapping[str, str | list[str]]) -> RunConfig:
         """Parse URL query parameters (as Streamlit's ``st.query_params`` gives them)."""
-        flat = {k: (v[-1] if isinstance(v, list) else v) for k, v in query.items()}
+        flat = {k: ((v[-1] if v else "") if isinstance(v, list) else v) for k, v in query.items()}
         return cls.from_dict(flat)
 
 
@@ -338,6 +370,135 @@ def _salvage_order(key: str) -> int:
     if key.startswith(HP_PREFIX) or key == "loss_params":
         return 2
     return 1 if key == "loss" else 0
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``value`` as a message quotes it: its ``repr``, cut to a short prefix with the full length said
+    ("'xxxxx…' (100000 characters)"), so a huge value is never echoed back (nor expanded to be quoted)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() stops at 4300
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, limit, limit, limit
+    short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = 6
+    text = short.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _did_you_mean(text: str, choices: Any) -> str:
+    """" (did you mean 'x'?)" for a close match among ``choices``; none for a long text (no name is long)."""
+    close = difflib.get_close_matches(text, choices, n=1) if len(text) <= QUOTE_CHARS else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _hparam_problem(hp: Any, value: Any) -> str | None:
+    """The loss spec's own check of a hyperparameter, with a long or odd value quoted short (the spec's
+    message would ``repr`` it whole, and write a huge integer with ``:g``, which overflows)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15 and not hp.choices \
+            and hp.kind is not bool:
+        return _range_message(hp.name, value, hp.low, hp.high, hp.unit)
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= QUOTE_CHARS):
+        return hp.check(value)
+    if hp.choices and value in hp.choices:
+        return None
+    kind = (f"one of {', '.join(hp.choices)}" if hp.choices else
+            {bool: "true or false", int: "a whole number"}.get(hp.kind, "a number"))
+    return f"{hp.name} must be {kind}, got {quote(value)}"
+
+
+def _check_size(text: str) -> None:
+    if not isinstance(text, str):
+        raise ConfigError([f"a config is text, got {type(text).__name__}"])
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError([f"the config is {len(text)} characters long; a run config is at most "
+                           f"{MAX_CONFIG_CHARS} (a whole one is under 2000)"])
+
+
+def _too_deep(depth: int | None = None) -> str:
+    got = f", got {depth}" if depth is not None else ""
+    return f"the config is nested too deeply: at most {MAX_CONFIG_DEPTH} levels of lists and mappings{got}"
+
+
+def _json_depth(text: str) -> int:
+    """How deeply the lists and objects of a JSON text nest, counted before parsing it (``json`` would
+    recurse once a level, and a 100,000-deep ``[[[…]]]`` overflows Python's stack)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _yaml_problem(exc: BaseException) -> str:
+    """PyYAML's problem in one line with where it is ("found unhashable key (line 1, column 3)"), not
+    its several lines that quote the text around it."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return _first_line(getattr(exc, "problem", None) or getattr(exc, "context", None) or exc) + where
+
+
+def _first_line(exc: object) -> str:
+    """The first line of an error from a parser, at most 200 characters."""
+    line = str(exc).strip().split("\n", 1)[0]
+    if "integer string conversion" in line:  # Python's own limit, with advice meant for programmers
+        return "a number in it has more than 4300 digits"
+    return line if len(line) <= 200 else f"{line[:200]}…"
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    """``yaml.SafeLoader`` with bounds: nesting at most :data:`MAX_CONFIG_DEPTH` deep (PyYAML's composer
+    recurses once a level), and aliases (``*name``) only of single values, whose repeats may add at most
+    :data:`MAX_CONFIG_CHARS` characters. An alias of a list or mapping is refused: nine levels of them
+    (the "billion laughs") make a text of a few hundred bytes into 10⁹ values, and quoting or checking it
+    would expand them all."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = 0
+            self.repeated = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                node = self.anchors.get(event.anchor)
+                if node is not None and not isinstance(node, yaml.ScalarNode):
+                    raise ConfigError([f"the config repeats a list or mapping with the YAML alias "
+                                       f"*{event.anchor[:QUOTE_CHARS]} (line {event.start_mark.line + 1}); "
+                                       "write it out instead (an alias may only repeat a single value)"])
+                if node is not None:
+                    self.repeated += len(node.value)
+                    if self.repeated > MAX_CONFIG_CHARS:
+                        raise ConfigError([f"the config's YAML aliases repeat more than {MAX_CONFIG_CHARS} "
+                                           "characters; write the values out instead"])
+                return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                if self.depth > MAX_CONFIG_DEPTH + 1:  # + 1: the scalars inside the deepest list
+                    raise ConfigError([_too_deep()])
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
 
 
 def _mapping(data: object) -> Mapping[str, Any]:
@@ -371,6 +532,8 @@ def _range_message(name: str, value: float, low: float | None, high: float | Non
 
 def _number(value: float) -> str:
     """Whole numbers in full ("2147483647", not "2.14748e+09"), others short ("0.01", "1e-06")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**QUOTE_CHARS else quote(value)  # float() of 10**400 overflows
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
@@ -387,17 +550,25 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
     if kind.startswith("tuple[int"):
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list | tuple):
-            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {raw!r}")
+            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {quote(raw)}")
+        items = [item for item in items if not (isinstance(item, str) and not item.strip())]
+        if len(items) > MAX_CLASSES:  # before reading them: a link may hold many thousands
+            raise ValueError(f"{f.name} must name at most {MAX_CLASSES} classes, got {len(items)}")
         try:
-            return tuple(_parse_int(f.name, item) for item in items if str(item).strip() != "")
+            return tuple(_parse_int(f.name, item) for item in items)
         except ValueError:
-            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {raw!r}") from None
+            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {quote(raw)}") from None
     if kind.startswith("int"):
         return _parse_int(f.name, raw)
     if kind.startswith("float"):
         return _parse_float(f.name, raw)
     if not isinstance(raw, str):
-        raise ValueError(f"{f.name} must be text, got {raw!r}")
+        raise ValueError(f"{f.name} must be text, got {quote(raw)}")
+    try:
+        raw.encode()
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800") that no file or database can hold
+        raise ValueError(f"{f.name} must be text, got {quote(raw)}, which holds a character that is not "
+                         "Unicode") from None
     return raw.strip()
 
 
@@ -408,23 +579,25 @@ def _parse_int(name: str, raw: Any) -> int:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str):
+    if isinstance(raw, str) and len(raw) <= 100:  # int() of a long text takes quadratic time
         try:
             return int(raw.strip())
         except ValueError:
             pass
-    raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    raise ValueError(f"{name} must be a whole number, got {quote(raw)}")
 
 
 def _parse_float(name: str, raw: Any) -> float:
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) >= 10**300:
+        return raw  # out of every range, and float() of it overflows: the range check says so
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return float(raw)
-    if isinstance(raw, str):
+    if isinstance(raw, str) and len(raw) <= 100:
         try:
             return float(raw.strip())
         except ValueError:
             pass
-    raise ValueError(f"{name} must be a number, got {raw!r}")
+    raise ValueError(f"{name} must be a number, got {quote(raw)}")
 
 
 def _typed_hparams(loss: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -435,12 +608,13 @@ def _typed_hparams(loss: str, params: dict[str, Any]) -> dict[str, Any]:
     except UnknownLoss:
         return params
     names = {hp.name: hp for hp in spec.hparams}
-    return {k: float(v) if k in names and names[k].kind is float and type(v) is int else v for k, v in params.items()}
+    return {k: float(v) if k in names and names[k].kind is float and type(v) is int and abs(v) < 10**300 else v
+            for k, v in params.items()}
 
 
 def _coerce_hparam(raw: Any) -> Any:
     """Hyperparameters arrive as text from URLs and flags; the loss spec checks the type later."""
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or len(raw) > 100:
         return raw
     text = raw.strip()
     if text.lower() in _TRUE - {"1"}:

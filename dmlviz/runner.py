@@ -138,12 +138,19 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
     """Entry point of a worker process: train one run, or a comparison's runs in lockstep, and record
     how each ended."""
     store = RunStore(store_root)
-    for run_id in run_ids:
-        store.set_status(run_id, "running", pid=os.getpid())
+    # A run stopped while it waited (`python -m dmlviz runs stop`, which marks it stopped in the store) does
+    # not start; nor do the runs queued with it.
+    if not all([store.start_queued(run_id, os.getpid()) for run_id in run_ids]):
+        _set_status_of_active(store, run_ids, "stopped", "stopped from the command line before it started")
+        return
 
     def ended(index: int, result) -> None:
         store.set_status(run_ids[index], result.outcome, error=result.error)
 
+    # SIGTERM (`python -m dmlviz runs stop` from a shell, or kill) stops the runs cleanly, through their control.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(command, "value", STOP))
     try:
         from dmlviz.engine import train_together
 
@@ -156,6 +163,9 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
         _set_status_of_active(store, run_ids, "failed", _describe(exc))
         traceback.print_exc(file=sys.stderr)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # What a worker sees as the main module: nothing to import. (See _start.)

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -110,6 +111,8 @@ _RUN_COLUMNS = (
 #: What each older format needs to become the current one (format 1 had no tags).
 _MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",)}
 MAX_TAG_LENGTH = 40
+MAX_TAGS = 20  # tags a run may have
+MAX_NAME_LENGTH = 200  # characters of a run's name (RunConfig's name is held to it too)
 
 # Connections inherited over fork(): closing them in the child could disturb the parent's locks
 # (SQLite's "how to corrupt" guide, section 2.6), so they are kept referenced and never closed.
@@ -131,6 +134,15 @@ def parse_run_id(text: str) -> int | None:
 
 class StoreError(RuntimeError):
     """The run store cannot do what was asked; the message says why and what to do."""
+
+
+class StoreFault(StoreError):
+    """The store's file, folder or disk failed (damaged, unreadable, read-only, busy), not what was asked
+    of it: a command line reports it with its own exit status."""
+
+
+class StoreFull(StoreFault):
+    """The disk that holds the store is full, or below the space the store keeps spare."""
 
 
 @dataclass
@@ -187,7 +199,10 @@ class RunStore:
     (the child opens fresh connections). Many processes may open the same folder at once.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, min_free_bytes: int = MIN_FREE_BYTES,
+                 read_only: bool = False) -> None:
+        """``read_only``: open the store for reading only (SQLite's ``mode=ro``), as the command line's
+        ``runs list`` and ``runs show`` do, so that they work on a full disk; writes then say why not."""
         self.root: Path = Path(root).expanduser() if root is not None else store_dir()
         self.path: Path = self.root / DB_NAME
         self.min_free_bytes = min_free_bytes
@@ -196,18 +211,21 @@ class RunStore:
         self._generation = 0
         self._owner_pid = os.getpid()
         self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._immutable = False  # a read-only store opened without lock files (see _open_schema)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(
+            raise StoreFault(
                 f"store folder {self.root} cannot be created: {exc.strerror or exc}; "
                 f"create it yourself or set {STORE_DIR_ENV} to another folder"
             ) from exc
         # A folder that cannot be written but holds a store opens read-only: its runs stay viewable,
         # and anything that would write (a new run first) says why it cannot.
-        self.read_only = not os.access(self.root, os.W_OK | os.X_OK)
+        self.folder_read_only = not os.access(self.root, os.W_OK | os.X_OK)
+        # Asked to read only, a store that does not exist yet is created all the same (an empty one).
+        self.read_only = self.folder_read_only or (read_only and self.path.exists())
         if self.read_only and not self.path.exists():
-            raise StoreError(
+            raise StoreFault(
                 f"store folder {self.root} is not writable: the run database {DB_NAME} must be created "
                 f"and written there; fix the folder's permissions or set {STORE_DIR_ENV} to another folder"
             )
@@ -223,15 +241,18 @@ class RunStore:
         """StoreError if the store's disk has less than ``min_free_bytes`` free (a statvfs call)."""
         free = shutil.disk_usage(self.root).free
         if free < self.min_free_bytes:
-            raise StoreError(
+            raise StoreFull(
                 f"the disk that holds the run store {self.root} has only {free / 1e6:.0f} MB free; dmlviz keeps "
                 f"{self.min_free_bytes / 1e6:.0f} MB spare so that what runs record is never cut off. Free some "
                 f"space, delete old runs, or set {STORE_DIR_ENV} to another disk"
             )
 
     def _check_writable(self) -> None:
+        if self.read_only and not self.folder_read_only:
+            raise StoreFault(f"the run store {self.path} was opened for reading only; nothing can be recorded "
+                             "through this connection to it")
         if self.read_only:
-            raise StoreError(
+            raise StoreFault(
                 f"the run store folder {self.root} is read-only: its runs can be viewed and exported, but no "
                 f"run can be recorded there; fix the folder's permissions or set {STORE_DIR_ENV} to another folder"
             )
@@ -333,7 +354,10 @@ class RunStore:
             _merge_summary(db, run_id, values, time.time())
 
     def rename(self, run_id: int, name: str) -> None:
-        """Give a run a new name."""
+        """Give a run a new name (trimmed; at most :data:`MAX_NAME_LENGTH` characters)."""
+        name = name.strip()
+        if len(name) > MAX_NAME_LENGTH:
+            raise StoreError(f"a run's name has at most {MAX_NAME_LENGTH} characters, got {len(name)}")
         # updated_at is left alone: it measures training progress (an active run's duration).
         with self._transaction(write=True) as db:
             if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
@@ -343,7 +367,10 @@ class RunStore:
         """Give a run these tags (trimmed, without repeats or empty ones) and return them."""
         clean = list(dict.fromkeys(tag.strip() for tag in tags if tag.strip()))
         if long := [tag for tag in clean if len(tag) > MAX_TAG_LENGTH]:
-            raise StoreError(f"a tag has at most {MAX_TAG_LENGTH} characters: {long[0][:MAX_TAG_LENGTH]}…")
+            raise StoreError(f"a tag has at most {MAX_TAG_LENGTH} characters, got {len(long[0])} "
+                             f"({long[0][:MAX_TAG_LENGTH]}…)")
+        if len(clean) > MAX_TAGS:
+            raise StoreError(f"a run has at most {MAX_TAGS} tags, got {len(clean)}")
         with self._transaction(write=True) as db:
             if db.execute("UPDATE runs SET tags = ? WHERE id = ?", (json.dumps(clean), run_id)).rowcount == 0:
                 raise StoreError(f"no run with id {run_id}")
@@ -365,8 +392,8 @@ class RunStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def mark_interrupted(self) -> list[int]:
-        """Mark active runs whose process is gone as interrupted and return their ids.
+    def mark_interrupted(self, run_ids: Iterable[int] | None = None) -> list[int]:
+        """Mark active runs (of ``run_ids``, or all) whose process is gone as interrupted; return their ids.
 
         A run's process counts as gone if its pid is unset, no longer exists, is a zombie, or
         (on Linux) now belongs to a process started after the run was last updated, i.e. the pid
@@ -376,11 +403,13 @@ class RunStore:
             return []  # nothing can be marked; the runs show the status they were left with
         marked: list[int] = []
         placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
+        wanted = None if run_ids is None else set(run_ids)
         with self._transaction(write=True) as db:
             rows = db.execute(
                 f"SELECT id, pid, started_at, updated_at FROM runs WHERE status IN ({placeholders})",
                 ACTIVE_STATUSES,
             ).fetchall()
+            rows = [row for row in rows if wanted is None or row[0] in wanted]
             now = time.time()
             for run_id, pid, started_at, updated_at in rows:
                 if _process_alive(pid, updated_at):
@@ -402,6 +431,29 @@ class RunStore:
                 )
                 marked.append(run_id)
         return marked
+
+    def start_queued(self, run_id: int, pid: int) -> bool:
+        """Mark a queued run running in process ``pid``; False (nothing changed) if it is no longer queued,
+        e.g. stopped by ``python -m dmlviz runs stop`` while it waited."""
+        now = time.time()
+        with self._transaction(write=True) as db:
+            cur = db.execute(
+                "UPDATE runs SET status = 'running', error = NULL, updated_at = ?,"
+                " started_at = COALESCE(started_at, ?), finished_at = NULL, pid = ?"
+                " WHERE id = ? AND status = 'queued'", (now, now, pid, run_id))
+            return cur.rowcount == 1
+
+    def stop_queued(self, run_id: int, error: str | None = None) -> bool:
+        """Mark a run that waits in a queue stopped, so that it never starts; False if it is not queued."""
+        now = time.time()
+        with self._transaction(write=True) as db:
+            cur = db.execute("UPDATE runs SET status = 'stopped', error = ?, updated_at = ?, finished_at = ?"
+                             " WHERE id = ? AND status = 'queued'", (error, now, now, run_id))
+            return cur.rowcount == 1
+
+    def process_alive(self, record: RunRecord) -> bool:
+        """Whether the process recorded as running ``record`` (its pid) is still that process."""
+        return _process_alive(record.pid, record.updated_at)
 
     # ----------------------------------------------------------------- run-level info
 
@@ -595,8 +647,10 @@ class RunStore:
         target, uri = self.path, False
         if self.read_only:
             # Without its write-ahead log (a store closed cleanly) SQLite needs no lock files: immutable.
-            wal = self.path.with_name(DB_NAME + "-wal").exists()
-            target, uri = f"{self.path.as_uri()}?mode=ro" + ("" if wal else "&immutable=1"), True
+            # A store only asked to read (its folder writable) takes the lock files as usual, unless they
+            # cannot be made (a full disk, see _open_schema).
+            immutable = self._immutable or (self.folder_read_only and not self._wal_bytes())
+            target, uri = f"{self.path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else ""), True
         try:
             conn = sqlite3.connect(
                 target,
@@ -614,7 +668,29 @@ class RunStore:
             raise self._error(exc) from exc
         return conn
 
+    def _wal_bytes(self) -> int:
+        """The size of the store's write-ahead log (0 when there is none)."""
+        try:
+            return self.path.with_name(DB_NAME + "-wal").stat().st_size
+        except OSError:
+            return 0
+
     def _open_schema(self) -> None:
+        try:
+            self._read_schema()
+        except StoreError as exc:
+            cause = exc.__cause__
+            # On a full disk even a reader fails: it cannot make the lock file (runs.db-shm) that SQLite
+            # shares between connections. A store with nothing in its log can be read without one.
+            if not (self.read_only and not self._immutable and isinstance(cause, sqlite3.Error)
+                    and _errorname(cause).startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY"))
+                    and not self._wal_bytes()):
+                raise
+            self.close()
+            self._immutable = True
+            self._read_schema()
+
+    def _read_schema(self) -> None:
         db = self._db()
         try:
             if self.read_only:
@@ -640,8 +716,18 @@ class RunStore:
             )
         if version == SCHEMA_VERSION:
             return
+        if self.read_only and not self.folder_read_only:
+            # Only asked to read, in a folder that can be written: upgraded as any opening would, then read.
+            self.close()
+            self.read_only = self._immutable = False
+            try:
+                self._read_schema()
+            finally:
+                self.close()
+                self.read_only = True
+            return
         if self.read_only:
-            raise StoreError(f"the run store {self.path} is in an older format (format {version}) and its folder "
+            raise StoreFault(f"the run store {self.path} is in an older format (format {version}) and its folder "
                              f"is read-only, so it cannot be upgraded; fix the folder's permissions or set "
                              f"{STORE_DIR_ENV} to another folder")
         with self._transaction(write=True) as db:
@@ -682,33 +768,106 @@ class RunStore:
         try:
             return decode(raw)
         except (ValueError, EOFError, OSError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as exc:
-            raise StoreError(f"{what} is damaged in {self.path} ({exc}); the run's other records and the other "
+            raise StoreFault(f"{what} is damaged in {self.path} ({exc}); the run's other records and the other "
                              "runs can still be read") from exc
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        """A StoreError that names the file and says what to do."""
-        text = str(exc)
-        if "not a database" in text or "malformed" in text:
-            return StoreError(
+        """A StoreError that names the file, the real cause where it can be found, and what to do."""
+        text, name = str(exc), _errorname(exc)
+        if (lost := self._lost_wal()) is not None:
+            return StoreFault(
+                f"the run store's write-ahead log {self.path.name}-wal was deleted or cut short while the store "
+                f"was in use ({lost}; SQLite: {text}). What was written since its last checkpoint is held only by "
+                "the processes that still have the store open: stop them all (the app's server, command-line "
+                f"runs), and the last one to close writes it back into {self.path}; then start again. Never "
+                f"delete {self.path.name}-wal or {self.path.name}-shm while the store is in use"
+            )
+        if "not a database" in text or "malformed" in text or name.startswith("SQLITE_CORRUPT"):
+            if (short := _truncation(self.path)) is not None:
+                return StoreFault(
+                    f"the run store {self.path} is cut short ({short}), as when a copy or the disk stopped "
+                    "midway; `python -m dmlviz runs check` says which runs can still be read, and "
+                    "`python -m dmlviz runs check --salvage DIR` copies them into a new store in DIR"
+                )
+            return StoreFault(
                 f"the run store {self.path} is damaged or is not a dmlviz database ({text}); move it aside "
                 f"(or delete it) to start a new store, or set {STORE_DIR_ENV} to another folder"
             )
         if "locked" in text or "busy" in text:
-            return StoreError(
+            return StoreFault(
                 f"the run store {self.path} stayed busy for over {BUSY_TIMEOUT_S:g} s ({text}); "
                 "another process held it too long - try again"
             )
-        if "full" in text:
-            return StoreError(
+        if "full" in text or name == "SQLITE_FULL" or name == "SQLITE_IOERR_SHMSIZE":
+            return StoreFull(
                 f"the disk that holds the run store {self.path} is full ({text}); what was recorded before is "
                 f"kept. Free some space, delete old runs, or set {STORE_DIR_ENV} to another disk"
             )
-        if "readonly" in text or "unable to open" in text or "disk" in text:
-            return StoreError(
-                f"cannot write the run store {self.path} ({text}); "
-                "check the folder's permissions and free disk space"
+        if "readonly" in text or name.startswith("SQLITE_READONLY"):
+            return StoreFault(
+                f"cannot write the run store {self.path} ({text}): the file or its folder cannot be written; "
+                f"fix their permissions or set {STORE_DIR_ENV} to another folder"
             )
-        return StoreError(f"the run store {self.path} failed: {text}")
+        if "unable to open" in text or "disk" in text or name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+            free = shutil.disk_usage(self.root).free if self.root.exists() else None
+            space = f"; its disk has {free / 1e6:.0f} MB free" if free is not None else ""
+            return StoreFault(
+                f"cannot read or write the run store {self.path} ({name or text}){space}: check that the file "
+                "and its folder can be read and written, and the disk under it"
+            )
+        return StoreFault(f"the run store {self.path} failed: {text}")
+
+    def _lost_wal(self) -> str | None:
+        """How the write-ahead log falls short of what SQLite's index of it (runs.db-shm) says it holds,
+        or None when it does not (or there is no index to tell)."""
+        wal = self.path.with_name(DB_NAME + "-wal")
+        try:
+            header = self.path.with_name(DB_NAME + "-shm").read_bytes()[:48]
+        except OSError:
+            return None
+        if len(header) < 48 or header[12] != 1:  # isInit: the index describes a log
+            return None
+        # WalIndexHdr in the machine's byte order: szPage (u16) at 14, mxFrame (u32) at 16.
+        page = int.from_bytes(header[14:16], sys.byteorder)
+        frames = int.from_bytes(header[16:20], sys.byteorder)
+        page = 65536 if page == 1 else page
+        needed = 32 + frames * (24 + page) if frames else 0
+        try:
+            size = wal.stat().st_size
+        except FileNotFoundError:
+            return f"{wal.name} is missing, its index expects {frames} page(s) in it" if frames else None
+        except OSError:
+            return None
+        if size < needed:
+            return f"{wal.name} holds {size} bytes, its index expects {frames} page(s), {needed} bytes"
+        return None
+
+
+def _errorname(exc: sqlite3.Error) -> str:
+    """SQLite's name for the error (SQLITE_IOERR_SHORT_READ, ...); '' where Python does not say."""
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def _truncation(path: Path) -> str | None:
+    """How much of the file is missing, when its header names more pages than it holds; else None."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+            size = os.fstat(file.fileno()).st_size
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count holds only while its "valid for" number matches the change counter.
+    if header[24:28] != header[92:96] or not pages or page < 512:
+        return None
+    if size >= pages * page:
+        return None
+    return (f"its header says {pages} pages of {page} bytes, {pages * page / 1e6:.1f} MB, but the file holds "
+            f"{size / 1e6:.1f} MB")
 
 
 # --------------------------------------------------------------------- helpers
@@ -808,6 +967,148 @@ def _snapshot(row: tuple) -> Snapshot:
         class_means=_load_npy(class_means),
         class_vectors=vectors,
     )
+
+
+@dataclass
+class RunSalvage:
+    """What could be read of one run of a damaged store (``salvage``)."""
+
+    id: int
+    name: str = ""
+    status: str = ""
+    record: bool = False  # its row in the index of runs
+    snapshots: int = 0
+    last_step: int | None = None  # the step of the latest snapshot read
+    recorded_step: int | None = None  # the step of the latest snapshot the run recorded (its summary)
+    series: int = 0  # points of its curves
+    info: int = 0  # run-level facts (the model, the probe's labels, ...)
+
+    @property
+    def whole(self) -> bool:
+        """Whether the run reads as it was recorded: its record, its info, and snapshots up to its last."""
+        return self.record and self.info > 0 and (self.recorded_step is None or self.last_step == self.recorded_step)
+
+    def describe(self) -> str:
+        head = f"run {self.id}" + (f" ({self.name})" if self.name else "") + (f", {self.status}" if self.status else "")
+        if not self.record:
+            return f"{head}: lost (its record cannot be read; {self.snapshots} snapshot(s) of it can)"
+        upto = "" if self.last_step is None else f" up to step {self.last_step}"
+        if self.recorded_step is not None and self.last_step != self.recorded_step:
+            upto += f" of {self.recorded_step}"
+        parts = f"{self.snapshots} snapshot(s){upto}, {self.series} curve point(s), {self.info} info record(s)"
+        if self.whole:
+            return f"{head}: readable ({parts})"
+        return f"{head}: {'partly readable' if self.snapshots else 'nothing to draw'} ({parts})"
+
+
+#: Row ids tried one by one past a part of a table that cannot be read, before the rest counts as lost.
+SALVAGE_PROBES = 100_000
+
+
+def salvage(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+            probes: int = SALVAGE_PROBES) -> list[RunSalvage]:
+    """What can still be read of each run of the store file ``path`` (cut short or damaged), run by run;
+    with ``out``, a folder, copies it into a new store there (run ids kept). The file is only read.
+
+    SQLite refuses a file shorter than its header says; with ``writable_schema`` on (read-only here) it
+    reads what the file holds, and every table is read row by row around the pages that are missing."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"there is no run store at {path}")
+    wal = path.with_name(path.name + "-wal")
+    has_log = wal.exists() and wal.stat().st_size > 0
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro" + ("" if has_log else "&immutable=1"), uri=True,
+                             isolation_level=None)
+        db.execute("PRAGMA writable_schema = ON")  # read a file shorter than its header says
+        db.execute("PRAGMA query_only = ON")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise StoreFault(f"nothing can be read from {path}: its first pages are damaged ({exc})") from exc
+    runs: dict[int, RunSalvage] = {}
+    target = None
+    if out is not None:
+        out = Path(out)
+        if (out / DB_NAME).exists():
+            raise StoreError(f"{out / DB_NAME} exists already; name an empty or new folder to salvage into")
+        target = RunStore(out, min_free_bytes=0)
+    write = target._db() if target is not None else None
+
+    def run(run_id: int) -> RunSalvage:
+        return runs.setdefault(run_id, RunSalvage(run_id))
+
+    def copy(table: str, columns: str, rows: Iterator[tuple]) -> Iterator[tuple]:
+        """Yields the rows, and writes each into the salvaged store."""
+        count = 0
+        marks = ", ".join("?" * len(columns.split(",")))
+        if write is not None:
+            write.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                yield row
+                if write is not None and (table == "runs" or row[0] in runs and runs[row[0]].record):
+                    write.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", row)
+                    count += 1
+                    if count % 500 == 0:
+                        write.execute("COMMIT")
+                        write.execute("BEGIN IMMEDIATE")
+        finally:
+            if write is not None and write.in_transaction:
+                write.execute("COMMIT")
+
+    if "runs" in tables:
+        for row in copy("runs", _RUN_COLUMNS, _readable_rows(db, "runs", _RUN_COLUMNS, probes)):
+            record = run(row[0])
+            record.record, record.name, record.status = True, row[1], row[4]
+            try:
+                step = json.loads(row[10]).get("step")
+                record.recorded_step = int(step) if step is not None else None
+            except (ValueError, TypeError, AttributeError):
+                pass
+    columns = "run_id, seq, step, epoch, elapsed, kind, metrics, features, class_means, class_vectors"
+    if "snapshots" in tables:
+        for row in copy("snapshots", columns, _readable_rows(db, "snapshots", columns, probes)):
+            record = run(row[0])
+            record.snapshots += 1
+            record.last_step = row[2] if record.last_step is None else max(record.last_step, row[2])
+    if "series" in tables:
+        columns = "run_id, seq, step, epoch, elapsed, name, value"
+        for row in copy("series", columns, _readable_rows(db, "series", columns, probes)):
+            run(row[0]).series += 1
+    if "info" in tables:
+        for row in copy("info", "run_id, key, format, value", _readable_rows(db, "info", "run_id, key, format, value",
+                                                                           probes)):
+            run(row[0]).info += 1
+    db.close()
+    if target is not None:
+        target.close()
+    return [runs[run_id] for run_id in sorted(runs)]
+
+
+def _readable_rows(db: sqlite3.Connection, table: str, columns: str, probes: int) -> Iterator[tuple]:
+    """Every row of ``table`` that can be read, in rowid order: a scan that meets a page it cannot read
+    goes on at the next row id that reads (tried one by one, at most ``probes`` of them)."""
+    query = f"SELECT rowid, {columns} FROM {table}"
+    last = 0
+    while True:
+        try:
+            for row in db.execute(f"{query} WHERE rowid > ? ORDER BY rowid", (last,)):
+                last = row[0]
+                yield row[1:]
+            return
+        except sqlite3.DatabaseError:
+            pass
+        for rowid in range(last + 1, last + 1 + probes):
+            try:
+                row = db.execute(f"{query} WHERE rowid = ?", (rowid,)).fetchone()
+            except sqlite3.DatabaseError:
+                continue
+            if row is not None:
+                last = rowid
+                yield row[1:]
+                break
+        else:
+            return
 
 
 def _process_alive(pid: int | None, updated_at: float) -> bool:

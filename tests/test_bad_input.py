@@ -20,7 +20,7 @@ from dmlviz.cli import main
 from dmlviz.comparison import Comparison
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DATASETS, DataError, load_raw
-from dmlviz.store import RunStore
+from dmlviz.store import MAX_NAME_LENGTH, MAX_TAGS, RunStore, StoreError
 
 # -- custom datasets that cannot be trained on ------------------------------------------------------
 
@@ -304,3 +304,104 @@ def test_a_link_to_runs_not_in_the_store_says_so(dirs, name, key, value, message
     app = page(name, {key: value})
     assert not app.exception
     assert any(message in w.value for w in app.warning)
+
+
+# -- text a person gives is bounded where it enters (issue 15) -------------------------------------
+
+CONFIG_FILES = {
+    # name → (the file's bytes, or a path to read; what the one line says)
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file, not a YAML or JSON text"),
+    "latin-1": ("name: café\n".encode("latin-1"), "is not UTF-8 text (byte 10 cannot be read)"),
+    "non-text-key": (b"1: 2\n", "error: setting names are text (like seed), got 1"),
+    "deep-yaml": (b"[" * 10_000 + b"]" * 10_000, "nested too deeply: at most 8 levels"),
+    "100k-deep-yaml": (b"[" * 100_000 + b"]" * 100_000, "is too large (200000 bytes): a run config is at most 65536"),
+    "billion-laughs": (BILLION := b"a0: &a0 lol\n" + b"".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n".encode() for i in range(1, 9)) + b"name: *a8\n",
+        "repeats a list or mapping with the YAML alias *a1"),
+    "huge-name": (b"dataset: " + b"x" * 60_000, "unknown dataset 'xxxxx"),
+    "dev-zero": ("/dev/zero", "/dev/zero is too large (over 65536 bytes): a run config is at most 65536 bytes"),
+}
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".yaml", k) for k in CONFIG_FILES] + [(".json", "deep-yaml")])
+def test_cli_config_file_that_cannot_be_a_config_gets_one_line(tmp_path, capsys, suffix, kind):
+    content, message = CONFIG_FILES[kind]
+    if isinstance(content, str):
+        path = Path(content)
+        if not path.exists():
+            pytest.skip(f"no {content} here")
+    else:
+        path = tmp_path / f"run{suffix}"
+        path.write_bytes(content)
+    started = time.perf_counter()
+    assert main(["--store", str(tmp_path / "store"), "train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert time.perf_counter() - started < 5
+    assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1 and len(err) < 400, err  # one short line: never the value in full
+    assert RunStore(tmp_path / "store").list_runs() == []
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("", "classes must be a list of class numbers like 0,1,2, got ''; leave --classes out to train on every class"),
+    ("  ", "classes must be a list of class numbers like 0,1,2, got '  '; leave --classes out"),
+    ("0,0,1", "classes must name each class once, got 0 more than once"),
+])
+def test_cli_classes_that_name_nothing_or_a_class_twice_are_refused(tmp_path, capsys, value, message):
+    assert main(["--store", str(tmp_path), "train", "--dataset", "digits", "--classes", value]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert RunStore(tmp_path).list_runs() == []
+
+
+def test_the_store_bounds_names_and_tags(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({}, name="first")
+    with pytest.raises(StoreError, match="a run's name has at most 200 characters, got 100000"):
+        store.rename(run_id, "x" * 100_000)
+    store.rename(run_id, " " + "x" * MAX_NAME_LENGTH + " ")  # trimmed
+    assert store.get_run(run_id).name == "x" * MAX_NAME_LENGTH
+    with pytest.raises(StoreError, match="a run has at most 20 tags, got 21"):
+        store.set_tags(run_id, [f"t{i}" for i in range(MAX_TAGS + 1)])
+    with pytest.raises(StoreError) as caught:
+        store.set_tags(run_id, ["y" * 100_000])
+    assert str(caught.value).startswith("a tag has at most 40 characters, got 100000") and len(str(caught.value)) < 200
+    assert store.set_tags(run_id, [f"t{i}" for i in range(MAX_TAGS)] + ["t0", " "]) == [f"t{i}" for i in range(20)]
+
+
+def test_the_runs_page_bounds_the_name_and_the_tags(dirs):
+    store = RunStore(dirs / "store")
+    run_id = store.create_run(RunConfig(dataset="digits").to_dict(), name="mine", status="running")
+    store.set_status(run_id, "finished")
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    app.session_state["runs_open"] = run_id
+    app.run()
+    assert not app.exception, app.exception
+    name = app.text_input(key=f"name-{run_id}")
+    assert name.proto.max_chars == MAX_NAME_LENGTH  # the browser takes no more
+    assert app.multiselect(key=f"tags-{run_id}").proto.max_selections == MAX_TAGS
+    # A client that ignores max_chars: Streamlit's server cuts the value to it (the store would refuse more).
+    name.set_value("x" * 100_000).run()
+    app.button(key="rename").click().run()
+    assert not app.exception, app.exception
+    assert store.get_run(run_id).name == "x" * MAX_NAME_LENGTH
+
+
+def test_a_name_and_tags_from_before_the_caps_still_open(dirs):
+    import json
+    import sqlite3
+
+    store = RunStore(dirs / "store")
+    run_id = store.create_run(RunConfig(dataset="digits").to_dict(), name="y" * 300, status="running")
+    store.set_status(run_id, "finished")
+    with sqlite3.connect(store.path) as db:  # an older dmlviz stored any number of tags
+        db.execute("UPDATE runs SET tags = ? WHERE id = ?", (json.dumps([f"t{i}" for i in range(30)]), run_id))
+    app = AppTest.from_file("../app.py", default_timeout=60)
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    app.session_state["runs_open"] = run_id
+    app.run()
+    assert not app.exception, app.exception
+    assert app.text_input(key=f"name-{run_id}").value == "y" * 300
+    assert len(app.multiselect(key=f"tags-{run_id}").value) == 30

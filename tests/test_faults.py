@@ -219,3 +219,57 @@ def test_the_app_on_a_read_only_store_shows_runs_and_refuses_new_ones(read_only_
     app.button(key="start").click().run()
     assert not app.exception
     assert any("Not started" in warning.value and "read-only" in warning.value for warning in app.warning)
+
+
+def test_a_deleted_write_ahead_log_is_named_as_the_cause(tmp_path):
+    """Deleting runs.db-wal under a running writer: a new process is told what happened, not to look at
+    the folder's permissions; when the writer closes, what its log held is written back."""
+    import subprocess
+    import sys
+
+    store = RunStore(tmp_path)
+    run_id = store.create_run({}, status="running", pid=os.getpid())
+    for step in range(3):
+        store.add_snapshot(run_id, _snapshot(step, float(step)))
+    (tmp_path / "runs.db-wal").unlink()
+    reader = ("from dmlviz.store import RunStore, StoreError\n"
+              f"try:\n    RunStore({str(tmp_path)!r}).list_runs()\nexcept StoreError as e:\n    print(e)\n")
+    said = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "write-ahead log runs.db-wal was deleted or cut short while the store was in use" in said
+    assert "permissions" not in said
+    store.close()  # the last connection writes its log back into the file
+    assert RunStore(tmp_path).count_snapshots(run_id) == 3
+
+
+def _cut_short_store(folder: Path, runs: int = 10) -> RunStore:
+    store = RunStore(folder)
+    for _ in range(runs):
+        run_id = store.create_run({"loss": "softmax"}, status="finished")
+        store.put_info(run_id, "labels", np.arange(5))
+        for seq in range(10):
+            store.add_snapshot(run_id, _snapshot(seq, 10.0 * run_id + seq, rows=100))
+    store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = (folder / "runs.db").read_bytes()
+    (folder / "runs.db").write_bytes(data[:len(data) // 2])  # a copy that stopped halfway
+    return store
+
+
+def test_a_store_cut_short_says_so_and_its_readable_runs_are_salvaged(tmp_path, capsys):
+    from dmlviz.cli import EXIT_FAILED, main
+
+    _cut_short_store(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"is cut short \(its header says .* pages.*runs check --salvage"):
+        RunStore(tmp_path / "store")
+    out = tmp_path / "salvaged"
+    assert main(["--store", str(tmp_path / "store"), "runs", "check", "--salvage", str(out)]) == EXIT_FAILED
+    said = capsys.readouterr().out
+    assert "run 1, finished: readable (10 snapshot(s) up to step 9" in said
+    assert "run 10, finished: nothing to draw" in said  # its snapshots were in the lost half
+    salvaged = RunStore(out)
+    assert salvaged.damage() == [] and [r.id for r in salvaged.list_runs()] == list(range(10, 0, -1))
+    for seq in range(10):
+        assert salvaged.get_snapshot(1, seq).features[0, 0] == 10.0 + seq
+    assert list(salvaged.get_info(1, "labels")) == list(range(5))
+    assert main(["--store", str(out), "runs", "check", "--salvage", str(out)]) == 2  # never over a store
