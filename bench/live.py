@@ -569,7 +569,8 @@ def frame_costs(data_dir: Path, steps: int = 200, repeats: int = 5) -> dict[str,
     from dmlviz.engine import setup
 
     def timed(work: Callable[[], Any]) -> float:
-        work()  # warm
+        for _ in range(3):  # warm: oneDNN builds its kernels for each shape and thread count on first use
+            work()
         seconds = []
         for _ in range(repeats):
             began = time.perf_counter()

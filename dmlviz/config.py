@@ -78,7 +78,8 @@ class RunConfig:
                           "default on a CPU), resnet (small ResNet for 32×32 colour images).", choices=MODELS)
     norm: str = _setting("batch", "Normalisation in LeNet++: batch (a BatchNorm after each convolution; the "
                          "feature space forms several times faster) or none (the center-loss paper's network "
-                         "exactly). The ResNet always has BatchNorm.", choices=NORMS)
+                         "exactly; give it lr 1e-3: at 3e-3 it fell apart after 5 epochs). The ResNet always "
+                         "has BatchNorm.", choices=NORMS)
     feature_dim: int = _setting(2, "Width d of the feature layer (2 or 3 to see it directly).", low=1, high=4096)
     loss: str = _setting("softmax", "The loss (see the Learn page).")
     loss_params: dict[str, Any] = _setting({}, "Hyperparameters of the loss; unset ones take their defaults.")
