@@ -84,7 +84,7 @@ else:
     # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
     replay = live.cached("replay", (run_id, len(index), index[-1].seq, axes),
                          lambda: view.replay(replace(view.default_options(), axes=axes), height=640))
-    st.plotly_chart(replay, key=f"replay-{run_id}-{axes}", config={
+    st.plotly_chart(replay, key=f"replay-{run_id}", config={
         "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
     st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "
                "trails and the distance histogram of each. The camera icon saves the frame shown as a PNG.")

@@ -741,8 +741,10 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
         layout: dict[str, Any] = {
             "title": {"text": f"{title}<br><sub>{frame.caption} · {histogram_summary(frame.histogram)}</sub>"}}
         if histogram_range is None:
-            # Fitted to this frame (distances grow over a run), even after a zoom into an earlier one.
-            layout.update(xaxis2={"autorange": True}, yaxis2={"autorange": True})
+            # Fitted to this frame (distances grow over a run). Explicit: plotly.js's animate does not
+            # recompute an autoranged axis, so "autorange" here would leave the first frame's range.
+            x, y = histogram_ranges([frame.histogram])
+            layout.update(xaxis2={"range": x, "autorange": False}, yaxis2={"range": y, "autorange": False})
         if follow and three_d:
             layout["scene"] = scene_ranges(frame.axis_range)
         return layout

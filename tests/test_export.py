@@ -174,9 +174,10 @@ def test_the_replay_moves_trails_and_histograms_with_the_slider(recorded):
         np.testing.assert_allclose(bars[0].y, expected.intra)
         assert f"step {info.step:,}" in frame.layout.title.text and f"overlap {expected.overlap:.1%}" in \
             frame.layout.title.text
-        # Fitted to each frame (autorange: plotly.js would put an animated range back, see replay_figure).
-        assert frame.layout.xaxis2.autorange is True and frame.layout.yaxis2.autorange is True
-        assert frame.layout.xaxis2.range is None
+        # Fitted to each frame: from 0 to its largest distance, and to its tallest bar with 5 % to spare.
+        assert tuple(frame.layout.xaxis2.range) == pytest.approx((0.0, float(np.max(expected.edges))))
+        tallest = max(np.max(expected.intra), np.max(expected.inter))
+        assert tuple(frame.layout.yaxis2.range) == pytest.approx((0.0, 1.05 * tallest))
     # The class means' trail grows frame by frame (up to the trail's length).
     trail_lengths = [len(next(t for t in frame.data if t.name == "class_means trail").x) for frame in figure.frames]
     assert trail_lengths == sorted(trail_lengths) and trail_lengths[-1] > trail_lengths[0]

@@ -201,7 +201,10 @@ def test_a_replay_follows_each_frame_or_holds_the_whole_run_and_so_does_its_hist
         np.testing.assert_allclose(np.array([anchor.x, anchor.y]), expected)
         drawn = _drawn_box(go.Figure(data=[t for t in frame.data if t.type != "bar"]))
         assert np.all(drawn[:, 0] >= expected[:, 0]) and np.all(drawn[:, 1] <= expected[:, 1])
-        assert frame.layout.xaxis2.autorange is True  # the histogram fits each frame
+        # The histogram fits each frame: its own range, explicit (animate does not re-autorange).
+        bar_x = max(float(np.max(t.x)) for t in frame.data if t.type == "bar")
+        assert frame.layout.xaxis2.autorange is False and frame.layout.xaxis2.range[0] == 0
+        assert bar_x <= frame.layout.xaxis2.range[1] <= 1.1 * bar_x
     assert follow.layout.xaxis.range is None  # autoranged: the anchor and the data decide
     assert np.ptp(played.views[0][0]) < 0.5 * np.ptp(played.views[-1][0])  # the first frame is no dot
 

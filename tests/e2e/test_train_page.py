@@ -305,15 +305,20 @@ def test_a_run_whose_tab_is_closed_replays_its_formation_without_gaps(app, page)
     run_id = None
     try:
         tab.goto(f"{app.url}/train?{urlencode(config.to_query())}")
+        def run_ids() -> list[int]:
+            store = RunStore(app.store_dir)
+            try:
+                return [run.id for run in store.list_runs()]
+            finally:
+                store.close()
+
+        earlier = set(run_ids())  # an earlier test's run, still newest for a moment, is not this one
         press(tab, "start")
+        run_id = wait_until(tab, lambda: next((i for i in run_ids() if i not in earlier), None),
+                            "the run to be created")
         closed_at = wait_until(tab, lambda: (newest := latest(app)[1]) is not None and newest >= 20 and newest,
                                "the store to hold step 20 of the run")
         tab.close()
-        store = RunStore(app.store_dir)
-        try:
-            run_id = store.list_runs()[0].id
-        finally:
-            store.close()
         assert closed_at < total, "the run ended before its tab was closed"
         wait_until(page, lambda: latest_status(app) == "finished", "the run to finish", timeout_s=300)
         store = RunStore(app.store_dir)
