@@ -368,16 +368,22 @@ def test_the_store_bounds_names_and_tags(tmp_path):
     assert store.set_tags(run_id, [f"t{i}" for i in range(MAX_TAGS)] + ["t0", " "]) == [f"t{i}" for i in range(20)]
 
 
-def test_the_runs_page_bounds_the_name_and_the_tags(dirs):
-    store = RunStore(dirs / "store")
-    run_id = store.create_run(RunConfig(dataset="digits").to_dict(), name="mine", status="running")
-    store.set_status(run_id, "finished")
+def runs_page_with_run_open(run_id: int) -> AppTest:
+    """The Runs page, in a fresh session, with run ``run_id`` opened."""
     app = AppTest.from_file("../app.py", default_timeout=60)
     app.run()
     app.switch_page("app_pages/runs.py").run()
     app.session_state["runs_open"] = run_id
     app.run()
     assert not app.exception, app.exception
+    return app
+
+
+def test_the_runs_page_bounds_the_name_and_the_tags(dirs):
+    store = RunStore(dirs / "store")
+    run_id = store.create_run(RunConfig(dataset="digits").to_dict(), name="mine", status="running")
+    store.set_status(run_id, "finished")
+    app = runs_page_with_run_open(run_id)
     name = app.text_input(key=f"name-{run_id}")
     assert name.proto.max_chars == MAX_NAME_LENGTH  # the browser takes no more
     assert app.multiselect(key=f"tags-{run_id}").proto.max_selections == MAX_TAGS
@@ -397,11 +403,6 @@ def test_a_name_and_tags_from_before_the_caps_still_open(dirs):
     store.set_status(run_id, "finished")
     with sqlite3.connect(store.path) as db:  # an older dmlviz stored any number of tags
         db.execute("UPDATE runs SET tags = ? WHERE id = ?", (json.dumps([f"t{i}" for i in range(30)]), run_id))
-    app = AppTest.from_file("../app.py", default_timeout=60)
-    app.run()
-    app.switch_page("app_pages/runs.py").run()
-    app.session_state["runs_open"] = run_id
-    app.run()
-    assert not app.exception, app.exception
+    app = runs_page_with_run_open(run_id)
     assert app.text_input(key=f"name-{run_id}").value == "y" * 300
     assert len(app.multiselect(key=f"tags-{run_id}").value) == 30
