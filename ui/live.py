@@ -21,7 +21,7 @@ from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
 from dmlviz.runner import SessionBusy
 from dmlviz.store import StoreError
-from dmlviz.view import Frame, RunView, ViewOptions
+from dmlviz.view import AXES, Frame, RunView, ViewOptions
 from ui.plotly_live import live_plotly_chart
 from ui.resources import runner, session, store
 
@@ -459,7 +459,11 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
         histogram = st.segmented_control("Distances", ("euclidean", "angular"),
                                          default="angular" if view.normalized else "euclidean",
                                          key=f"histogram-{view.run_id}") or "euclidean"
-    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method)
+        axes = st.segmented_control("Axes", AXES, default="follow", key="axes", format_func=str.capitalize,
+                                    help="Follow: zoom out as soon as the features would leave the view, back in "
+                                         "once they have stayed small for a while. Fixed: keep the view of the "
+                                         "moment.") or "follow"
+    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method, axes=axes)
 
 
 def _metrics(frame: Frame) -> None:
