@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -89,29 +90,29 @@ else:
     st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "
                "trails and the distance histogram of each. The camera icon saves the frame shown as a PNG.")
 
+def change_or_say_why(change: Callable[[], object]) -> None:
+    """Make a change to the stored run and show it, or say why the store refused it (a cap, a read-only store)."""
+    try:
+        change()
+    except StoreError as error:
+        st.error(str(error))
+    else:
+        st.rerun()
+
+
 with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions"):
     read_only = store().read_only  # a store folder that cannot be written: everything is viewable
     name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260, disabled=read_only,
                          max_chars=max(MAX_NAME_LENGTH, len(record.name)))  # a name from before the cap
     if st.button("Rename", key="rename", disabled=read_only) and name != record.name:
-        try:
-            store().rename(run_id, name)
-        except StoreError as error:
-            st.error(str(error))
-        else:
-            st.rerun()
+        change_or_say_why(lambda: store().rename(run_id, name))
     tags = st.multiselect("Tags", sorted({*all_tags, *record.tags}), default=record.tags, key=f"tags-{run_id}",
                           accept_new_options=True, width=320, placeholder="Add a tag", disabled=read_only,
                           max_selections=max(MAX_TAGS, len(record.tags)),  # a store from before the cap
                           help=f"Type a new tag and press Enter; at most {MAX_TAGS} tags of at most "
                           f"{MAX_TAG_LENGTH} characters each.")
     if tags != record.tags:
-        try:
-            store().set_tags(run_id, tags)
-        except StoreError as error:
-            st.error(str(error))
-        else:
-            st.rerun()
+        change_or_say_why(lambda: store().set_tags(run_id, tags))
     try:
         config = RunConfig.from_dict(record.config)
     except ConfigError:
