@@ -21,10 +21,14 @@ from dmlviz.config import ConfigError, RunConfig
 from dmlviz.store import MAX_NAME_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, StoreError
 from dmlviz.view import AXES, RunView
 from ui import live
-from ui.resources import store
+from ui.resources import owns, store
 
 st.title("Runs")
-runs = store().list_runs()
+try:
+    runs = store().list_runs()
+except StoreError as error:  # the store failed while this server ran (a file removed, a disk gone)
+    st.error(f"The stored runs cannot be read: {error}")
+    st.stop()
 st.caption(f"{len(runs)} run(s), {store().size_bytes() / 1e6:.1f} MB in {store().root}. Long runs keep every epoch "
            "end and a few hundred snapshots in between.")
 if not runs:
@@ -100,8 +104,12 @@ def change_or_say_why(change: Callable[[], object]) -> None:
         st.rerun()
 
 
+# A store folder that cannot be written, or (on a public server) another visitor's run: viewable only.
+read_only = store().read_only or not owns(record.owner)
+if not store().read_only and read_only:
+    st.caption("Another visitor started this run: you can replay and export it, and only they can rename, tag or "
+               "delete it.")
 with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions"):
-    read_only = store().read_only  # a store folder that cannot be written: everything is viewable
     name = st.text_input("Name", value=record.name, key=f"name-{run_id}", width=260, disabled=read_only,
                          max_chars=max(MAX_NAME_LENGTH, len(record.name)))  # a name from before the cap
     if st.button("Rename", key="rename", disabled=read_only) and name != record.name:
@@ -117,7 +125,8 @@ with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions
         config = RunConfig.from_dict(record.config)
     except ConfigError:
         config = None  # recorded by an older version, or with settings this server refuses
-    if st.button("Train again", key="train_again", icon=":material/replay:", disabled=config is None or read_only,
+    if st.button("Train again", key="train_again", icon=":material/replay:",
+                 disabled=config is None or store().read_only,
                  help="The same config and seed: the same run, step for step."):
         live.start_run(config)
         st.switch_page("app_pages/train.py", query_params=config.to_query())
@@ -190,7 +199,7 @@ if index:
 with st.expander("Delete this run"):
     st.caption("Deletes its snapshots, curves and settings from the store; other runs are not touched.")
     if st.checkbox(f"Yes, delete run {run_id}", key=f"confirm-{run_id}"):
-        if st.button("Delete", key="delete", type="primary", disabled=record.active or store().read_only,
+        if st.button("Delete", key="delete", type="primary", disabled=record.active or read_only,
                      help="Stop it first." if record.active else None):
             try:
                 store().delete_run(run_id)

@@ -277,6 +277,10 @@ class RunConfig:
                 errors.append(f"steps must be at most {int(most * info.train_images) // self.batch_size} with "
                               f"batch_size {self.batch_size} on this server ({_number(most)} epochs of "
                               f"{info.display_name}), got {self.steps}")
+        if not errors:  # a run's footprint is counted from settings that are within the other limits
+            from dmlviz import budget  # imports the engine, which imports this module
+
+            errors += budget.problems(self, limits.max_run_mb, limits.max_run_memory_mb)
         return errors
 
     def check_limits(self, limits: settings.Limits | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import operator
 import os
 import socket
@@ -46,12 +47,13 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     augment: bool
     train_images: int  # the whole training split: what a run's length in epochs is counted against
+    test_images: int  # the whole test split (the probe set is drawn from it)
 
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("mnist", "MNIST", 1, 28, tuple(str(d) for d in range(10)), False, 60_000),
+        DatasetInfo("mnist", "MNIST", 1, 28, tuple(str(d) for d in range(10)), False, 60_000, 10_000),
         DatasetInfo(
             "fashion-mnist",
             "Fashion-MNIST",
@@ -71,6 +73,7 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             False,
             60_000,
+            10_000,
         ),
         DatasetInfo(
             "cifar10",
@@ -80,9 +83,10 @@ DATASETS: dict[str, DatasetInfo] = {
             ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
             True,
             50_000,
+            10_000,
         ),
         DatasetInfo(
-            "digits", "Digits (scikit-learn, offline)", 1, 28, tuple(str(d) for d in range(10)), False, 1348
+            "digits", "Digits (scikit-learn, offline)", 1, 28, tuple(str(d) for d in range(10)), False, 1348, 449
         ),
     )
 }
@@ -90,6 +94,11 @@ DATASETS: dict[str, DatasetInfo] = {
 CUSTOM_PREFIX = "custom:"
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# Limits on custom data, checked from what the files declare (an image's header, a .npy header, the labels)
+# before any pixel is decoded: a 9000×9000 PNG of a few kB decodes to 243 MB, a 4 MB zip of zeros to 4 GB.
+# The decoded total is capped by settings.limits().max_custom_mb ($DMLVIZ_MAX_CUSTOM_MB, 2 GiB by default).
+MAX_CUSTOM_PIXELS = 1024 * 1024  # per image: the networks train on 28×28 or 32×32; 1024×1024 is 3 MB decoded
+MAX_CUSTOM_CLASSES = 1000  # as many as a run may name (config.MAX_CLASSES); labels are 0 … this − 1
 # Per socket operation, so a real download still works; it only stops a firewalled network
 # (packets dropped, not refused) from holding a run for minutes before the offline message.
 _DOWNLOAD_TIMEOUT_S = 10.0
@@ -230,7 +239,7 @@ def load_raw(dataset: str, data_dir: Path) -> RawData:
         raise DataError("custom datasets are turned off on this server")
     name = dataset.removeprefix(CUSTOM_PREFIX)
     try:
-        return _load_once(dataset, data_dir, _fingerprint(_custom_source(name, data_dir)))
+        return _load_once(dataset, data_dir, _fingerprint(_dataset_paths(_custom_source(name, data_dir), name)))
     except OSError as error:
         # A folder the server may not read, a dangling link: a message for the page, not a traceback.
         raise DataError(f"cannot read the custom dataset '{name}' in {data_dir / 'custom'} "
@@ -533,6 +542,7 @@ def _custom_source(name: str, data_dir: Path) -> Path:
         raise DataError(f"custom dataset names are folder or file names inside {root}, got '{name}'")
     for candidate in (root / name, root / f"{name}.npz"):
         if candidate.exists():
+            _check_link(candidate, root.resolve(), name)
             return candidate
     raise DatasetUnavailable(
         f"there is no custom dataset '{name}': put a folder of class folders "
@@ -541,48 +551,94 @@ def _custom_source(name: str, data_dir: Path) -> Path:
     )
 
 
-def _fingerprint(path: Path) -> tuple[int, int, int]:
-    """Changes when files under ``path`` are added, removed or rewritten."""
-    stats = [path.stat(), *(entry.stat() for entry in path.rglob("*"))] if path.is_dir() else [path.stat()]
+def _check_link(path: Path, custom: Path, name: str) -> None:
+    """A link in custom/ may only lead to another place inside it (``custom``, resolved): the folder is what
+    the owner offers, not everything the server can read. Nor to a folder holding it: the image loader
+    would list that folder again inside itself, level after level."""
+    if not path.is_symlink():
+        return
+    # realpath, not resolve(): a loop of links is for stat() to report, not a RuntimeError here.
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(custom):
+        raise DataError(
+            f"the custom dataset {_quote(name)} leads out of {custom}: {path} is a link to a place outside "
+            f"it; links there may only point inside it: copy or move the files into {custom} instead"
+        )
+    if Path(os.path.realpath(path.parent)).is_relative_to(target):
+        raise DataError(f"the custom dataset {_quote(name)} holds {path}, a link to a folder that holds the "
+                        "link itself (a loop): remove the link")
+
+
+def _dataset_paths(source: Path, name: str) -> list[Path]:
+    """``source`` and every file and folder under it, links followed as the image loader follows them;
+    each link is checked before anything behind it is listed."""
+    custom = source.parent.resolve()
+    paths = [source]
+    for folder, folders, files in os.walk(source, followlinks=True):
+        for entry in folders + files:
+            path = Path(folder, entry)
+            _check_link(path, custom, name)  # before os.walk descends into it
+            paths.append(path)
+    return paths
+
+
+def _fingerprint(paths: list[Path]) -> tuple[int, int, int]:
+    """Changes when any of ``paths`` (a dataset's files and folders) is added, removed or rewritten."""
+    stats = [path.stat() for path in paths]
     return len(stats), max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
+
+
+def _quote(value: object) -> str:
+    # config imports this module, so its quote() is imported when a message needs it.
+    from dmlviz.config import quote
+
+    return quote(value)
+
+
+def _max_custom_bytes() -> int:
+    return int(settings.limits().max_custom_mb * 2**20)
+
+
+def _too_big(what: str, size: int, limit: int) -> DataError:
+    return DataError(
+        f"{what} take {size / 2**20:,.1f} MB decoded, over the limit of {limit / 2**20:,.1f} MB for a custom "
+        f"dataset: use fewer or smaller images, or raise ${settings.MAX_CUSTOM_MB_ENV} on this server"
+    )
 
 
 def _load_custom(name: str, data_dir: Path) -> RawData:
     source = _custom_source(name, data_dir)
     if source.is_dir():
-        return _load_image_folder(source)
-    x_train, y_train, x_test, y_test = _read_npz(source)
+        return _load_image_folder(source, _max_custom_bytes())
+    x_train, y_train, x_test, y_test = _read_npz(source, _max_custom_bytes())
     num_classes = max(int(y_train.max()), int(y_test.max())) + 1
     if len(torch.unique(y_train)) < 2:
         raise DataError(f"y_train in {source} has only one class; training needs at least 2")
     return RawData(x_train, y_train, x_test, y_test, tuple(str(c) for c in range(num_classes)), False)
 
 
-def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The four arrays of a Keras-layout .npz, as uint8 (N, C, H, W) images and int64 labels."""
+def _read_npz(
+    path: Path, max_bytes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The four arrays of a Keras-layout .npz, as uint8 (N, C, H, W) images and int64 labels.
+
+    What each array decodes to is read from its .npy header first and must be within ``max_bytes``
+    (None: no limit, for the installation's own files) before anything is decompressed.
+    """
     unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         with open(path, "rb") as file:
             is_zip = zipfile.is_zipfile(file)
-        # Never allow_pickle: a pickle in a user's file would run code of its choosing.
-        archive = np.load(path, allow_pickle=False) if is_zip else None
+        if not is_zip:
+            # NumPy would take it for a pickle and suggest loading it unsafely; say what it should be instead.
+            raise DataError(f"{path} is not a .npz file (a zip of NumPy arrays, as np.savez writes) with the "
+                            f"arrays {', '.join(_NPZ_KEYS)}")
+        with zipfile.ZipFile(path) as archive:
+            arrays = _npz_arrays(archive, path, max_bytes)
+    except DataError:
+        raise
     except unreadable as error:
         raise DataError(f"cannot read {path} as a .npz file ({error})") from error
-    if archive is None:
-        # NumPy would take it for a pickle and suggest loading it unsafely; say what it should be instead.
-        raise DataError(f"{path} is not a .npz file (a zip of NumPy arrays, as np.savez writes) with the arrays "
-                        f"{', '.join(_NPZ_KEYS)}")
-    with archive:
-        missing = [key for key in _NPZ_KEYS if key not in archive.files]
-        if missing:
-            raise DataError(
-                f"{path} lacks the array(s) {', '.join(missing)}; it has "
-                f"{', '.join(archive.files) or 'none'} but needs {', '.join(_NPZ_KEYS)}"
-            )
-        try:
-            arrays = {key: archive[key] for key in _NPZ_KEYS}
-        except unreadable as error:
-            raise DataError(f"cannot read {path} as a .npz file ({error})") from error
     x_train = _npz_images(arrays["x_train"], "x_train", path)
     x_test = _npz_images(arrays["x_test"], "x_test", path)
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -593,6 +649,52 @@ def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     y_train = _npz_labels(arrays["y_train"], "y_train", len(x_train), path)
     y_test = _npz_labels(arrays["y_test"], "y_test", len(x_test), path)
     return x_train, y_train, x_test, y_test
+
+
+def _npz_arrays(archive: zipfile.ZipFile, path: Path, max_bytes: int | None) -> dict[str, np.ndarray]:
+    members = archive.namelist()
+    missing = [key for key in _NPZ_KEYS if f"{key}.npy" not in members]
+    if missing:
+        raise DataError(
+            f"{path} lacks the array(s) {', '.join(missing)}; it has {_quote(members) if members else 'none'} "
+            f"but needs {', '.join(f'{key}.npy' for key in _NPZ_KEYS)} (as np.savez writes them)"
+        )
+    sizes = {key: _npy_bytes(archive, f"{key}.npy", path) for key in _NPZ_KEYS}
+    if max_bytes is not None and sum(sizes.values()) > max_bytes:
+        raise _too_big(f"the arrays in {path}", sum(sizes.values()), max_bytes)
+    arrays = {}
+    for key in _NPZ_KEYS:
+        with archive.open(f"{key}.npy") as member:
+            # Never allow_pickle: a pickle in a user's file would run code of its choosing.
+            arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
+
+
+def _npy_bytes(archive: zipfile.ZipFile, member: str, path: Path) -> int:
+    """What the array ``member`` decodes to, from its .npy header alone (nothing after it is decompressed).
+
+    The zip must give the member exactly the header's size: reading then stops where the header says,
+    and the zip's checksum of the whole member is verified.
+    """
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.open(member) as file:
+        version = np.lib.format.read_magic(file)
+        if version not in readers:
+            raise DataError(f"{member} in {path} is a .npy file of version {version[0]}.{version[1]}; "
+                            "save the arrays with np.savez (versions 1.0 and 2.0)")
+        shape, _, dtype = readers[version](file)
+        start = file.tell()
+    if dtype.hasobject:
+        return 0  # read_array refuses it (allow_pickle=False) before unpickling anything
+    size = math.prod(shape) * dtype.itemsize
+    stored = archive.getinfo(member).file_size - start
+    if stored != size:
+        raise DataError(
+            f"{member} in {path} holds {stored:,} bytes of data, but its header says {_quote(shape)} of "
+            f"{dtype}, which is {size:,} bytes: the file is damaged or was not written by NumPy; save it "
+            "again with np.savez"
+        )
+    return size
 
 
 def _npz_images(array: np.ndarray, key: str, path: Path) -> torch.Tensor:
@@ -610,6 +712,8 @@ def _npz_images(array: np.ndarray, key: str, path: Path) -> torch.Tensor:
         raise DataError(
             f"{key} in {path} holds {array.shape[3]}×{array.shape[2]} images; they must be square"
         )
+    if array.shape[2] * array.shape[3] > MAX_CUSTOM_PIXELS:
+        raise _too_many_pixels(f"{key} in {path} holds images of", array.shape[3], array.shape[2])
     if np.issubdtype(array.dtype, np.floating):
         low, high = float(array.min()), float(array.max())
         if not (low >= 0.0 and high <= 1.0):
@@ -625,19 +729,24 @@ def _npz_images(array: np.ndarray, key: str, path: Path) -> torch.Tensor:
 def _npz_labels(array: np.ndarray, key: str, count: int, path: Path) -> torch.Tensor:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+    if array.ndim != 1 or array.dtype.kind not in "iu":  # not bool, not float: a class id is a whole number
         raise DataError(
             f"{key} in {path} must be a 1-D array of integer class ids, "
-            f"got shape {array.shape} of {array.dtype}"
+            f"got shape {array.shape} of {array.dtype}: save the labels as integers 0, 1, 2, …"
         )
     if len(array) != count:
         raise DataError(f"{path}: x_{key[2:]} has {count} images but {key} has {len(array)} labels")
-    if array.min() < 0:
-        raise DataError(f"{key} in {path} has negative class ids; classes are numbered from 0")
+    # As Python ints: a uint64 above 2**63 would wrap to a negative int64.
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= MAX_CUSTOM_CLASSES:
+        raise DataError(
+            f"{key} in {path} holds the class id {_quote(low if low < 0 else high)}; class ids must be "
+            f"0 to {MAX_CUSTOM_CLASSES - 1} (at most {MAX_CUSTOM_CLASSES} classes): number the classes 0, 1, 2, …"
+        )
     return torch.from_numpy(array.astype(np.int64))
 
 
-def _load_image_folder(root: Path) -> RawData:
+def _load_image_folder(root: Path, max_bytes: int) -> RawData:
     """ImageFolder layout: ``<class>/<images>``, or ``train/<class>/…`` and ``test/<class>/…``."""
     from torchvision.datasets.folder import make_dataset
 
@@ -668,7 +777,7 @@ def _load_image_folder(root: Path) -> RawData:
             raise DataError(f"no images ({', '.join(_IMAGE_EXTENSIONS)}) in the class folders of {test_dir}")
 
     paths = [path for path, _ in samples + test_samples]
-    x = _read_images(paths)
+    x = _read_images(paths, root, max_bytes)
     y = torch.tensor([label for _, label in samples + test_samples], dtype=torch.int64)
     if split_given:
         train, test = torch.arange(len(samples)), torch.arange(len(samples), len(paths))
@@ -694,31 +803,73 @@ def _class_folders(directory: Path, minimum: int = 2) -> list[str]:
         raise DataError(
             f"only one class folder ('{names[0]}') in {directory}; training needs at least 2 classes"
         )
+    if len(names) > MAX_CUSTOM_CLASSES:
+        raise DataError(
+            f"{directory} has {len(names):,} class folders, over the limit of {MAX_CUSTOM_CLASSES:,} classes "
+            "for a custom dataset: merge or remove some"
+        )
     return names
 
 
-def _read_images(paths: list[str]) -> torch.Tensor:
-    """Decode all images once; uint8 (N, 1, H, W) if every pixel is grey, else (N, 3, H, W)."""
-    from PIL import Image
+def _read_images(paths: list[str], folder: Path, max_bytes: int) -> torch.Tensor:
+    """Decode all images of ``folder`` once; uint8 (N, 1, H, W) if every pixel is grey, else (N, 3, H, W).
 
-    arrays: list[np.ndarray] = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise DataError(f"cannot read the image {path} ({error})") from error
-        if not arrays and array.shape[0] != array.shape[1]:
-            raise DataError(f"images must be square, but {path} is {array.shape[1]}×{array.shape[0]}")
-        if arrays and array.shape != arrays[0].shape:
-            (h0, w0), (h, w) = arrays[0].shape[:2], array.shape[:2]
-            raise DataError(
-                f"images must all have the same size, but {paths[0]} is {w0}×{h0} and {path} is {w}×{h}; "
-                "resize them first"
-            )
-        arrays.append(array)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    Each image's size is read from its header before its pixels are decoded. The first one's size, which
+    every image must share, sets what the dataset will take: it must be within ``max_bytes``.
+    """
+    with _open_image(paths[0]) as first:
+        width, height = first.size
+    array = _image_array(paths, folder, width, height, max_bytes)
+    for index, path in enumerate(paths):
+        with _open_image(path) as image:
+            if image.size != (width, height):
+                raise DataError(
+                    f"images must all have the same size, but {paths[0]} is {width}×{height} and {path} is "
+                    f"{image.size[0]}×{image.size[1]}; resize them first"
+                )
+            try:
+                array[index] = np.asarray(image.convert("RGB"))
+            except (OSError, ValueError) as error:
+                raise DataError(f"cannot read the image {path} ({error})") from error
+    x = torch.from_numpy(array).permute(0, 3, 1, 2)
     # Grey images saved as RGB are common; checking the pixels rather than the file mode catches them.
     if bool((x[:, 0] == x[:, 1]).all()) and bool((x[:, 0] == x[:, 2]).all()):
         x = x[:, :1]
     return x.contiguous()
+
+
+def _open_image(path: str) -> Any:
+    """The image, its header read and its pixels not yet decoded."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as error:
+        # Pillow's own bound (89 million pixels, refused from twice that) is far above ours: the same advice.
+        raise DataError(f"the image {path} is far over the limit of {MAX_CUSTOM_PIXELS:,} pixels per image "
+                        f"({error}); resize the images to at most {_max_side()}×{_max_side()}") from error
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read the image {path} ({error})") from error
+
+
+def _image_array(paths: list[str], folder: Path, width: int, height: int, max_bytes: int) -> np.ndarray:
+    """Room for every image as (N, H, W, 3) uint8, once the first one's size has passed the limits."""
+    if width * height > MAX_CUSTOM_PIXELS:
+        raise _too_many_pixels(f"the image {paths[0]} is", width, height)
+    if width != height:
+        raise DataError(f"images must be square, but {paths[0]} is {width}×{height}")
+    size = len(paths) * height * width * 3
+    if size > max_bytes:
+        raise _too_big(f"{len(paths):,} images of {width}×{height} pixels in {folder}", size, max_bytes)
+    return np.empty((len(paths), height, width, 3), np.uint8)
+
+
+def _max_side() -> int:
+    return math.isqrt(MAX_CUSTOM_PIXELS)
+
+
+def _too_many_pixels(what: str, width: int, height: int) -> DataError:
+    return DataError(
+        f"{what} {width}×{height} pixels, over the limit of {MAX_CUSTOM_PIXELS:,} pixels per image: "
+        f"resize the images to at most {_max_side()}×{_max_side()}"
+    )

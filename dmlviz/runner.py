@@ -215,17 +215,17 @@ class _Job:
     credits: Synchronized
     pace: Synchronized  # seconds per step at the least (0: full speed)
     watched_until: Synchronized  # time.monotonic() until which a page watches the run live
-    session: str | None = None  # the browser session that submitted it (None: a script)
+    visitor: str | None = None  # who submitted it from a page (ui.resources.visitor(); None: a script)
     process: BaseProcess | None = None
 
 
-#: Jobs (a run, or a comparison's runs) that one browser session may have queued or running at once:
-#: on a shared server, one person's clicks cannot fill the queue ahead of everyone else.
-MAX_ACTIVE_PER_SESSION = 2
+#: Jobs (a run, or a comparison's runs) that one visitor may have queued or running at once: on a
+#: shared server, one person's clicks (in any number of tabs) cannot fill the queue ahead of everyone else.
+MAX_ACTIVE_PER_VISITOR = 2
 
 
-class SessionBusy(RuntimeError):
-    """A session already has its share of the queue; the message says what to do."""
+class QueueFull(RuntimeError):
+    """The server's queue, or a visitor's share of it, is full; the message says what to do."""
 
 
 def default_max_concurrent() -> int:
@@ -269,39 +269,51 @@ class Runner:
 
     # -- submitting and controlling -------------------------------------------------------------
 
-    def submit(self, config: RunConfig, *, paused: bool = False, session: str | None = None) -> int:
+    def submit(self, config: RunConfig, *, paused: bool = False, visitor: str | None = None) -> int:
         """Queue a run; it starts when a slot is free. ``paused`` starts it paused at step 0."""
-        return self.submit_together([config], paused=paused, session=session)[0]
+        return self.submit_together([config], paused=paused, visitor=visitor)[0]
 
     def submit_together(self, configs: list[RunConfig], *, paused: bool = False,
-                        session: str | None = None) -> list[int]:
+                        visitor: str | None = None) -> list[int]:
         """Queue runs that train together in one worker, in lockstep and under one control (a
         comparison): one slot, one set of controls, snapshots at the same steps. Any of their ids
-        controls them all. A browser ``session`` may have ``MAX_ACTIVE_PER_SESSION`` jobs queued or
-        running (SessionBusy beyond); a script passes none."""
+        controls them all. A page's ``visitor`` may have ``MAX_ACTIVE_PER_VISITOR`` jobs queued or running,
+        and the server ``settings.limits().max_queue`` in all (QueueFull beyond); a script passes no visitor
+        and is held to neither. The runs are recorded as the visitor's (``RunRecord.owner``)."""
         if not configs:
             raise ValueError("nothing to run")
+        limits = settings.limits()
         for config in configs:
-            config.check_limits()  # a public server's caps, whichever page or script submits the run
-        if session is not None and len(self.session_jobs(session)) >= MAX_ACTIVE_PER_SESSION:
-            raise SessionBusy(f"this browser session already has {MAX_ACTIVE_PER_SESSION} runs (or comparisons) "
-                              "queued or running, the most one session may have on this server so that everyone "
-                              "gets a turn; stop one, or wait for one to end")
-        run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
-                                         status="queued", pid=os.getpid()) for config in configs]
-        job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN), self._ctx.Value("i", 0),
-                   self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0), session)
+            config.check_limits(limits)  # a public server's caps, whichever page or script submits the run
         with self._lock:
+            self._check_queue(visitor, limits.max_queue)
+            run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
+                                             status="queued", pid=os.getpid(), owner=visitor) for config in configs]
+            job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN),
+                       self._ctx.Value("i", 0), self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0), visitor)
             for run_id in run_ids:
                 self._jobs[run_id] = job
             self._queue.append(job)
         self._wake.set()
         return run_ids
 
-    def session_jobs(self, session: str) -> list[list[int]]:
-        """The run ids of each job that ``session`` has queued or running."""
+    def _check_queue(self, visitor: str | None, max_queue: int | None) -> None:
+        """QueueFull if a page's visitor has its share, or the server its most jobs; the caller holds the lock."""
+        if visitor is None:
+            return
+        jobs = self._unique_jobs()
+        if sum(job.visitor == visitor for job in jobs) >= MAX_ACTIVE_PER_VISITOR:
+            raise QueueFull(f"you already have {MAX_ACTIVE_PER_VISITOR} runs (or comparisons) queued or running, "
+                            "the most one visitor may have on this server so that everyone gets a turn; stop one, "
+                            "or wait for one to end")
+        if max_queue is not None and len(jobs) >= max_queue:
+            raise QueueFull(f"this server already has {len(jobs)} runs (or comparisons) queued or running, the most "
+                            "it takes at once; try again when one has ended")
+
+    def visitor_jobs(self, visitor: str) -> list[list[int]]:
+        """The run ids of each job that ``visitor`` has queued or running."""
         with self._lock:
-            return [job.run_ids for job in self._unique_jobs() if job.session == session]
+            return [job.run_ids for job in self._unique_jobs() if job.visitor == visitor]
 
     def _unique_jobs(self) -> list[_Job]:
         """Each job once (a comparison's job is filed under each of its runs); the caller holds the lock."""

@@ -40,7 +40,7 @@ STATUSES = ("queued", "running", "paused", "finished", "stopped", "failed", "div
 ACTIVE_STATUSES = ("queued", "running", "paused")
 
 DB_NAME = "runs.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Free disk space that a store keeps spare: below it, no run starts and a running one stops, while
 #: there is still room to record how it ended.
 MIN_FREE_BYTES = 100 * 2**20
@@ -63,7 +63,8 @@ _SCHEMA = (
         error TEXT,
         summary TEXT NOT NULL DEFAULT '{}',
         pid INTEGER,
-        tags TEXT NOT NULL DEFAULT '[]'
+        tags TEXT NOT NULL DEFAULT '[]',
+        owner TEXT
     )""",
     # The small columns come first so that reading the index of a run's snapshots never touches
     # the overflow pages that hold the array blobs.
@@ -106,10 +107,11 @@ THIN_EVERY = 100
 
 _RUN_COLUMNS = (
     "id, name, config, config_hash, status, created_at, started_at, finished_at, updated_at, error,"
-    " summary, pid, tags"
+    " summary, pid, tags, owner"
 )
-#: What each older format needs to become the current one (format 1 had no tags).
-_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",)}
+#: What each older format needs to become the current one (format 1 had no tags, format 2 no owner).
+_MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",),
+               2: ("ALTER TABLE runs ADD COLUMN owner TEXT",)}
 MAX_TAG_LENGTH = 40
 MAX_TAGS = 20  # tags a run may have
 MAX_NAME_LENGTH = 200  # characters of a run's name (RunConfig's name is held to it too)
@@ -162,6 +164,7 @@ class RunRecord:
     summary: dict[str, float]
     pid: int | None
     tags: list[str] = field(default_factory=list)
+    owner: str | None = None  # the page visitor who started it (None: a script or the command line)
 
     @property
     def active(self) -> bool:
@@ -277,6 +280,7 @@ class RunStore:
         config_hash: str = "",
         status: str = "queued",
         pid: int | None = None,
+        owner: str | None = None,
     ) -> int:
         """Add a run and return its id (ids are never reused, even after a run is deleted)."""
         _check_status(status)
@@ -288,8 +292,8 @@ class RunStore:
         with self._transaction(write=True) as db:
             cur = db.execute(
                 "INSERT INTO runs (name, config, config_hash, status, created_at, started_at, finished_at,"
-                " updated_at, summary, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?)",
-                (name, config_json, config_hash, status, now, started, finished, now, pid),
+                " updated_at, summary, pid, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                (name, config_json, config_hash, status, now, started, finished, now, pid, owner),
             )
             run_id = cur.lastrowid
         assert run_id is not None
@@ -1057,7 +1061,10 @@ def salvage(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
                 write.execute("COMMIT")
 
     if "runs" in tables:
-        for row in copy("runs", _RUN_COLUMNS, _readable_rows(db, "runs", _RUN_COLUMNS, probes)):
+        # A store of an older format lacks the newer columns (the last ones); the new store's defaults fill them.
+        present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        run_columns = ", ".join(c for c in _RUN_COLUMNS.replace(" ", "").split(",") if c in present)
+        for row in copy("runs", run_columns, _readable_rows(db, "runs", run_columns, probes)):
             record = run(row[0])
             record.record, record.name, record.status = True, row[1], row[4]
             try:

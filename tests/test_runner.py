@@ -12,7 +12,7 @@ import types
 import pytest
 
 from dmlviz.config import RunConfig
-from dmlviz.runner import MAX_ACTIVE_PER_SESSION, Runner, SessionBusy
+from dmlviz.runner import MAX_ACTIVE_PER_VISITOR, QueueFull, Runner
 from dmlviz.store import RunStore
 
 
@@ -231,21 +231,42 @@ def test_runs_submitted_together_train_in_one_worker_under_one_control(runner):
     assert [runner.wait(i, timeout=60) for i in ids] == ["stopped", "stopped"]
 
 
-def test_one_session_cannot_fill_the_queue(runner):
-    """Each browser session may have MAX_ACTIVE_PER_SESSION jobs queued or running; other sessions and
-    scripts are not held up by it, and an ended job gives its place back."""
-    mine = [runner.submit(digits(steps=100_000), paused=True, session="tab-a") for _ in range(MAX_ACTIVE_PER_SESSION)]
+def test_one_visitor_cannot_fill_the_queue(runner):
+    """Each visitor (all their tabs) may have MAX_ACTIVE_PER_VISITOR jobs queued or running; other visitors
+    and scripts are not held up by it, an ended job gives its place back, and each run records its visitor."""
+    mine = [runner.submit(digits(steps=100_000), paused=True, visitor="browser-a")
+            for _ in range(MAX_ACTIVE_PER_VISITOR)]
     recorded = len(runner.store.list_runs())
-    with pytest.raises(SessionBusy, match="stop one, or wait"):
-        runner.submit(digits(steps=10), session="tab-a")
+    with pytest.raises(QueueFull, match="stop one, or wait"):
+        runner.submit(digits(steps=10), visitor="browser-a")
     assert len(runner.store.list_runs()) == recorded  # nothing recorded for the refused run
-    other = runner.submit(digits(steps=10), session="tab-b")
+    other = runner.submit(digits(steps=10), visitor="browser-b")
     script = runner.submit(digits(steps=10))
-    assert runner.session_jobs("tab-b") == [[other]] and runner.session_jobs("tab-a") == [[i] for i in mine]
+    assert runner.visitor_jobs("browser-b") == [[other]] and runner.visitor_jobs("browser-a") == [[i] for i in mine]
+    assert [runner.store.get_run(i).owner for i in (*mine, other, script)] == ["browser-a"] * len(mine) + [
+        "browser-b", None]
     for run_id in mine:
         runner.stop(run_id)
     for run_id in (*mine, other, script):
         runner.wait(run_id, timeout=120)
-    assert runner.session_jobs("tab-a") == []
-    again = runner.submit(digits(steps=10), session="tab-a")
+    assert runner.visitor_jobs("browser-a") == []
+    again = runner.submit(digits(steps=10), visitor="browser-a")
     assert runner.wait(again, timeout=60) == "finished"
+
+
+def test_the_server_takes_at_most_max_queue_jobs(runner, monkeypatch):
+    """$DMLVIZ_MAX_QUEUE bounds the jobs queued or running, whoever submitted them; a page's submission is
+    refused beyond it, a script's (the server owner's) is not, and an ended job gives its place back."""
+    monkeypatch.setenv("DMLVIZ_MAX_QUEUE", "2")
+    first = runner.submit(digits(steps=100_000), paused=True, visitor="v1")
+    script = runner.submit(digits(steps=100_000), paused=True)
+    with pytest.raises(QueueFull, match="this server already has 2 runs"):
+        runner.submit(digits(steps=10), visitor="v2")
+    extra = runner.submit(digits(steps=100_000), paused=True)  # a script is never refused, and counts
+    for run_id in (first, script):
+        runner.stop(run_id)
+        assert runner.wait(run_id, timeout=120) == "stopped"
+        wait_for(lambda run_id=run_id: run_id not in runner.active_runs())  # reaped a moment after its end
+    second = runner.submit(digits(steps=10), visitor="v2")
+    runner.stop(extra)
+    assert [runner.wait(i, timeout=120) for i in (extra, second)] == ["stopped", "finished"]

@@ -109,3 +109,50 @@ def test_every_export_is_offered_for_the_run_and_a_chosen_snapshot(stored):
     index = store.snapshot_index(first)
     assert snapshot.options == [f"step {info.step:,} · epoch {info.epoch:.2f}" for info in index]
     assert snapshot.value == len(index) - 1  # the last, unless another is chosen
+
+
+def test_on_a_public_server_only_the_visitor_who_started_a_run_may_change_it(stored, monkeypatch):
+    """Another visitor's run (or the command line's) can be replayed and exported, not renamed, tagged or
+    deleted; the visitor's own run can."""
+    from ui import resources
+
+    store, _, _ = stored
+    monkeypatch.setenv(settings.PUBLIC_ENV, "1")
+    monkeypatch.setattr(resources, "visitor", lambda: "me")
+    config = RunConfig(dataset="digits", device="cpu", steps=5, probe_size=100, snapshot_steps=5).to_dict()
+    theirs, mine = store.create_run(config, owner="them"), store.create_run(config, owner="me")
+    for run_id in (theirs, mine):
+        store.set_status(run_id, "stopped")
+    app = runs_page()
+    for run_id, allowed in ((theirs, False), (mine, True)):
+        app.session_state["runs_open"] = run_id
+        app.run()
+        assert not app.exception
+        said = "Another visitor started this run" in " ".join(c.value for c in app.caption)
+        assert said != allowed
+        assert app.button(key="rename").disabled != allowed and app.text_input(key=f"name-{run_id}").disabled != allowed
+        assert app.multiselect(key=f"tags-{run_id}").disabled != allowed
+        app.checkbox(key=f"confirm-{run_id}").check().run()
+        assert app.button(key="delete").disabled != allowed
+        assert app.get("download_button")  # exports stay
+    monkeypatch.delenv(settings.PUBLIC_ENV)  # a classroom server: everyone may
+    app.session_state["runs_open"] = theirs
+    app.run()
+    assert not app.button(key="rename").disabled
+
+
+def test_a_store_that_fails_while_the_server_runs_is_said_not_raised(stored, monkeypatch):
+    """A store that opened at start and then fails (its log removed under running writers, a disk gone):
+    the Runs page says so instead of showing a raw exception."""
+    from dmlviz.store import StoreFault
+
+    app = runs_page()
+    assert not app.exception
+
+    def fail(self, *args, **kwargs):
+        raise StoreFault("the run store's write-ahead log was removed while it was in use")
+
+    monkeypatch.setattr(RunStore, "list_runs", fail)
+    app.run()
+    assert not app.exception
+    assert any("The stored runs cannot be read: the run store's write-ahead log" in e.value for e in app.error)

@@ -3,6 +3,7 @@ DMLVIZ_PUBLIC turns custom data off and caps runs, wherever a run is submitted. 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,15 +97,20 @@ def test_a_pickle_inside_a_users_npz_is_never_run(tmp_path):
 
 
 def test_limits_come_from_the_environment(monkeypatch):
-    for name in (settings.PUBLIC_ENV, settings.MAX_EPOCHS_ENV, settings.MAX_RUNS_ENV):
+    for name in (settings.PUBLIC_ENV, settings.MAX_EPOCHS_ENV, settings.MAX_RUNS_ENV, settings.MAX_RUN_MB_ENV,
+                 settings.MAX_RUN_MEMORY_MB_ENV, settings.MAX_QUEUE_ENV, settings.MAX_CUSTOM_MB_ENV):
         monkeypatch.delenv(name, raising=False)
-    assert settings.limits() == Limits(custom_datasets=True, max_epochs=None, max_runs=None)
+    assert settings.limits() == Limits()
     monkeypatch.setenv(settings.PUBLIC_ENV, "1")
-    assert settings.limits() == Limits(custom_datasets=False, max_epochs=settings.PUBLIC_MAX_EPOCHS,
-                                       max_runs=settings.PUBLIC_MAX_RUNS)
+    public = Limits(custom_datasets=False, max_epochs=settings.PUBLIC_MAX_EPOCHS, max_runs=settings.PUBLIC_MAX_RUNS,
+                    max_run_mb=settings.PUBLIC_MAX_RUN_MB, max_run_memory_mb=settings.PUBLIC_MAX_RUN_MEMORY_MB,
+                    max_queue=settings.PUBLIC_MAX_QUEUE, owner_only=True)
+    assert settings.limits() == public
     monkeypatch.setenv(settings.MAX_EPOCHS_ENV, "2.5")
     monkeypatch.setenv(settings.MAX_RUNS_ENV, "3")
-    assert settings.limits() == Limits(custom_datasets=False, max_epochs=2.5, max_runs=3)
+    monkeypatch.setenv(settings.MAX_RUN_MB_ENV, "50")
+    monkeypatch.setenv(settings.MAX_QUEUE_ENV, "4")
+    assert settings.limits() == replace(public, max_epochs=2.5, max_runs=3, max_run_mb=50.0, max_queue=4)
     monkeypatch.setenv(settings.MAX_EPOCHS_ENV, "lots")
     with pytest.raises(settings.SettingsError, match="\\$DMLVIZ_MAX_EPOCHS must be a positive number, got 'lots'"):
         settings.limits()
@@ -129,6 +135,28 @@ def test_a_public_server_refuses_custom_data_and_long_runs(settings_, message):
     config = RunConfig.from_dict(settings_)
     assert config.limit_problems(PUBLIC) == [message]
     assert config.limit_problems(Limits()) == []  # an ordinary installation allows them
+
+
+def test_a_browser_is_one_visitor_whatever_mask_its_cookie_comes_with():
+    """Streamlit sends its XSRF cookie again with every page, masked anew: the token inside is what stays."""
+    from ui.resources import _browser_token
+
+    token = bytes(range(16))
+    masked = [f"2|{mask.hex()}|{bytes(b ^ mask[i % 4] for i, b in enumerate(token)).hex()}|1700000000"
+              for mask in (b"\x01\x02\x03\x04", b"\xff\x00\xaa\x55")]
+    assert masked[0] != masked[1] and {_browser_token(m) for m in masked} == {token.hex()}
+    assert _browser_token(None) is None and _browser_token("") is None
+    assert _browser_token("2|zz|yy|1") == "2|zz|yy|1"  # not tornado's format: the cookie as it is
+
+
+def test_only_a_runs_visitor_owns_it_on_a_public_server(monkeypatch):
+    from ui import resources
+
+    monkeypatch.setattr(resources, "visitor", lambda: "me")
+    monkeypatch.delenv(settings.PUBLIC_ENV, raising=False)
+    assert resources.owns("them") and resources.owns(None)  # a classroom server: everyone may
+    monkeypatch.setenv(settings.PUBLIC_ENV, "1")
+    assert resources.owns("me") and not resources.owns("them") and not resources.owns(None)
 
 
 def test_a_public_server_allows_runs_within_its_caps():

@@ -94,25 +94,32 @@ def test_tags_are_trimmed_kept_once_and_bounded(store: RunStore) -> None:
         store.set_tags(999, ["a"])
 
 
-def test_a_store_of_the_first_format_gains_tags_and_keeps_its_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_store_of_an_older_format_gains_the_new_columns_and_keeps_its_runs(tmp_path: Path, version: int) -> None:
     from dmlviz.store import _SCHEMA
 
     folder = tmp_path / "old"
     folder.mkdir()
     db = sqlite3.connect(folder / "runs.db")
-    # Format 1: the same tables, without the tags column.
-    db.execute(_SCHEMA[0].replace(",\n        tags TEXT NOT NULL DEFAULT '[]'", ""))
+    # Format 1: the same tables, without the tags and owner columns; format 2: without the owner.
+    runs_table = _SCHEMA[0].replace(",\n        owner TEXT", "")
+    if version == 1:
+        runs_table = runs_table.replace(",\n        tags TEXT NOT NULL DEFAULT '[]'", "")
+    assert "owner" not in runs_table and ("tags" in runs_table) == (version == 2)
+    db.execute(runs_table)
     for statement in _SCHEMA[1:]:
         db.execute(statement)
     db.execute("INSERT INTO runs (name, config, status, created_at, updated_at) VALUES ('old', '{}', 'finished', 1, 1)")
-    db.execute("PRAGMA user_version = 1")
+    db.execute(f"PRAGMA user_version = {version}")
     db.commit()
     db.close()
     store = RunStore(folder)
     (old,) = store.list_runs()
-    assert old.name == "old" and old.tags == []
+    assert old.name == "old" and old.tags == [] and old.owner is None
     store.set_tags(old.id, ["kept"])
     assert RunStore(folder).get_run(old.id).tags == ["kept"]
+    new = store.create_run({}, owner="visitor-1")
+    assert RunStore(folder).get_run(new).owner == "visitor-1"
 
 
 def test_set_status_times_error_and_pid(store: RunStore) -> None:

@@ -12,20 +12,29 @@ import streamlit as st
 
 from dmlviz.comparison import Comparison
 from dmlviz.config import ConfigError
-from dmlviz.runner import SessionBusy
+from dmlviz.runner import QueueFull
 from dmlviz.store import StoreError
 from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView
 from ui.live import CURVES_EVERY_S, QUEUED_REFRESH_S, REFRESH_S, cached
 from ui.plotly_live import live_plotly_chart
-from ui.resources import runner, session, store
+from ui.resources import owns, runner, store, visitor
 
 IDS = "compare_ids"  # the runs on screen, in session state
+# The page's sides narrow to the Train page's (and only on this page: the style goes with it), so three
+# feature panels of a laptop's screen (1400 px, the sidebar open) are each over 300 px wide.
+_LAYOUT_STYLE = """<style>
+[data-testid="stMainBlockContainer"]:has(.st-key-compare_controls) {padding-left: 1.5rem; padding-right: 1.5rem;
+                                                                    max-width: none}
+@media (max-width: 900px) {
+  [data-testid="stMainBlockContainer"]:has(.st-key-compare_controls) {padding-left: 1rem; padding-right: 1rem}
+}
+</style>"""
 
 
 def start(comparison: Comparison) -> None:
     try:
-        ids = runner().submit_together(comparison.configs(), session=session())
-    except (ConfigError, SessionBusy, StoreError) as error:  # a server's limits, its share, a full disk
+        ids = runner().submit_together(comparison.configs(), visitor=visitor())
+    except (ConfigError, QueueFull, StoreError) as error:  # a server's limits, its share, a full disk
         st.session_state["compare_error"] = f"Not started: {error}"
         return
     show(ids, command="run")
@@ -41,8 +50,12 @@ def show(ids: list[int], command: str | None = None) -> None:
 
 
 def _controlled(ids: list[int]) -> bool:
+    """Whether this app drives the runs and this visitor may (on a public server, the one who started them)."""
     active = runner().active_runs()
-    return bool(ids) and all(run_id in active for run_id in ids)
+    try:
+        return bool(ids) and all(run_id in active and owns(store().get_run(run_id).owner) for run_id in ids)
+    except StoreError:  # deleted meanwhile
+        return False
 
 
 def _command(action: str) -> None:
@@ -59,6 +72,7 @@ def controls(comparison: Comparison | None) -> None:
     ids = st.session_state.get(IDS) or []
     controlled = _controlled(ids)
     command = st.session_state.get("compare_command")
+    st.html(_LAYOUT_STYLE)  # style only: it takes no place on the page
     with st.container(horizontal=True, vertical_alignment="center", key="compare_controls"):
         if not controlled:
             st.button("Start all", key="compare_start", type="primary", icon=":material/play_arrow:",
@@ -135,24 +149,30 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
     options = view.views[0].default_options()
     selected = st.session_state.get("compare_selected")
     frame = cached("compare-frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
-                    lambda: view.frame(indexes, step, options, selected=selected, height=520))
+                    lambda: view.frame(indexes, step, options, selected=selected,
+                                       height=_grid_height(len(ids))))
     live_plotly_chart(frame.features_figure, key="compare_chart", on_click=_select,
                       camera_key=frame.features_figure.layout.uirevision)
-    left, right = st.columns([2, 3])
+    # The table and the histogram each take the whole width, one under the other: beside each other, the
+    # table's eleven columns were cut and the histogram's plot was a strip beside its legend.
     rows = view.table(frame.snapshots)
-    with left:
-        live_plotly_chart(frame.histogram_figure, key="compare_histogram")
-    with right:
-        with st.container(key="compare_table"):
-            st.table(_styled(rows).hide(axis="index"))
-        st.caption("Best value of each column in bold. Test accuracy is measured on the whole test set when a "
-                   "run ends.")
+    with st.container(key="compare_table"):
+        st.table(_styled(rows).hide(axis="index"))
+    st.caption("Best value of each column in bold. Test accuracy is measured on the whole test set when a "
+               "run ends.")
+    live_plotly_chart(frame.histogram_figure, key="compare_histogram")
     latest = max(info.elapsed for index in indexes for info in index[-1:])
     version = int(latest // CURVES_EVERY_S) if running else tuple(len(i) for i in indexes)
     curves = cached("compare-curves", (ids, version), lambda: view.curves(height=None))
     live_plotly_chart(curves, key="compare_curves")
     if not active:
         _exports(view, frame, rows)
+
+
+def _grid_height(runs: int) -> int:
+    """The feature panels' chart in pixels, legend included: one row of two or three panels, or four
+    panels two by two, each row about as tall as the one row."""
+    return 880 if runs == 4 else 520
 
 
 def _select(index: int) -> None:

@@ -15,15 +15,21 @@ from typing import TypeVar
 
 import numpy as np
 import streamlit as st
+import torch
 
 from dmlviz import figures, settings
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
-from dmlviz.runner import SessionBusy
+from dmlviz.runner import QueueFull
 from dmlviz.store import StoreError
 from dmlviz.view import AXES, Frame, RunView, ViewOptions
 from ui.plotly_live import live_plotly_chart
-from ui.resources import runner, session, store
+from ui.resources import owns, runner, store, visitor
+
+# The server's own torch work (distances, projections) is small, and the training worker needs the
+# cores: with two threads here, each fragment rerun would wait on a core the worker holds. Set here,
+# with the pages that compute, not on the package's import, which a first page view would wait for.
+torch.set_num_threads(1)
 
 T = TypeVar("T")
 
@@ -82,8 +88,8 @@ def _speed() -> float | None:
 
 def start_run(config: RunConfig, paused: bool = False) -> None:
     try:
-        run_id = runner().submit(config, paused=paused, session=session())
-    except (ConfigError, SessionBusy, StoreError) as error:  # a server's limits, its share, a full disk
+        run_id = runner().submit(config, paused=paused, visitor=visitor())
+    except (ConfigError, QueueFull, StoreError) as error:  # a server's limits, its share, a full disk
         st.session_state["control_error"] = f"Not started: {error}"
         return
     if _speed() is not None:
@@ -123,28 +129,30 @@ def _reset() -> None:
     except ConfigError as error:  # recorded by an older version, or beyond this server's limits
         st.session_state["control_error"] = f"This run cannot be trained again here: {error}"
         return
-    if run_id in runner().active_runs():
+    if run_id in runner().active_runs() and owns(record.owner):
         runner().stop(run_id)
     start_run(config, paused=True)
 
 
 def _apply_speed() -> None:
     run_id = st.session_state.get("run_id")
-    if run_id in runner().active_runs():
+    if run_id in runner().active_runs() and owns(store().get_run(run_id).owner):
         runner().set_speed(run_id, _speed())
 
 
-def _controlled(run_id: int | None) -> bool:
-    """Whether this app's runner still drives the run. The store is asked too: a worker records how its
-    run ended a moment before the runner notices its process is gone, and an ended run has no controls."""
+def _controlled(run_id: int | None) -> tuple[bool, bool]:
+    """Whether this app's runner still drives the run, and whether this visitor may (``owns``). The store
+    is asked too: a worker records how its run ended a moment before the runner notices its process is
+    gone, and an ended run has no controls."""
     # runner() on every page load, run or not: it starts the worker processes' parent while the person
     # is still choosing settings, so that Start is quick.
     if run_id not in runner().active_runs():
-        return False
+        return False, False
     try:
-        return store().get_run(run_id).active
+        record = store().get_run(run_id)
     except StoreError:
-        return False
+        return False, False
+    return record.active, record.active and owns(record.owner)
 
 
 def _last_command(run_id: int) -> str:
@@ -160,7 +168,7 @@ def controls(config: RunConfig | None, present: bool = False):
     """Start / pause / resume / step / stop / reset, and the speed, on one row; buttons act on this session's
     run. Returns the row, for the view options at its end."""
     run_id = st.session_state.get("run_id")
-    controlled = _controlled(run_id)
+    active, controlled = _controlled(run_id)
     command = _last_command(run_id) if controlled else None
     row = st.container(horizontal=True, vertical_alignment="bottom", key="controls")
     with row:
@@ -192,6 +200,9 @@ def controls(config: RunConfig | None, present: bool = False):
     with st.container(key="control_message"):
         if message := st.session_state.pop("control_error", None):
             st.warning(message)
+        elif active and not controlled:
+            st.caption(f"Run {run_id} was started by another visitor: you can watch it and export it, and only "
+                       "they can pause or stop it. Start trains your own run.")
     return row
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
+import secrets
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from dmlviz import settings
-from dmlviz.runner import Runner
 from dmlviz.store import RunStore, StoreError
+
+if TYPE_CHECKING:
+    from dmlviz.runner import Runner
 
 
 def store() -> RunStore:
@@ -21,10 +27,50 @@ def runner() -> Runner:
     return _runner(str(settings.store_dir()))
 
 
-def session() -> str | None:
-    """This browser session's id: the runner counts each session's share of its queue by it."""
+#: The browser's own cookie that Streamlit sets for its XSRF protection (on by default): one value for all
+#: the tabs of a browser, kept until the visitor clears it.
+BROWSER_COOKIE = "_streamlit_xsrf"
+_VISITOR_KEY = secrets.token_bytes(32)  # this server process's: the store never holds an address or cookie
+
+
+def visitor() -> str | None:
+    """Who is at this page, as a short hash: their browser (``BROWSER_COOKIE``, shared by its tabs), else
+    their address (a client that sends no cookie), else this session. The runner counts each visitor's
+    share of its queue by it and a public server lets only a run's visitor change it (``RunRecord.owner``).
+
+    A cookie rather than the address first: behind a reverse proxy every visitor has the proxy's address.
+    A visitor who clears the cookie becomes another one (and loses their runs' controls); the server-wide
+    queue limit (``$DMLVIZ_MAX_QUEUE``) bounds what that gains. None outside a page."""
     context = get_script_run_ctx()
-    return context.session_id if context is not None else None
+    if context is None:
+        return None
+    candidates = (("browser", _browser_token(st.context.cookies.get(BROWSER_COOKIE))),
+                  ("address", st.context.ip_address),
+                  ("session", context.session_id))
+    kind, value = next((kind, value) for kind, value in candidates if value)
+    return hmac.new(_VISITOR_KEY, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _browser_token(cookie: str | None) -> str | None:
+    """The token inside the browser's XSRF cookie. The server sends the cookie again with every page,
+    masked anew (``2|mask|masked token|time``, tornado's format), so the cookie differs from tab to tab
+    while the token stays the browser's."""
+    parts = (cookie or "").split("|")
+    if len(parts) != 4 or parts[0] != "2":
+        return cookie or None
+    try:
+        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+    except ValueError:
+        return cookie
+    if not mask:
+        return cookie
+    return bytes(byte ^ mask[i % len(mask)] for i, byte in enumerate(masked)).hex()
+
+
+def owns(owner: str | None) -> bool:
+    """Whether this page's visitor may stop, rename, tag or delete a run started by ``owner``: anyone may,
+    except on a public server (``settings.limits().owner_only``), where only the visitor who started it."""
+    return not settings.limits().owner_only or (owner is not None and owner == visitor())
 
 
 def store_problem() -> tuple[bool, str | None]:
@@ -51,6 +97,9 @@ def _store(root: str) -> RunStore:
 
 @st.cache_resource
 def _runner(root: str) -> Runner:
+    # Imported here: the runner loads torch (seconds), which a first page view need not wait for.
+    from dmlviz.runner import Runner
+
     instance = Runner(_store(root))
     atexit.register(instance.shutdown)
     return instance
