@@ -381,9 +381,13 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
     cols = 2 if len(panels) == 4 else len(panels)
     rows = math.ceil(len(panels) / cols)
     traces: list[dict[str, Any]] = []
+    # The legend in rows under the panels, not beside them: three panels then share the whole width.
+    # 3-D scenes have no tick labels at their edges, so they need no margin at the sides either.
+    margin = {"l": 0, "r": 0, "b": 0} if three_d else _MARGIN
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
-                              "margin": {**_MARGIN, "t": _PANEL_TOP}, "annotations": [], "shapes": [],
-                              "legend": {"itemsizing": "constant", "x": 1.02, "y": 1}}
+                              "margin": {**margin, "t": _PANEL_TOP}, "annotations": [], "shapes": [],
+                              "legend": {"itemsizing": "constant", "orientation": "h", "x": 0.5, "xanchor": "center",
+                                         "y": 0 if three_d else -0.08, "yanchor": "top"}}
     if not three_d:
         layout["grid"] = {"rows": rows, "columns": cols, "pattern": "independent", "xgap": 0.06, "ygap": 0.12}
     if axis_range is None:
@@ -408,8 +412,10 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
         x0, x1 = col / cols, (col + 1) / cols
         y1, y0 = 1 - row / rows, 1 - (row + 1) / rows
         if three_d:
-            layout[f"scene{suffix}"] = {"domain": {"x": [x0, x1], "y": [y0, y1]}, "uirevision": uirevision,
-                                        **scene_ranges(axis_range)}
+            scene = {"domain": {"x": [x0, x1], "y": [y0, y1]}, "uirevision": uirevision, **scene_ranges(axis_range)}
+            for i_axis, axis in enumerate("xyz"):
+                scene[f"{axis}axis"].update(scene_ticks(axis_range[i_axis], panel.normalized))
+            layout[f"scene{suffix}"] = scene
             title = {"xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1}
         else:
             # Every panel on the first one's axes: the same ranges, and a zoom in one zooms them all. The
@@ -424,6 +430,26 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
         layout["annotations"].append({**title, "text": panel.title, "showarrow": False, "yanchor": "bottom",
                                       "font": {"size": 14}})
     return go.Figure(data=traces, layout=layout)
+
+
+def scene_ticks(axis_range: Sequence[float], normalized: bool) -> dict[str, Any]:
+    """A comparison scene's tick labels, set on purpose: plotly's own crowd a small scene and leave a
+    stray "0" at its edge. None on the unit sphere (its scale is known); elsewhere the multiples of a
+    round step, three to five of them in the view."""
+    if normalized:
+        return {"showticklabels": False}
+    low, high = (float(v) for v in axis_range)
+    step = _round_step((high - low) / 3)
+    values = np.arange(math.ceil(low / step), math.floor(high / step) + 1) * step
+    return {"tickvals": values.tolist(), "tickformat": ".3~g"}
+
+
+def _round_step(value: float) -> float:
+    """The largest 1, 2 or 5 × 10^k that is at most ``value`` (> 0)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    return max(m * power for m in (1, 2, 5) if m * power <= value)
 
 
 def panel_extent(panels: Sequence[FeaturePanel]) -> float:
@@ -628,13 +654,18 @@ def run_color(slot: int) -> str:
 def histogram_overlay_figure(histograms: Sequence[tuple[str, Any]], uirevision: str = "hist-compare",
                              height: int | None = None) -> go.Figure:
     """The intra- and inter-class distance histograms of several runs on shared axes: a run's colour,
-    solid within classes, dashed between; each run's overlap in its legend entry."""
+    solid within classes, dashed between (the title says so). One legend entry per run, with its
+    overlap, toggles both of its lines; the entries sit in a row above the plot, as in
+    :func:`histogram_figure`, so the plot keeps the chart's width."""
     metric = histograms[0][1].metric if histograms else "euclidean"
     layout: dict[str, Any] = {
-        "template": _TEMPLATE, "uirevision": uirevision, "height": height, "margin": {**_MARGIN, "t": MODEBAR_PX + 5},
+        "template": _TEMPLATE, "uirevision": uirevision, "height": height, "margin": {**_MARGIN, "t": MODEBAR_PX + 30},
         "xaxis": {"title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}},
         "yaxis": {"title": {"text": "fraction of pairs"}, "tickformat": ".0%", "rangemode": "tozero"},
-        "legend": {"groupclick": "togglegroup"},
+        "title": {"text": "Distances: solid within a class, dashed between classes", "x": 0.01, "y": 1,
+                  "yref": "container", "yanchor": "top", "pad": {"t": 8}, "font": {"size": 14}},
+        "legend": {"groupclick": "togglegroup", "orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                   "yanchor": "bottom"},
     }
     traces = []
     for slot, (label, hist) in enumerate(histograms):
@@ -643,10 +674,11 @@ def histogram_overlay_figure(histograms: Sequence[tuple[str, Any]], uirevision: 
             continue
         centres = (edges[:-1] + edges[1:]) / 2
         for part, fractions, dash in (("same class", hist.intra, "solid"), ("different classes", hist.inter, "dash")):
-            name = f"{label} · {part}" + (f" (overlap {hist.overlap:.1%})" if part == "same class" else "")
+            within = part == "same class"
+            name = f"{label} · overlap {hist.overlap:.1%}" if within else f"{label} · {part}"
             traces.append({"type": "scatter", "mode": "lines", "x": centres, "y": np.asarray(fractions, dtype=float),
-                           "name": name, "legendgroup": label, "line": {"color": run_color(slot), "dash": dash,
-                                                                         "width": 2, "shape": "hvh"},
+                           "name": name, "legendgroup": label, "showlegend": within,
+                           "line": {"color": run_color(slot), "dash": dash, "width": 2, "shape": "hvh"},
                            "hovertemplate": f"{label} · {part}<br>%{{x:.3g}}: %{{y:.1%}}<extra></extra>"})
     return go.Figure(data=traces, layout=layout)
 

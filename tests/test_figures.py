@@ -26,6 +26,7 @@ from dmlviz.figures import (
     histogram_figure,
     histogram_overlay_figure,
     placeholder_figure,
+    scene_ticks,
     short_number,
 )
 
@@ -325,6 +326,43 @@ def test_histogram_overlay_draws_each_run_in_its_colour():
     assert [t.line.color for t in fig.data] == [RUN_COLORS[0]] * 2 + [RUN_COLORS[1]] * 2
     assert [t.line.dash for t in fig.data] == ["solid", "dash"] * 2
     assert f"overlap {hists[1][1].overlap:.1%}" in fig.data[2].name
+
+
+def test_histogram_overlay_names_each_run_once_in_a_row_above_the_plot():
+    from dmlviz.geometry import distance_histogram
+
+    rng = np.random.default_rng(2)
+    labels = np.arange(40) % 2
+    hists = [(name, distance_histogram(rng.normal(size=(40, 2)), labels))
+             for name in ("normface", "cosface", "arcface")]
+    fig = histogram_overlay_figure(hists)
+    shown = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in shown] == [f"{name} · overlap {hist.overlap:.1%}" for name, hist in hists]
+    assert {t.legendgroup for t in fig.data} == {"normface", "cosface", "arcface"}  # one click hides both lines
+    # A horizontal row above the plot, not a column beside it; the title says which line is which.
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yanchor == "bottom"
+    assert "solid" in fig.layout.title.text and "dashed" in fig.layout.title.text
+
+
+def test_comparison_grid_puts_its_legend_under_the_panels_and_sets_3d_ticks_on_purpose():
+    rng = np.random.default_rng(3)
+    for three_d in (False, True):
+        panels = [FeaturePanel(name, rng.normal(size=(6, 3 if three_d else 2))) for name in ("a", "b", "c")]
+        fig = comparison_figure(panels, np.arange(6) % 2, NAMES, [0, 1])
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.yanchor == "top"
+        assert fig.layout.legend.y <= 0  # below the panels, which keep the figure's width
+    assert fig.layout.margin.l == fig.layout.margin.r == 0  # 3-D scenes need no room for tick labels
+    raw = fig.layout.scene2.xaxis
+    assert raw.tickvals and all(raw.range[0] <= v <= raw.range[1] for v in raw.tickvals)
+    sphere = comparison_figure([FeaturePanel("a", rng.normal(size=(6, 3)), normalized=True)], np.arange(6) % 2,
+                               NAMES, [0, 1])
+    assert sphere.layout.scene.xaxis.showticklabels is False
+
+
+def test_scene_ticks_are_round_multiples_inside_the_view():
+    assert scene_ticks([-10.5, 10.5], normalized=False)["tickvals"] == [-10.0, -5.0, 0.0, 5.0, 10.0]
+    assert scene_ticks([2.0, 8.0], normalized=False)["tickvals"] == [2.0, 4.0, 6.0, 8.0]
+    assert scene_ticks([-1.1, 1.1], normalized=True) == {"showticklabels": False}
 
 
 def test_comparison_curves_put_every_run_on_one_panel_per_metric():
