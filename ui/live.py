@@ -55,6 +55,10 @@ _METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem
 CHART_HEIGHT = 620
 PRESENT_HEIGHT = 620
 PRESENT_HISTOGRAM_HEIGHT = 530
+# On a projector the charts take these shares of the window's height, at least the heights above: at
+# 1280×720 that is the heights above; at 1920×1080 the feature chart is 929 px high instead of 620.
+PRESENT_FILL = 0.86
+PRESENT_HISTOGRAM_FILL = 0.74
 # The page around the stage (and only a page with one: the style must not outlive it): the padding
 # Streamlit leaves for a page title goes (the header's height stays, so nothing slides under it); a
 # projector loses the sidebar and header too. At 900 px and narrower the charts take the whole width,
@@ -289,18 +293,20 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
             _status(view, index, frame if present else None)
     waiting = "Starting…" if record is not None and record.active else "Press Start"
     with left:
+        fill = PRESENT_FILL if present else None
         if frame is None:
-            live_plotly_chart(_placeholder("features", waiting, height), key="features_chart")
+            live_plotly_chart(_placeholder("features", waiting, height), key="features_chart", fill=fill)
         else:
             live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
-                              camera_key=frame.features_figure.layout.uirevision)
+                              camera_key=frame.features_figure.layout.uirevision, fill=fill)
         # Every number of the snapshot, under the feature chart (beside the inspector, when it is open).
         with st.container(key="metrics"):
             if frame is not None:
                 _metrics(frame)
     with right:
         live_plotly_chart(frame.histogram_figure if frame is not None
-                          else _placeholder("histogram", waiting, histogram_height), key="histogram_chart")
+                          else _placeholder("histogram", waiting, histogram_height), key="histogram_chart",
+                          fill=PRESENT_HISTOGRAM_FILL if present else None)
         if frame is not None:
             _inspector(view, frame, frame.points.shape[1] == 2)
     curves_height = 420 if present else 380

@@ -170,6 +170,18 @@ def test_projector_the_feature_space_fills_the_screen(browser, running, e2e_outp
     assert not seen["cut"], f"cut labels: {seen['cut']}"
 
 
+def test_a_full_hd_projector_is_filled_too(browser, running, e2e_output):
+    """``present=1`` at 1920×1080: the charts grow with the screen (not 620 px in a 1080 px window) and
+    still end on the first screen."""
+    seen = open_stage(browser, running + "&present=1", 1920, 1080, "projector-1920x1080", e2e_output)
+    features, histogram = seen["charts"]["features_chart"], seen["charts"]["histogram_chart"]
+    viewport = seen["viewport"]
+    assert features["height"] >= 0.8 * viewport["height"], f"the feature chart is {features['height']:.0f} px high"
+    assert features["y"] + features["height"] <= viewport["height"], "the feature chart runs off the screen"
+    assert histogram["height"] >= 0.7 * viewport["height"], f"the histogram is {histogram['height']:.0f} px high"
+    assert covered(features, viewport) >= 0.55, f"the feature chart covers {covered(features, viewport):.0%}"
+
+
 def test_laptop_the_feature_space_starts_near_the_top(browser, running, e2e_output):
     """1400×900 with the sidebar open: the feature chart starts in the top 45 % and covers ≥ 30 % of the
     screen; the histogram starts on the first screen too."""
