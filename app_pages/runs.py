@@ -134,20 +134,38 @@ with st.container(horizontal=True, vertical_alignment="bottom", key="run_actions
                  query_params={**(config.to_query() if config else {}), "run": str(run_id)})
 
 
-def _projector_zip() -> bytes:
+def _download(exporter: export.Exporter, options: export.ExportOptions) -> bytes:
+    """The export's bytes, made in a temporary folder; a folder is zipped."""
     with tempfile.TemporaryDirectory() as folder:
-        export.write_projector(store(), run_id, Path(folder), position)
+        path = exporter.write(store(), run_id, Path(folder) / "out", options)
+        if not exporter.folder:
+            return path.read_bytes()
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(folder).iterdir()):
-                archive.write(path, path.name)
+            for member in sorted(path.iterdir()):
+                archive.write(member, member.name)
         return buffer.getvalue()
 
 
-def _file(write) -> bytes:
-    with tempfile.TemporaryDirectory() as folder:
-        path = write(Path(folder) / "out")
-        return path.read_bytes()
+# Why an export's button is off, by what it needs of the run.
+_UNAVAILABLE = {"snapshots": "This run recorded no snapshots.",
+                "config": "Its settings are no longer valid, so they cannot train again."}
+
+
+def _export_buttons(scope: str, options: export.ExportOptions, step: int | None = None) -> None:
+    """A download button for each export of ``scope`` (one for each figure of an export that draws several);
+    each file is made on the click, not on every rerun."""
+    has = {"snapshots": bool(index), "config": config is not None}
+    for exporter in (e for e in export.EXPORTERS.values() if e.scope == scope):
+        available = has[exporter.needs]
+        for figure in exporter.figures or (None,):
+            chosen = replace(options, figure=figure) if figure else options
+            st.download_button(exporter.label_for(figure),
+                               lambda exporter=exporter, chosen=chosen: _download(exporter, chosen),
+                               file_name=exporter.file_name(run_id, figure, step) + (".zip" if exporter.folder else ""),
+                               mime=exporter.mime, on_click="ignore", disabled=not available,
+                               key=f"export_{exporter.format}" + (f"_{figure}" if figure else ""),
+                               help=exporter.help if available else _UNAVAILABLE[exporter.needs])
 
 
 def _snapshot_label(position: int) -> str:
@@ -157,44 +175,14 @@ def _snapshot_label(position: int) -> str:
 
 st.markdown("**Export the whole run**")
 with st.container(horizontal=True, key="run_exports"):
-    # Each file is made on the click, not on every rerun.
-    st.download_button("Replay (HTML)", lambda: _file(lambda p: export.write_replay(store(), run_id, p, axes=axes)),
-                       file_name=f"run{run_id}.html", mime="text/html", on_click="ignore", key="export_html",
-                       help="One page that plays offline: plotly.js is inside.")
-    for fmt, mime in (("gif", "image/gif"), ("mp4", "video/mp4")):
-        st.download_button(f"Animation ({fmt.upper()})",
-                           lambda fmt=fmt: _file(lambda p: export.write_movie(store(), run_id, p, fmt, axes=axes)),
-                           file_name=f"run{run_id}.{fmt}", mime=mime, on_click="ignore", key=f"export_{fmt}",
-                           disabled=not index, help=f"The feature space over up to {export.MOVIE_FRAMES} snapshots, "
-                           "titled with loss, dataset and step, for slides (takes a few seconds).")
-    st.download_button("Config (YAML)", lambda: _file(lambda p: export.write_config(store(), run_id, p)),
-                       file_name=f"run{run_id}.yaml", on_click="ignore", key="export_yaml", disabled=config is None,
-                       help="`python -m dmlviz train --config` trains it again." if config else
-                       "Its settings are no longer valid, so they cannot train again.")
+    _export_buttons("run", export.ExportOptions(axes=axes))
 
 if index:
     st.markdown("**Export one snapshot**")
     position = st.select_slider("Snapshot", range(len(index)), value=len(index) - 1, format_func=_snapshot_label,
                                 key=f"export_snapshot-{run_id}")
-    step = index[position].step
     with st.container(horizontal=True, key="snapshot_exports"):
-        for figure in export.PNG_FIGURES:
-            st.download_button(f"{figure.capitalize()} (PNG)",
-                               lambda figure=figure: _file(lambda p: export.write_png(store(), run_id, p, figure,
-                                                                                      position)),
-                               file_name=f"run{run_id}-{figure}-step{step}.png", mime="image/png",
-                               on_click="ignore", key=f"export_png_{figure}")
-        st.download_button("Features (CSV)",
-                           lambda: _file(lambda p: export.write_features(store(), run_id, p, "csv", position)),
-                           file_name=f"run{run_id}-features-step{step}.csv", mime="text/csv", on_click="ignore",
-                           key="export_csv")
-        st.download_button("Features (Parquet)",
-                           lambda: _file(lambda p: export.write_features(store(), run_id, p, "parquet", position)),
-                           file_name=f"run{run_id}-features-step{step}.parquet", on_click="ignore",
-                           key="export_parquet")
-        st.download_button("TensorBoard projector (zip)", _projector_zip,
-                           file_name=f"run{run_id}-projector-step{step}.zip", mime="application/zip",
-                           on_click="ignore", key="export_tensorboard")
+        _export_buttons("snapshot", export.ExportOptions(snapshot=position), step=index[position].step)
 
 with st.expander("Delete this run"):
     st.caption("Deletes its snapshots, curves and settings from the store; other runs are not touched.")

@@ -242,7 +242,7 @@ def part_live(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     """bench.live, shortened, where a browser can run; the reason where it cannot."""
     if not args.live:
         return {"skipped": "not asked for (--live)"}
-    from dmlviz.appserver import chromium_path
+    from bench.appserver import chromium_path
 
     if chromium_path() is None:
         return {"skipped": "no chromium"}

@@ -57,8 +57,9 @@ import streamlit
 import torch
 from scipy import stats
 
+from bench import appserver
 from bench.engine import mnist_cache
-from dmlviz import appserver, settings
+from dmlviz import settings
 from dmlviz.comparison import get_comparison_preset
 from dmlviz.config import RunConfig
 from dmlviz.data import load_raw
@@ -243,7 +244,7 @@ class App:
 
 @contextmanager
 def serve(store_dir: Path, data_dir: Path) -> Iterator[App]:
-    """The app on a loopback port with its own store (``dmlviz.appserver``)."""
+    """The app on a loopback port with its own store (``bench.appserver``)."""
     with appserver.serve(store_dir, data_dir, store_dir / "server.log", SERVER_START_S) as server:
         yield App(server.url, server.pid, RunStore(store_dir), server.log)
 

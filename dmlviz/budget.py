@@ -27,6 +27,7 @@ from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.engine import FORMATION_GROWTH, FORMATION_SPAN
 from dmlviz.losses import get_spec
 from dmlviz.models import build_model, resolve_model_name
+from dmlviz.optim import optimizer_names, optimizer_spec
 from dmlviz.store import KEEP_TICKS, THIN_EVERY
 
 MB = 1_000_000
@@ -41,7 +42,6 @@ SERIES_PER_SNAPSHOT = 30  # metrics recorded per snapshot, at most (schedules an
 CUSTOM_IMAGES = 100_000
 CUSTOM_SHAPE = (3, 32)
 EMBED_SLICE = 4096  # images embedded at once by the final snapshot (engine.Trainer.snapshot)
-OPTIMIZER_COPIES = {"sgd": 1, "rmsprop": 1, "adam": 2, "adamw": 2}  # state tensors per parameter (at most)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ def estimate(config: RunConfig) -> RunBudget:
 
     model = _model(config, channels, size, classes)
     parameters = sum(p.numel() for p in model.parameters()) + classes * d * 2  # the loss's own, roughly
-    weights = parameters * FLOAT * (2 + OPTIMIZER_COPIES.get(config.optimizer, 2))  # + gradients + state
+    # + gradients + the optimizer's state (a name no optimizer has counts as Adam's two copies)
+    copies = optimizer_spec(config.optimizer).state_copies if config.optimizer in optimizer_names() else 2
+    weights = parameters * FLOAT * (2 + copies)
     activations = _activation_floats(model, channels, size)
     training = config.batch_size * activations * FLOAT * 2  # kept for backward, and their gradients
     # Without autograd a layer's input and output are alive at once.

@@ -11,16 +11,18 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dmlviz import export, settings
+from dmlviz import settings
 from dmlviz.config import HP_PREFIX, MAX_CONFIG_CHARS, ConfigError, RunConfig, quote
 from dmlviz.engine import Action, FreeRunning
-from dmlviz.export import FORMATS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES
+from dmlviz.export import EXPORTERS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES, ExportOptions
+from dmlviz.metrics import metric_spec
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, salvage
 
@@ -91,14 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "its id) into a new store in the folder DIR, e.g. of a store that is cut short")
 
     exporting = commands.add_parser("export", help="write a stored run in another format",
-                                 description="Write the feature space over a run as an animation (gif, mp4), "
-                                 "its replay as a standalone page (html), a figure at a snapshot (png), its probe "
-                                 "features at a snapshot (csv, parquet), TensorBoard projector files (tensorboard: "
-                                 "a folder), or its config (yaml).")
+                                 description=_export_formats(), formatter_class=argparse.RawDescriptionHelpFormatter)
     exporting.add_argument("run_id", type=_run_id, metavar="RUN")
-    exporting.add_argument("--format", required=True, choices=FORMATS)
-    exporting.add_argument("--snapshot", type=int, metavar="N", help="png, csv, parquet, tensorboard: the "
-                        "snapshot's number (0 is the first, -1 the last; default: the last)")
+    exporting.add_argument("--format", required=True, choices=list(EXPORTERS))
+    snapshot_formats = ", ".join(e.format for e in EXPORTERS.values() if e.scope == "snapshot")
+    exporting.add_argument("--snapshot", type=int, metavar="N", help=f"{snapshot_formats}: the snapshot's number "
+                        "(0 is the first, -1 the last; default: the last)")
     exporting.add_argument("--figure", choices=PNG_FIGURES, default="features", help="png: the figure to draw "
                         "[default: features]")
     exporting.add_argument("--frames", type=int, metavar="N", help=f"gif, mp4, html: at most N snapshots, spread "
@@ -107,8 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
                         f"[default: {MOVIE_FPS}]")
     exporting.add_argument("--out", type=Path, metavar="PATH", help="file (or folder, for tensorboard) to write; "
                         "default: run<RUN>.<format> in the folder exports/ of the run store (see --store)")
-    exporting.add_argument("--data-dir", metavar="DIR", help="dataset cache, for the projector's sprite image")
+    exporting.add_argument("--data-dir", type=Path, metavar="DIR", help="dataset cache, for the projector's "
+                        "sprite image")
     return parser
+
+
+def _export_formats() -> str:
+    """The export command's description: each format of the exporters' table with what it writes."""
+    lines = ["Write a stored run, or one of its snapshots (--snapshot), in another format:"]
+    for e in EXPORTERS.values():
+        what = "the run" if e.scope == "run" else "a snapshot"
+        lines.append(textwrap.fill(f"{e.format} ({what}{', a folder' if e.folder else ''}): {e.help}", width=79,
+                                   initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(lines)
 
 
 def _run_id(text: str) -> int:
@@ -316,11 +327,8 @@ def _ended(store: RunStore, run_id: int, exc: BaseException) -> int:
 
 
 def _summary_text(summary: dict[str, float]) -> str:
-    parts = []
-    if "test_acc" in summary:
-        parts.append(f"test accuracy {summary['test_acc']:.2%}")
-    if "loss" in summary:
-        parts.append(f"loss {summary['loss']:.4g}")
+    parts = [f"{spec.label} {spec.format(summary[spec.name])}"
+             for spec in map(metric_spec, ("test_acc", "loss")) if spec.name in summary]
     if "elapsed" in summary:
         parts.append(f"{summary['elapsed']:.1f} s")
     return ": " + ", ".join(parts) if parts else ""
@@ -339,7 +347,7 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
         print(f"{'id':>4}  {'status':<11} {'loss':<12} {'dataset':<14} {'d':>3}  {'test acc':>8}  "
               f"{'created':<19}  name")
         for r in records:
-            acc = f"{r.summary['test_acc']:.2%}" if "test_acc" in r.summary else "-"
+            acc = metric_spec("test_acc").format(r.summary["test_acc"]) if "test_acc" in r.summary else "-"
             print(f"{r.id:>4}  {r.status:<11} {r.config.get('loss', '?'):<12} {r.config.get('dataset', '?'):<14} "
                   f"{r.config.get('feature_dim', '?'):>3}  {acc:>8}  {_when(r.created_at):<19}  {r.name}")
         return EXIT_OK
@@ -450,27 +458,18 @@ def cmd_check(args: argparse.Namespace, root: Path) -> int:
 def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     from dmlviz.data import DataError, DatasetUnavailable
 
-    suffix = {"tensorboard": "-projector", "png": f"-{args.figure}.png"}.get(args.format, f".{args.format}")
-    out = args.out or settings.export_dir(store.root) / f"run{args.run_id}{suffix}"
+    exporter = EXPORTERS[args.format]
+    figure = args.figure if exporter.figures else None
+    out = args.out or settings.export_dir(store.root) / exporter.file_name(args.run_id, figure)
     for name in ("frames", "fps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
     try:
         if args.out is None:
             out.parent.mkdir(parents=True, exist_ok=True)
-        if args.format == "yaml":
-            export.write_config(store, args.run_id, out)
-        elif args.format == "html":
-            export.write_replay(store, args.run_id, out, max_frames=args.frames or REPLAY_FRAMES)
-        elif args.format in export.MOVIE_FORMATS:
-            export.write_movie(store, args.run_id, out, args.format, max_frames=args.frames or MOVIE_FRAMES,
-                               fps=args.fps)
-        elif args.format == "png":
-            export.write_png(store, args.run_id, out, args.figure, args.snapshot)
-        elif args.format == "tensorboard":
-            export.write_projector(store, args.run_id, out, args.snapshot, args.data_dir)
-        else:
-            export.write_features(store, args.run_id, out, args.format, args.snapshot)
+        exporter.write(store, args.run_id, out, ExportOptions(snapshot=args.snapshot, figure=args.figure,
+                                                              frames=args.frames, fps=args.fps,
+                                                              data_dir=args.data_dir))
     except (DataError, DatasetUnavailable) as exc:
         raise CliError(f"cannot draw the probe images: {exc}") from exc
     except OSError as exc:

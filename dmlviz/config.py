@@ -23,13 +23,13 @@ import torch
 from dmlviz import settings
 from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.losses import UnknownLoss, build_loss, get_spec
+from dmlviz.models import model_names, model_specs
+from dmlviz.optim import optimizer_names, schedule_names, schedule_specs
 from dmlviz.store import MAX_NAME_LENGTH
 
 BUILTIN_DATASETS = tuple(DATASETS)
-MODELS = ("auto", "lenetpp", "lenetpp-light", "resnet")
+MODELS = ("auto", *model_names())
 NORMS = ("batch", "none")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
 SAMPLERS = ("auto", "balanced")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -62,6 +62,12 @@ def _setting(default: Any, help: str, *, low: float | None = None, high: float |
     return field(default=default, metadata=meta)
 
 
+def _described(specs: list[Any], last: str) -> str:
+    """"a (what a is), b or c (what c is)": the registered choices of a setting, for its help."""
+    words = [f"{spec.name} ({spec.help})" if spec.help else spec.name for spec in specs]
+    return f"{', '.join(words[:-1])}{last}{words[-1]}" if len(words) > 1 else words[0]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every setting of one training run. Build with :meth:`from_dict` to get validation."""
@@ -74,8 +80,7 @@ class RunConfig:
     label_noise: float = _setting(0.0, "Fraction of training labels flipped to another class.", low=0.0, high=0.9)
     train_size: int | None = _setting(None, "Use a stratified subset of this many training images "
                                       "(default: all).", low=10, optional=True)
-    model: str = _setting("auto", "Backbone: lenetpp (center-loss paper), lenetpp-light (half width, 3×3; "
-                          "default on a CPU), resnet (small ResNet for 32×32 colour images).", choices=MODELS)
+    model: str = _setting("auto", f"Backbone: {_described(model_specs(), ', ')}.", choices=MODELS)
     norm: str = _setting("batch", "Normalisation in LeNet++: batch (a BatchNorm after each convolution; the "
                          "feature space forms several times faster) or none (the center-loss paper's network "
                          "exactly; give it lr 1e-3: at 3e-3 it fell apart after 5 epochs). The ResNet always "
@@ -83,15 +88,14 @@ class RunConfig:
     feature_dim: int = _setting(2, "Width d of the feature layer (2 or 3 to see it directly).", low=1, high=4096)
     loss: str = _setting("softmax", "The loss (see the Learn page).")
     loss_params: dict[str, Any] = _setting({}, "Hyperparameters of the loss; unset ones take their defaults.")
-    optimizer: str = _setting("adam", "Optimizer of the backbone and the loss's parameters.", choices=OPTIMIZERS)
+    optimizer: str = _setting("adam", "Optimizer of the backbone and the loss's parameters.", choices=optimizer_names())
     lr: float = _setting(3e-3, "Learning rate of the backbone (its peak, with a schedule).", low=1e-6, high=10.0)
     loss_lr: float | None = _setting(None, "Learning rate of the loss's own parameters (classifier, centers, "
                                      "proxies); default: the same as lr.", low=1e-6, high=10.0, optional=True)
     momentum: float = _setting(0.9, "Momentum (SGD, RMSprop).", low=0.0, high=0.999)
     weight_decay: float = _setting(0.0, "L2 weight decay of the backbone.", low=0.0, high=0.1)
-    schedule: str = _setting("cosine", "Learning-rate schedule over the run: cosine (from lr down to 0 at the "
-                             "end), constant, step (÷10 at half and three quarters) or onecycle (a warm-up over "
-                             "the first 30 %, then cosine).", choices=SCHEDULES)
+    schedule: str = _setting("cosine", f"Learning-rate schedule over the run: {_described(schedule_specs(), ' or ')}.",
+                             choices=schedule_names())
     batch_size: int = _setting(32, "Images per training step. Small batches form the picture in fewer images "
                                "(more steps per image); large ones train more images per second.", low=2,
                                high=4096)

@@ -3,14 +3,17 @@ played back as a standalone HTML file, a PNG of a figure at a snapshot, the prob
 snapshot as CSV or Parquet, the files of TensorBoard's embedding projector, and the run's config as
 YAML (which ``python -m dmlviz train --config`` accepts).
 
-Every function reads the store only; nothing here needs Streamlit.
+``EXPORTERS`` is the one table of them: the CLI's ``export --format`` and the Runs page's download buttons
+loop over it. Every function reads the store only; nothing here needs Streamlit.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +25,6 @@ from dmlviz.store import RunStore, StoreError
 
 TABLE_FORMATS = ("csv", "parquet")
 MOVIE_FORMATS = ("gif", "mp4")
-FORMATS = (*MOVIE_FORMATS, "html", "png", *TABLE_FORMATS, "tensorboard", "yaml")
 #: The figures a PNG can show.
 PNG_FIGURES = ("features", "histogram", "curves")
 MOVIE_FRAMES = 120  # snapshots in a GIF or MP4 (spread over the run): 15 s at 8 frames a second
@@ -239,3 +241,90 @@ def _sprite(images: np.ndarray) -> tuple[np.ndarray, int]:
         row, col = divmod(i, cols)
         grid[row * side:row * side + image.shape[1], col * side:col * side + image.shape[2]] = image.transpose(1, 2, 0)
     return grid, side
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export can be asked for; each exporter reads the options it has a use for."""
+
+    snapshot: int | None = None  # snapshot exports: its number (negative counts from the end; None: the last)
+    figure: str = "features"  # png: one of PNG_FIGURES
+    axes: str = "follow"  # html, gif, mp4: the view follows the run, or one view holds it all ("fixed")
+    frames: int | None = None  # html, gif, mp4: at most this many snapshots (None: REPLAY_FRAMES, MOVIE_FRAMES)
+    fps: int = MOVIE_FPS  # gif, mp4
+    data_dir: Path | None = None  # tensorboard: the dataset cache, for the sprite of the probe images
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One way to take a run elsewhere. ``write(store, run_id, path, options)`` writes it at ``path`` and
+    returns it; a ``folder`` exporter writes a folder there (no extension), which the Runs page offers as a
+    zip, so ``mime`` is the zip's."""
+
+    format: str  # the CLI's --format; the Runs page's widget key is export_<format>[_<figure>]
+    label: str  # the Runs page's button; "{figure}" stands for each of ``figures``
+    extension: str
+    mime: str
+    scope: Literal["run", "snapshot"]  # the whole run, or one snapshot of it
+    help: str
+    write: Callable[[RunStore, int, Path, ExportOptions], Path]
+    needs: Literal["snapshots", "config"] = "snapshots"  # what of the run it reads (a config: one still valid)
+    figures: tuple[str, ...] = ()  # the figures it draws, a file each: a button each, --figure in the CLI
+    content: str = ""  # what the file holds, where its name says so
+    folder: bool = False
+
+    def label_for(self, figure: str | None = None) -> str:
+        return self.label.format(figure=(figure or "").capitalize())
+
+    def file_name(self, run_id: int, figure: str | None = None, step: int | None = None) -> str:
+        """``run<id>``, then the figure or the content where the extension does not say it (a folder), or
+        beside a snapshot's step (the Runs page's names), then the extension."""
+        what = figure or (self.content if self.folder or step is not None else "")
+        parts = [f"run{run_id}", what, f"step{step}" if step is not None else ""]
+        return "-".join(part for part in parts if part) + self.extension
+
+
+_MOVIE_HELP = (f"The feature space over up to {MOVIE_FRAMES} snapshots, titled with loss, dataset and step, for "
+               "slides (takes a few seconds).")
+_TABLE_HELP = ("One row per probe image: its index in the test set, label, class, seen or unseen, and its "
+               "feature coordinates.")
+
+
+def _movie(fmt: str, mime: str) -> Exporter:
+    return Exporter(fmt, f"Animation ({fmt.upper()})", f".{fmt}", mime, "run", _MOVIE_HELP,
+                    lambda store, run_id, path, options: write_movie(store, run_id, path, fmt,
+                                                                     options.frames or MOVIE_FRAMES, options.fps,
+                                                                     options.axes))
+
+
+def _table(fmt: str, label: str, mime: str) -> Exporter:
+    return Exporter(fmt, f"Features ({label})", f".{fmt}", mime, "snapshot", _TABLE_HELP,
+                    lambda store, run_id, path, options: write_features(store, run_id, path, fmt, options.snapshot),
+                    content="features")
+
+
+#: Every export, in the order the Runs page offers them.
+EXPORTERS: dict[str, Exporter] = {exporter.format: exporter for exporter in (
+    Exporter("html", "Replay (HTML)", ".html", "text/html", "run",
+             "The replay as one page that plays offline: plotly.js is inside.",
+             lambda store, run_id, path, options: write_replay(store, run_id, path, options.frames or REPLAY_FRAMES,
+                                                               options.axes)),
+    _movie("gif", "image/gif"),
+    _movie("mp4", "video/mp4"),
+    Exporter("yaml", "Config (YAML)", ".yaml", "application/yaml", "run",
+             "The config: `python -m dmlviz train --config` trains it again.",
+             lambda store, run_id, path, options: write_config(store, run_id, path), needs="config"),
+    Exporter("png", "{figure} (PNG)", ".png", "image/png", "snapshot",
+             "A figure at the snapshot: the feature space with its trails, the distance histogram, or the curves "
+             "with a line at its step.",
+             lambda store, run_id, path, options: write_png(store, run_id, path, options.figure, options.snapshot),
+             figures=PNG_FIGURES),
+    _table("csv", "CSV", "text/csv"),
+    _table("parquet", "Parquet", "application/vnd.apache.parquet"),
+    Exporter("tensorboard", "TensorBoard projector (zip)", "", "application/zip", "snapshot",
+             "The files of TensorBoard's embedding projector, with a sprite of the probe images: open them with "
+             "`tensorboard --logdir`.",
+             lambda store, run_id, path, options: write_projector(store, run_id, path, options.snapshot,
+                                                                  options.data_dir),
+             content="projector", folder=True),
+)}

@@ -1,14 +1,16 @@
 """Backbones that end in a feature layer of any width d: LeNet++ (full and light) and a small ResNet.
 
-Each model maps images to features only; the classifier, centers or proxies belong to the loss.
+Each model maps images to features only; the classifier, centers or proxies belong to the loss. The
+registry at the end is the one list of models: ``RunConfig``'s choices and help come from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
-
-MODEL_NAMES = ("lenetpp", "lenetpp-light", "resnet")
 
 
 class PReLU(nn.PReLU):
@@ -101,21 +103,70 @@ class SmallResNet(nn.Module):
         return self.activation(self.embed(pooled))
 
 
+#: (in_channels, image_size, feature_dim, *, feature_activation, batch_norm) → a backbone.
+ModelBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A backbone a run can name: its builder, and the words ``RunConfig``'s help gives it."""
+
+    name: str
+    help: str
+    build: ModelBuilder
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, help: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Function decorator: ``@register_model("name", "what it is")`` on a builder adds the backbone."""
+
+    def add(build: ModelBuilder) -> ModelBuilder:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelSpec(name, help, build)
+        return build
+
+    return add
+
+
+def model_specs() -> list[ModelSpec]:
+    return list(_MODELS.values())
+
+
+def model_names() -> tuple[str, ...]:
+    return tuple(_MODELS)
+
+
+@register_model("lenetpp", "center-loss paper")
+def _lenetpp(in_channels: int, image_size: int, feature_dim: int, *, feature_activation: bool,
+             batch_norm: bool) -> nn.Module:
+    return LeNetPP(in_channels, image_size, feature_dim, feature_activation=feature_activation, batch_norm=batch_norm)
+
+
+@register_model("lenetpp-light", "half width, 3×3; default on a CPU")
+def _lenetpp_light(in_channels: int, image_size: int, feature_dim: int, *, feature_activation: bool,
+                   batch_norm: bool) -> nn.Module:
+    return LeNetPP(in_channels, image_size, feature_dim, width=16, kernel=3, feature_activation=feature_activation,
+                   batch_norm=batch_norm)
+
+
+@register_model("resnet", "small ResNet for 32×32 colour images")
+def _resnet(in_channels: int, image_size: int, feature_dim: int, *, feature_activation: bool,
+            batch_norm: bool) -> nn.Module:
+    return SmallResNet(in_channels, feature_dim, feature_activation=feature_activation)  # always has BatchNorm
+
+
 def build_model(name: str, in_channels: int, image_size: int, feature_dim: int, *,
                 feature_activation: bool = True, batch_norm: bool = False) -> nn.Module:
-    """Build a backbone by name (one of :data:`MODEL_NAMES`); ``batch_norm`` applies to LeNet++ (the
-    ResNet always has it)."""
+    """Build a registered backbone by name; ``batch_norm`` applies to LeNet++ (the ResNet always has it)."""
     if image_size < 8:
         raise ValueError(f"images must be at least 8×8 pixels for these networks, got {image_size}×{image_size}")
-    if name == "lenetpp":
-        return LeNetPP(in_channels, image_size, feature_dim, feature_activation=feature_activation,
-                       batch_norm=batch_norm)
-    if name == "lenetpp-light":
-        return LeNetPP(in_channels, image_size, feature_dim, width=16, kernel=3,
-                       feature_activation=feature_activation, batch_norm=batch_norm)
-    if name == "resnet":
-        return SmallResNet(in_channels, feature_dim, feature_activation=feature_activation)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)}")
+    return _MODELS[name].build(in_channels, image_size, feature_dim, feature_activation=feature_activation,
+                               batch_norm=batch_norm)
 
 
 def resolve_model_name(name: str, device: torch.device, in_channels: int) -> str:

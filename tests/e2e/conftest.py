@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dmlviz.appserver import CHROMIUM_ENV, CHROMIUM_FLAGS, AppServer, ServerError, chromium_path, serve
+from bench.appserver import CHROMIUM_ENV, CHROMIUM_FLAGS, AppServer, ServerError, chromium_path, serve
 
 OUTPUT_ENV = "DMLVIZ_E2E_OUTPUT"
 VIEWPORT = {"width": 1400, "height": 1000}
