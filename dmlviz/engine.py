@@ -25,7 +25,9 @@ from dmlviz import geometry, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import TrainingData, prepare
 from dmlviz.losses import FeatureLoss, build_loss, get_spec
+from dmlviz.metrics import schedule_metric
 from dmlviz.models import build_model, resolve_model_name
+from dmlviz.optim import build_optimizer, lr_factor
 from dmlviz.snapshot import Snapshot
 
 # "pause": the run has just been paused; the engine records where it stands, then asks again.
@@ -101,31 +103,12 @@ def bf16_native(device: torch.device) -> bool:
     return False
 
 
-def _lr_factor(schedule: str, progress: float) -> float:
-    if schedule == "step":
-        return 1.0 if progress < 0.5 else 0.1 if progress < 0.75 else 0.01
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        warm = 0.3
-        if progress < warm:
-            return 0.04 + 0.96 * progress / warm
-        return 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
-    return 1.0
-
-
 def _optimizer(config: RunConfig, model: torch.nn.Module, loss_fn: FeatureLoss) -> torch.optim.Optimizer:
     groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     if loss_params:
         groups.append({"params": loss_params, "lr": config.loss_lr or config.lr, "weight_decay": 0.0})
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.Adam(groups, lr=config.lr)
+    return build_optimizer(config.optimizer, groups, config.lr, config.momentum)
 
 
 class Trainer:
@@ -161,7 +144,7 @@ class Trainer:
         self.steps_per_epoch = max(1, n // self.batch_size)
         self.total_steps = config.steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.step = 0
-        self.lr = config.lr * _lr_factor(config.schedule, 0.0)
+        self.lr = config.lr * lr_factor(config.schedule, 0.0)
         self.scheduled: dict[str, float] = {}
         self._order = data.epoch_order(self.generator, self.per_class)
         self.backbone_hash = backbone_hash(self.model)
@@ -200,11 +183,12 @@ class Trainer:
     def train_step(self) -> torch.Tensor:
         """One optimisation step on the next batch; returns the loss (a device tensor)."""
         progress = self.step / self.total_steps
-        factor = _lr_factor(self.config.schedule, progress)
+        factor = lr_factor(self.config.schedule, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.lr = self.config.lr * factor
-        self.scheduled = self.loss_fn.set_progress(progress)
+        # Recorded as schedules (``schedule.margin``), so no reader mistakes them for measurements.
+        self.scheduled = {schedule_metric(name): value for name, value in self.loss_fn.set_progress(progress).items()}
         position = self.step % self.steps_per_epoch
         if position == 0 and self.step > 0:  # the first epoch's order is drawn with the trainer
             self._order = self.data.epoch_order(self.generator, self.per_class)
@@ -455,8 +439,10 @@ class Engine:
         # the evaluation path up) and those of a paused run's single steps cost no training time.
         take("tick")
         costs: deque[float] = deque(maxlen=5)  # of the latest snapshots taken while training
+        threads = WatchedThreads(trainers[0].device)
         while running := active():
             action = self.control.gate()
+            threads.follow(self.control.watched())
             if action == "pause":
                 if trainers[running[0]].step != snapshot_step:
                     take("tick")
@@ -516,6 +502,25 @@ def snapshot_period(cost: float, budget: float, every: float) -> float:
 # ten more (10 million steps: 96), so the store keeps them all.
 FORMATION_GROWTH = 0.25
 FORMATION_SPAN = 40
+
+
+class WatchedThreads:
+    """On a CPU, training leaves a core to the page while one watches the run.
+
+    The page's server and (often) its browser need a core of their own to draw the frames. Training on
+    every core beside them makes torch's OpenMP threads wait for each other at every operation, which
+    on two cores costs far more than the second thread gives (``python -m bench.contention``; what the
+    page gains: ``python -m bench.live``). Unwatched, the run has every core."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cores = torch.get_num_threads()
+        self.enabled = device.type == "cpu" and self.cores > 1
+        self.watched = False
+
+    def follow(self, watched: bool) -> None:
+        if self.enabled and watched != self.watched:
+            torch.set_num_threads(self.cores - 1 if watched else self.cores)
+            self.watched = watched
 
 
 def formation_due(step: int, last_step: int, total_steps: int) -> bool:

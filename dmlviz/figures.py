@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from dmlviz.metrics import PANELS, SCHEDULES, MetricSpec, metric_spec, order
+
 #: The class colours: Matthew Petroff's ten-colour sequence ("Accessible Color Sequences for Data
 #: Visualization", arXiv:2107.02270; matplotlib's "petroff10"), chosen by measurement. Of the sets
 #: weighed (Paul Tol's, Okabe–Ito, Category10, Tableau 10) it keeps the closest pair farthest apart in
@@ -529,38 +531,34 @@ def histogram_summary(hist: Any) -> str:
     return text
 
 
-#: The curve panels: title and the metrics each draws. Any metric in no panel and not in
-#: ``_NOT_DRAWN`` is a scheduled loss hyperparameter and goes to "Schedules" with the learning rate.
-_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Loss", ("loss",)),
-    ("Accuracy", ("train_acc", "probe_acc", "test_acc")),
-    ("Retrieval", ("p_at_1", "map_at_r")),
-    ("Separation (Fisher ratio)", ("fisher_ratio",)),
-    ("Overlap", ("overlap",)),
-    ("Angles (°)", ("intra_angle", "inter_angle")),
-)
-SCHEDULES = "Schedules (÷ max)"
-_NOT_DRAWN = frozenset({"images_per_s"})
-_LABELS = {"loss": "loss", "train_acc": "train", "probe_acc": "probe", "test_acc": "test", "p_at_1": "P@1",
-           "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "overlap", "intra_angle": "intra-class",
-           "inter_angle": "inter-class"}
-_FRACTION_PANELS = ("Accuracy", "Retrieval")
 # Paul Tol's "bright" scheme: the lines of one panel.
 CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 
 
-def curve_label(name: str) -> str:
-    """A metric's name in a legend: "P@1", "probe", a schedule by its own name."""
-    return _LABELS.get(name, name)
-
-
 def curve_panels(series: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
-    """The panels that have at least one finite value, each with its metrics that do."""
-    drawn = {name for name, values in series.items() if np.isfinite(np.asarray(values, dtype=float)).any()}
-    known = {name for _, names in _PANELS for name in names} | _NOT_DRAWN
-    schedules = ["lr", *(name for name in series if name not in known and name != "lr")]
-    panels = [(title, [n for n in names if n in drawn]) for title, names in (*_PANELS, (SCHEDULES, schedules))]
-    return [(title, names) for title, names in panels if names]
+    """The panels that have at least one finite value, each with its metrics that do, in the catalog's
+    order (``metrics.PANELS``, then panels of metrics it does not know)."""
+    drawn = [spec for name, values in series.items()
+             if (spec := metric_spec(name)).panel and np.isfinite(np.asarray(values, dtype=float)).any()]
+    panels: dict[str, list[str]] = {}
+    for spec in sorted(drawn, key=lambda spec: (_panel_order(spec.panel), order(spec.name))):
+        panels.setdefault(spec.panel, []).append(spec.name)
+    return list(panels.items())
+
+
+def _panel_order(panel: str | None) -> int:
+    return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+
+def _y_axis(specs: Sequence[MetricSpec], *, whole_scale: bool) -> dict[str, Any]:
+    """A panel's y axis from what its metrics are: scores that are fractions on their whole scale (runs
+    and panels compare at a glance), a fraction to drive down (the histograms' overlap, a few per cent)
+    in per cent from zero, anything else as its data ranges."""
+    if not specs or not all(spec.fraction for spec in specs):
+        return {}
+    if all(spec.higher_is_better for spec in specs):
+        return {"range": [0, 1.02]} if whole_scale else {}
+    return {"tickformat": ".0%", "rangemode": "tozero"}
 
 
 def _curve(name: str, steps: np.ndarray, values: np.ndarray, panel: str, color: str,
@@ -569,13 +567,14 @@ def _curve(name: str, steps: np.ndarray, values: np.ndarray, panel: str, color: 
     where its name says its current value."""
     keep = np.isfinite(values)
     x, raw = steps[keep], values[keep]
-    label, y = _LABELS.get(name, name), raw
+    spec = metric_spec(name)
+    label, y = spec.legend, raw
     if panel == SCHEDULES:
         peak = float(np.max(np.abs(raw)))
         y = raw / peak if peak > 0 else raw
-        label = f"{name} = {short_number(float(raw[-1]))}"
+        label = f"{spec.legend} = {short_number(float(raw[-1]))}"
     columns = [raw] if epochs_per_step is None else [raw, x * epochs_per_step]
-    hover = f"{_LABELS.get(name, name)}: %{{customdata[0]:.4g}}"  # the unified hover names the step
+    hover = f"{spec.legend}: %{{customdata[0]:.4g}}"  # the unified hover names the step
     if epochs_per_step is not None:
         hover += "<br>epoch %{customdata[1]:.2f}"
     mode = "lines+markers" if name == "test_acc" else "markers" if len(x) == 1 else "lines"
@@ -598,9 +597,9 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
                   uirevision: str = "curves", height: int | None = None) -> go.Figure:
     """Training curves against the step, in small panels that zoom together; only panels with data appear.
 
-    ``series`` maps a metric name to values aligned with ``steps`` (NaN where not recorded). Names
-    this module does not know are scheduled hyperparameters: with ``lr`` they share one panel,
-    each divided by its largest magnitude and named with its current value. Each panel's title names
+    ``series`` maps a metric name to values aligned with ``steps`` (NaN where not recorded); the
+    catalog (:mod:`dmlviz.metrics`) says which panel draws each. The schedules share one panel with
+    ``lr``, each divided by its largest magnitude and named with its current value. Each panel's title names
     its lines in their colours (no legend box: it scrolled when it outgrew the chart).
     The panels are a ``layout.grid`` that plotly.js lays out, not ``make_subplots``, whose full
     axis objects cost ~20 ms per figure to build and validate.
@@ -625,9 +624,7 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
         xaxis: dict[str, Any] = {} if i == 0 else {"matches": "x"}
         if i + cols >= len(panels):  # nothing below this panel
             xaxis["title"] = {"text": "step"}
-        yaxis: dict[str, Any] = {"range": [0, 1.02]} if title in _FRACTION_PANELS else {}
-        if title == "Overlap":
-            yaxis.update(tickformat=".0%", rangemode="tozero")
+        yaxis = _y_axis([metric_spec(name) for name in names], whole_scale=True)
         layout.update({f"xaxis{axis}": xaxis, f"yaxis{axis}": yaxis})
         layout["annotations"].append({"text": _panel_title(title, panel), "showarrow": False, "xref": f"x{axis} domain",
                                       "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
@@ -639,12 +636,9 @@ def curves_figure(steps: np.ndarray, series: Mapping[str, np.ndarray], *, epochs
 
 #: Colours of the runs of a comparison: Paul Tol's "vibrant" scheme, apart from the class palette.
 RUN_COLORS = ("#0077BB", "#EE7733", "#009988", "#CC3311")
-#: The metrics compared over time, one panel each.
-COMPARED_METRICS: tuple[tuple[str, str], ...] = (
-    ("loss", "Loss"), ("probe_acc", "Probe accuracy"), ("p_at_1", "P@1"), ("map_at_r", "MAP@R"),
-    ("fisher_ratio", "Fisher ratio"), ("overlap", "Histogram overlap"), ("intra_angle", "Intra-class angle (°)"),
-    ("inter_angle", "Inter-class angle (°)"),
-)
+#: The metrics compared over time, one panel each, titled by the catalog.
+COMPARED_METRICS: tuple[str, ...] = ("loss", "probe_acc", "p_at_1", "map_at_r", "fisher_ratio", "overlap",
+                                     "intra_angle", "inter_angle")
 
 
 def run_color(slot: int) -> str:
@@ -689,7 +683,7 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
 
     ``runs``: (label, steps, series) per run, as ``RunStore.series`` gives them.
     """
-    shown = [(name, title) for name, title in COMPARED_METRICS
+    shown = [(name, metric_spec(name).title) for name in COMPARED_METRICS
              if any(np.isfinite(np.asarray(series.get(name, []), dtype=float)).any() for _, _, series in runs)]
     cols = min(4, len(shown)) or 1
     rows = math.ceil(len(shown) / cols) or 1
@@ -708,7 +702,7 @@ def comparison_curves_figure(runs: Sequence[tuple[str, np.ndarray, Mapping[str, 
                            "line": {"color": run_color(slot), "width": 1.5}, "xaxis": f"x{axis}",
                            "yaxis": f"y{axis}", "hovertemplate": f"{label}: %{{y:.4g}}<extra></extra>"})
         layout[f"xaxis{axis}"] = {"matches": "x"} if i else {}
-        layout[f"yaxis{axis}"] = {"tickformat": ".0%", "rangemode": "tozero"} if name == "overlap" else {}
+        layout[f"yaxis{axis}"] = _y_axis([metric_spec(name)], whole_scale=False)
         layout["annotations"].append({"text": title, "showarrow": False, "xref": f"x{axis} domain",
                                       "yref": f"y{axis} domain", "x": 0.5, "y": 1, "yanchor": "bottom",
                                       "font": {"size": 13}})

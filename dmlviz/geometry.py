@@ -197,7 +197,8 @@ def _retrieval(distances: torch.Tensor, y: torch.Tensor, counts: torch.Tensor) -
 def snapshot_metrics(features: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
                      normalized: bool) -> dict[str, float]:
     """The numbers plotted over a run for one snapshot: ``p_at_1``, ``map_at_r``, ``fisher_ratio``,
-    ``intra_angle``, ``inter_angle`` and the distance-histogram ``overlap``.
+    ``intra_angle``, ``inter_angle`` and the distance-histogram ``overlap`` (each a row of
+    :data:`dmlviz.metrics.METRICS`, which says how the pages show it).
 
     ``normalized`` (losses that read only directions): retrieval by angle, Fisher ratio of the
     directions, angular histogram; else Euclidean throughout. One distance matrix serves retrieval and

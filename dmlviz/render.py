@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dmlviz import figures
+from dmlviz.metrics import SCHEDULES, metric_spec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -151,10 +152,10 @@ def curves_image(steps: np.ndarray, series: Mapping[str, np.ndarray], *, title: 
         for j, name in enumerate(names):
             values = np.asarray(series[name], dtype=float)
             keep = np.isfinite(values)
-            if panel == figures.SCHEDULES:  # each schedule divided by its largest magnitude, as on the pages
+            if panel == SCHEDULES:  # each schedule divided by its largest magnitude, as on the pages
                 values = values / (np.nanmax(np.abs(values)) or 1.0)
             axes.plot(steps[keep], values[keep], color=figures.CURVE_COLORS[j % len(figures.CURVE_COLORS)],
-                      linewidth=1.3, marker="o" if keep.sum() == 1 else None, label=figures.curve_label(name))
+                      linewidth=1.3, marker="o" if keep.sum() == 1 else None, label=metric_spec(name).legend)
         if step is not None:
             axes.axvline(step, color="#777777", linewidth=1, linestyle=":")
         axes.set_title(panel, fontsize=10)

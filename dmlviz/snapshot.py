@@ -24,7 +24,8 @@ class Snapshot:
     W}`` or ``{"centers": c}``); ``class_means`` are the probe features' per-class means for
     every class of the dataset (K × d, NaN rows for classes absent from the probe).
     ``metrics`` holds scalar numbers such as ``loss``, ``train_acc``, ``test_acc``, ``lr``,
-    ``images_per_s`` and the current value of any scheduled hyperparameter.
+    ``images_per_s`` and the current value of any scheduled hyperparameter (``schedule.margin``);
+    :mod:`dmlviz.metrics` describes each.
     """
 
     step: int

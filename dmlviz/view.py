@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from dmlviz import figures, geometry, projection
 from dmlviz.data import display_name
 from dmlviz.losses import UnknownLoss, get_spec
+from dmlviz.metrics import MetricSpec, metric_spec
 from dmlviz.snapshot import Snapshot
 from dmlviz.store import RunRecord, RunStore, SnapshotInfo, StoreError
 
@@ -546,16 +547,19 @@ class ComparisonView:
             summary = view.record.summary
             rows.append({"run": label, "id": view.run_id, "status": view.record.status,
                          "step": snapshot.step if snapshot is not None else None,
-                         **{column: metrics.get(name, summary.get(name) if name == "test_acc" else None)
-                            for name, column in TABLE_METRICS},
-                         "images/s": summary.get("images_per_s")})
+                         **{spec.column: _table_value(spec.name, metrics, summary) for spec in TABLE_METRICS}})
         return rows
 
 
-#: The numbers of a comparison's table: (metric, column), and whether larger is better.
-TABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("test_acc", "test accuracy"), ("probe_acc", "probe accuracy"), ("p_at_1", "P@1"), ("map_at_r", "MAP@R"),
-    ("fisher_ratio", "Fisher ratio"), ("intra_angle", "intra angle (°)"), ("inter_angle", "inter angle (°)"),
-)
-#: Columns where smaller is better (everything else in the table: larger is better).
-SMALLER_IS_BETTER = frozenset({"intra angle (°)"})
+#: The numbers of a comparison's table, in its order; the catalog names each column and says which
+#: way is better.
+TABLE_METRICS: tuple[MetricSpec, ...] = tuple(metric_spec(name) for name in (
+    "test_acc", "probe_acc", "p_at_1", "map_at_r", "fisher_ratio", "intra_angle", "inter_angle", "images_per_s"))
+
+
+def _table_value(name: str, metrics: dict[str, float], summary: dict[str, float]) -> float | None:
+    """A table cell: the snapshot's number; the test accuracy once it has been measured, at the end; the
+    run's latest speed (its summary), whatever the step shown."""
+    if name == "images_per_s":
+        return summary.get(name)
+    return metrics.get(name, summary.get(name) if name == "test_acc" else None)

@@ -138,3 +138,26 @@ def test_runs_in_lockstep_replay_their_formation_without_gaps_watched_or_not():
     assert max(np.diff([step for step, _ in steps])) <= 200 / 10
     # All but the first and the final ones (and any epoch ends) are formation snapshots, kept by the store.
     assert {kind for _, kind in steps[1:-1]} <= {"formation", "epoch"} and steps[-1] == (200, "final")
+
+
+def test_a_watched_run_on_a_cpu_leaves_a_core_to_the_page():
+    import torch
+
+    from dmlviz.engine import WatchedThreads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        threads = WatchedThreads(torch.device("cpu"))
+        threads.follow(True)
+        assert torch.get_num_threads() == 1
+        threads.follow(True)
+        assert torch.get_num_threads() == 1
+        threads.follow(False)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        single = WatchedThreads(torch.device("cpu"))  # one core: nothing to leave
+        single.follow(True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -156,3 +156,20 @@ def test_a_store_that_fails_while_the_server_runs_is_said_not_raised(stored, mon
     app.run()
     assert not app.exception
     assert any("The stored runs cannot be read: the run store's write-ahead log" in e.value for e in app.error)
+
+
+def test_the_runs_page_offers_a_download_for_every_exporter(stored):
+    """The page's buttons come from export.EXPORTERS: one per exporter and figure, keyed export_<format>[_<figure>]."""
+    from dmlviz.export import EXPORTERS
+
+    _, (first, _), _ = stored
+    app = runs_page()
+    app.session_state["runs_open"] = first
+    app.run()
+    buttons = {button.key: button.proto.label for button in app.get("download_button")}
+    expected = {f"export_{e.format}" + (f"_{figure}" if figure else ""): e.label_for(figure)
+                for e in EXPORTERS.values() for figure in e.figures or (None,)}
+    assert buttons == expected
+    assert set(buttons) == {"export_html", "export_gif", "export_mp4", "export_yaml", "export_png_features",
+                            "export_png_histogram", "export_png_curves", "export_csv", "export_parquet",
+                            "export_tensorboard"}

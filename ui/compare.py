@@ -14,7 +14,7 @@ from dmlviz.comparison import Comparison
 from dmlviz.config import ConfigError
 from dmlviz.runner import QueueFull
 from dmlviz.store import StoreError
-from dmlviz.view import SMALLER_IS_BETTER, TABLE_METRICS, ComparisonView
+from dmlviz.view import TABLE_METRICS, ComparisonView
 from ui.live import CURVES_EVERY_S, QUEUED_REFRESH_S, REFRESH_S, cached
 from ui.plotly_live import live_plotly_chart
 from ui.resources import owns, runner, store, visitor
@@ -204,16 +204,16 @@ def _timeline(steps: list[int], running: bool, live_step: int) -> int:
 def _styled(rows: list[dict[str, object]]):
     """The table with the best value of each numeric column in bold."""
     frame = pd.DataFrame(rows)
-    columns = [column for _, column in TABLE_METRICS if column in frame and frame[column].notna().any()]
-    columns += ["images/s"] if "images/s" in frame and frame["images/s"].notna().any() else []
+    specs = {spec.column: spec for spec in TABLE_METRICS if spec.column in frame and frame[spec.column].notna().any()}
+    columns = list(specs)
     frame = frame[["run", "status", "step", *columns]]
 
     def bold_best(values: pd.Series) -> list[str]:
-        best = values.min() if values.name in SMALLER_IS_BETTER else values.max()
+        best = values.max() if specs[values.name].higher_is_better else values.min()
         return ["font-weight: bold" if pd.notna(v) and v == best and values.notna().sum() > 1 else "" for v in values]
 
     return frame.style.apply(bold_best, subset=columns).format(
-        {c: "{:.4g}" for c in columns if c != "images/s"} | {"images/s": "{:,.0f}"}, na_rep="—")
+        {c: "{:,.0f}" if specs[c].name == "images_per_s" else "{:.4g}" for c in columns}, na_rep="—")
 
 
 def _exports(view: ComparisonView, frame, rows: list[dict[str, object]]) -> None:

@@ -20,6 +20,7 @@ import torch
 from dmlviz import figures, settings
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
+from dmlviz.metrics import live_numbers
 from dmlviz.runner import QueueFull
 from dmlviz.store import StoreError
 from dmlviz.view import AXES, Frame, RunView, ViewOptions
@@ -79,9 +80,6 @@ body:has(.st-key-stage) :is([data-testid="stSidebar"], [data-testid="stExpandSid
   {display: none !important}
 [data-testid="stMainBlockContainer"]:has(.st-key-stage) {padding-top: 1rem}
 </style>"""
-_METRIC_LABELS = {"loss": "loss", "probe_acc": "probe accuracy", "test_acc": "test accuracy", "p_at_1": "P@1",
-                  "map_at_r": "MAP@R", "fisher_ratio": "Fisher ratio", "overlap": "histogram overlap",
-                  "unseen_p_at_1": "unseen P@1"}
 
 
 # -- controls -----------------------------------------------------------------------------------
@@ -485,10 +483,7 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
 
 def _metrics(frame: Frame) -> None:
     metrics = frame.snapshot.metrics
-    shown = [(label, metrics[name]) for name, label in _METRIC_LABELS.items() if name in metrics]
-    scheduled = {k: v for k, v in metrics.items() if k not in _METRIC_LABELS and k not in
-                 ("train_acc", "images_per_s", "intra_angle", "inter_angle")}
-    shown += [(name if name != "lr" else "learning rate", value) for name, value in scheduled.items()]
+    shown = [(spec.label, value) for spec, value in live_numbers(metrics)]
     if not shown:
         return
     # One element, not a column and an st.metric per number: the fragment sends it twice a second,
