@@ -13,7 +13,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -414,7 +415,8 @@ class Engine:
                 own = "tick" if mid_epoch else kind
                 if own == "tick" and formation:
                     own = "formation"
-                snapshot = trainer.snapshot(own, began - start, began - last)
+                with threads.every_core():
+                    snapshot = trainer.snapshot(own, began - start, began - last)
                 if not _finite(snapshot):
                     # The step's update broke the weights after its loss (computed before it) was checked.
                     end(i, "diverged", _divergence_message(trainer.config, trainer.step))
@@ -437,9 +439,9 @@ class Engine:
 
         # The budget is for snapshots taken while training runs; the first one (which also warms
         # the evaluation path up) and those of a paused run's single steps cost no training time.
+        threads = WatchedThreads(trainers[0].device)
         take("tick")
         costs: deque[float] = deque(maxlen=5)  # of the latest snapshots taken while training
-        threads = WatchedThreads(trainers[0].device)
         while running := active():
             action = self.control.gate()
             threads.follow(self.control.watched())
@@ -510,7 +512,8 @@ class WatchedThreads:
     The page's server and (often) its browser need a core of their own to draw the frames. Training on
     every core beside them makes torch's OpenMP threads wait for each other at every operation, which
     on two cores costs far more than the second thread gives (``python -m bench.contention``; what the
-    page gains: ``python -m bench.live``). Unwatched, the run has every core."""
+    page gains: ``python -m bench.live``). Unwatched, the run has every core, and so do snapshots: the
+    page draws a frame after its snapshot, not while it is taken."""
 
     def __init__(self, device: torch.device) -> None:
         self.cores = torch.get_num_threads()
@@ -521,6 +524,18 @@ class WatchedThreads:
         if self.enabled and watched != self.watched:
             torch.set_num_threads(self.cores - 1 if watched else self.cores)
             self.watched = watched
+
+    @contextmanager
+    def every_core(self) -> Iterator[None]:
+        """Every core for what the page waits on (a snapshot), whoever watches."""
+        if not (self.enabled and self.watched):
+            yield
+            return
+        torch.set_num_threads(self.cores)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.cores - 1)
 
 
 def formation_due(step: int, last_step: int, total_steps: int) -> bool:

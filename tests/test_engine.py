@@ -151,6 +151,8 @@ def test_a_watched_run_on_a_cpu_leaves_a_core_to_the_page():
         threads = WatchedThreads(torch.device("cpu"))
         threads.follow(True)
         assert torch.get_num_threads() == 1
+        with threads.every_core():  # a snapshot: the page waits for it
+            assert torch.get_num_threads() == 2
         threads.follow(True)
         assert torch.get_num_threads() == 1
         threads.follow(False)
