@@ -55,7 +55,7 @@ def test_a_stored_run_replays_in_the_browser(app, page, e2e_output):
     page.screenshot(path=str(e2e_output / "runs_page.png"), full_page=True)
 
     with page.expect_download(timeout=60_000) as download:
-        page.locator(".st-key-export_png_features button").click()
+        page.locator(".st-key-export_png_features button").filter(visible=True).first.click()
     assert download.value.suggested_filename == f"run{run.id}-features-step120.png"
     image = Image.open(download.value.path())
     assert image.format == "PNG" and image.size == render.SIZE
