@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dmlviz.registry import add_once
+
 
 class PReLU(nn.PReLU):
     """``nn.PReLU`` (same parameter, same function), computed as relu(x) − a·relu(−x) in bfloat16 training.
@@ -123,9 +125,7 @@ def register_model(name: str, help: str) -> Callable[[ModelBuilder], ModelBuilde
     """Function decorator: ``@register_model("name", "what it is")`` on a builder adds the backbone."""
 
     def add(build: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelSpec(name, help, build)
+        add_once(_MODELS, "model", name, ModelSpec(name, help, build))
         return build
 
     return add

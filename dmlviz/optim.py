@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from dmlviz.registry import add_once
+
 OptimizerBuilder = Callable[[list[dict[str, Any]], float, float], torch.optim.Optimizer]
 ScheduleFactor = Callable[[float], float]
 
@@ -47,9 +49,7 @@ def register_optimizer(name: str, state_copies: int) -> Callable[[OptimizerBuild
     ``(groups, lr, momentum) → torch.optim.Optimizer`` adds the optimizer."""
 
     def add(build: OptimizerBuilder) -> OptimizerBuilder:
-        if name in _OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is registered twice")
-        _OPTIMIZERS[name] = OptimizerSpec(name, build, state_copies)
+        add_once(_OPTIMIZERS, "optimizer", name, OptimizerSpec(name, build, state_copies))
         return build
 
     return add
@@ -60,9 +60,7 @@ def register_schedule(name: str, help: str = "") -> Callable[[ScheduleFactor], S
     schedule."""
 
     def add(factor: ScheduleFactor) -> ScheduleFactor:
-        if name in _SCHEDULES:
-            raise ValueError(f"schedule {name!r} is registered twice")
-        _SCHEDULES[name] = ScheduleSpec(name, help, factor)
+        add_once(_SCHEDULES, "schedule", name, ScheduleSpec(name, help, factor))
         return factor
 
     return add

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 
 from dmlviz.losses.base import FeatureLoss, LossSpec
+from dmlviz.registry import add_once
 
 _REGISTRY: dict[str, LossSpec] = {}
 
@@ -19,9 +20,7 @@ def register(spec: LossSpec) -> Callable[[type[FeatureLoss]], type[FeatureLoss]]
     """Class decorator: ``@register(LossSpec(...))`` adds the loss to the registry."""
 
     def add(cls: type[FeatureLoss]) -> type[FeatureLoss]:
-        if spec.name in _REGISTRY:
-            raise ValueError(f"loss {spec.name!r} is registered twice")
-        _REGISTRY[spec.name] = LossSpec(**{**spec.__dict__, "factory": cls})
+        add_once(_REGISTRY, "loss", spec.name, LossSpec(**{**spec.__dict__, "factory": cls}))
         return cls
 
     return add
