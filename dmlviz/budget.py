@@ -25,7 +25,6 @@ from torch import nn
 from dmlviz.config import RunConfig
 from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.engine import FORMATION_GROWTH, FORMATION_SPAN
-from dmlviz.losses import get_spec
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import optimizer_names, optimizer_spec
 from dmlviz.store import KEEP_TICKS, THIN_EVERY
@@ -136,7 +135,7 @@ def problems(config: RunConfig, max_store_mb: float | None, max_memory_mb: float
 
 def _model(config: RunConfig, channels: int, size: int, classes: int) -> nn.Module:
     """The run's backbone on the ``meta`` device: shapes and parameter counts without memory."""
-    feature_spec = get_spec(config.loss_hparams().get("base", config.loss))
+    feature_spec = config.feature_spec()
     device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     name = resolve_model_name(config.model, device, channels)
     with torch.device("meta"):

@@ -24,6 +24,7 @@ from dmlviz.engine import Action, FreeRunning
 from dmlviz.export import EXPORTERS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES, ExportOptions
 from dmlviz.metrics import metric_spec
 from dmlviz.snapshot import Snapshot
+from dmlviz.status import RunStatus
 from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, salvage
 
 # Exit statuses (README, --help): 2 is for bad input only; a stop by a signal is 128 + its number.
@@ -243,7 +244,7 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def _record_end(store: RunStore, run_id: int, status: str, error: str | None) -> StoreError | None:
+def _record_end(store: RunStore, run_id: int, status: RunStatus, error: str | None) -> StoreError | None:
     """Write how the run ended; the StoreError if even that cannot be written (then said on stderr)."""
     try:
         store.set_status(run_id, status, error=error)
@@ -267,7 +268,7 @@ def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
     control = _Signals()  # before the run exists: from its first row on, every way out is recorded
     try:
         run_id = store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
-                                  status="running", pid=os.getpid())
+                                  status=RunStatus.RUNNING, pid=os.getpid())
         print(f"run {run_id}: {config.loss} on {config.dataset}, d = {config.feature_dim}", file=sys.stderr)
         progress = _Progress(store, run_id, args.quiet)
         try:
@@ -279,7 +280,7 @@ def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
         control.settled = True
         progress.close()
         error = result.error
-        if control.signum not in (None, signal.SIGINT) and result.outcome == "stopped":
+        if control.signum not in (None, signal.SIGINT) and result.outcome == RunStatus.STOPPED:
             error = (f"the command-line process received {_signal_name(control.signum)} (runs stop, kill or a "
                      f"shutdown); what it recorded up to step {result.step} is kept")
         if (failed := _record_end(store, run_id, result.outcome, error)) is not None:
@@ -290,9 +291,9 @@ def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
     print(f"run {run_id} {result.outcome} at step {result.step}{_summary_text(record.summary)}", file=sys.stderr)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
-    if result.outcome == "stopped":
+    if result.outcome == RunStatus.STOPPED:
         return 128 + (control.signum or signal.SIGINT)
-    return EXIT_OK if result.outcome == "finished" else EXIT_FAILED
+    return EXIT_OK if result.outcome == RunStatus.FINISHED else EXIT_FAILED
 
 
 def _ended(store: RunStore, run_id: int, exc: BaseException) -> int:
@@ -307,17 +308,18 @@ def _ended(store: RunStore, run_id: int, exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt | _Abort):
         signum = exc.signum if isinstance(exc, _Abort) else signal.SIGINT
         error = f"stopped at once{step} by a second {_signal_name(signum)}; what it recorded before is kept"
-        status, code = "stopped", 128 + signum
+        status, code = RunStatus.STOPPED, 128 + signum
     elif isinstance(exc, MemoryError):
         error = (f"out of memory{step} ({exc or 'MemoryError'}); what it recorded before is kept: try a smaller "
                  "batch, probe set or feature dim")
-        status, code = "failed", EXIT_FAILED
+        status, code = RunStatus.FAILED, EXIT_FAILED
     elif isinstance(exc, StoreError):
-        error, status, code = str(exc), "failed", _fault_status(exc) if isinstance(exc, StoreFault) else EXIT_FAILED
+        code = _fault_status(exc) if isinstance(exc, StoreFault) else EXIT_FAILED
+        error, status = str(exc), RunStatus.FAILED
     elif isinstance(exc, DataError | DatasetUnavailable | RuntimeError | ValueError):
-        error, status, code = str(exc), "failed", EXIT_FAILED  # written for people (see runner._describe)
+        error, status, code = str(exc), RunStatus.FAILED, EXIT_FAILED  # written for people (see runner._describe)
     elif isinstance(exc, Exception | SystemExit):
-        error, status, code = f"{type(exc).__name__}: {exc}", "failed", EXIT_FAILED
+        error, status, code = f"{type(exc).__name__}: {exc}", RunStatus.FAILED, EXIT_FAILED
     else:
         raise exc  # GeneratorExit and the like: not a way a run ends
     print(f"error: {error}", file=sys.stderr)
@@ -389,7 +391,8 @@ def cmd_stop(store: RunStore, record: Any, wait: float) -> int:
         print(f"run {run_id} was {record.status} but its process (pid {record.pid}) is gone: marked interrupted; "
               "what it recorded is kept")
         return EXIT_OK
-    if record.status == "queued" and store.stop_queued(run_id, "stopped from the command line before it started"):
+    before = "stopped from the command line before it started"
+    if record.status == RunStatus.QUEUED and store.stop_queued(run_id, before):
         print(f"run {run_id} was waiting in the queue of the app (pid {record.pid}): stopped; it will not start")
         return EXIT_OK
     record = store.get_run(run_id)  # it may have started meanwhile: its worker's pid now

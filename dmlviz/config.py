@@ -22,7 +22,7 @@ import torch
 
 from dmlviz import settings
 from dmlviz.data import CUSTOM_PREFIX, DATASETS
-from dmlviz.losses import UnknownLoss, build_loss, get_spec
+from dmlviz.losses import LossSpec, UnknownLoss, build_loss, get_spec
 from dmlviz.models import model_names, model_specs
 from dmlviz.optim import optimizer_names, schedule_names, schedule_specs
 from dmlviz.store import MAX_NAME_LENGTH
@@ -297,6 +297,11 @@ class RunConfig:
     def loss_hparams(self) -> dict[str, Any]:
         """The loss's hyperparameters with defaults filled in."""
         return {**get_spec(self.loss).defaults(), **self.loss_params}
+
+    def feature_spec(self) -> LossSpec:
+        """The spec of the loss that reads the features: a loss built on a base loss (ring,
+        class-adversarial, IntraLoss) reads them as its base does (normalised or not)."""
+        return get_spec(self.loss_hparams().get("base", self.loss))
 
     def config_hash(self) -> str:
         """A short stable hash of the settings that change what is trained (not the name)."""

@@ -30,10 +30,11 @@ from dmlviz.metrics import schedule_metric
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import build_optimizer, lr_factor
 from dmlviz.snapshot import Snapshot
+from dmlviz.status import RunStatus
 
 # "pause": the run has just been paused; the engine records where it stands, then asks again.
 Action = Literal["run", "step", "stop", "pause"]
-Outcome = Literal["finished", "stopped", "diverged"]
+Outcome = Literal[RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.DIVERGED]  # how a run ended, as its status
 
 EVAL_BATCH = 256  # forward passes are fastest at 128–256 images on a CPU (cache-sized activations)
 # While a page watches a run, live snapshots may take this share of the time, so that its figures move
@@ -120,8 +121,7 @@ class Trainer:
         self.data = data
         self.device = device
         spec = get_spec(config.loss)
-        # A loss built on a base loss (ring, class-adversarial, IntraLoss) reads features as its base does.
-        feature_spec = get_spec(config.loss_hparams().get("base", config.loss))
+        feature_spec = config.feature_spec()
         self.model_name = resolve_model_name(config.model, device, data.channels)
         torch.manual_seed(config.seed)
         # Cosine heads read angles only; a PReLU in front of them would fold the feature space.
@@ -314,6 +314,8 @@ class Trainer:
             "probe_index": data.probe_index.cpu().numpy(),
             "class_names": list(data.class_names),
             "train_classes": list(data.train_classes),
+            # How the views draw the run (on the unit circle or not), so that they need not know the losses.
+            "normalized": self.normalized,
             "model": self.model_name,
             "device": str(self.device),
             "precision": "bf16" if self.bf16 else "fp32",
@@ -419,7 +421,7 @@ class Engine:
                     snapshot = trainer.snapshot(own, began - start, began - last)
                 if not _finite(snapshot):
                     # The step's update broke the weights after its loss (computed before it) was checked.
-                    end(i, "diverged", _divergence_message(trainer.config, trainer.step))
+                    end(i, RunStatus.DIVERGED, _divergence_message(trainer.config, trainer.step))
                     continue
                 kept = kept and own != "tick"
                 self.sinks[i].snapshot(snapshot)
@@ -452,20 +454,20 @@ class Engine:
             if action == "stop":
                 take("final")
                 for i in active():
-                    end(i, "stopped")
+                    end(i, RunStatus.STOPPED)
                 break
             for i in running:
                 trainer = trainers[i]
                 loss = trainer.train_step()
                 if trainer.step % self.check_every == 0 or action == "step" or trainer.step == trainer.total_steps:
                     if not torch.isfinite(loss).item():
-                        end(i, "diverged", _divergence_message(trainer.config, trainer.step))
+                        end(i, RunStatus.DIVERGED, _divergence_message(trainer.config, trainer.step))
             done = [i for i in active() if trainers[i].step == trainers[i].total_steps]
             if done:
                 take("final", done)
                 for i in done:
                     if results[i] is None:
-                        end(i, "finished")
+                        end(i, RunStatus.FINISHED)
             if not active():
                 break
             lead = trainers[active()[0]]  # runs in lockstep: the first active one's step is every one's

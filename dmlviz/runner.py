@@ -27,6 +27,7 @@ from dmlviz import settings
 from dmlviz.config import RunConfig
 from dmlviz.engine import Action
 from dmlviz.snapshot import Snapshot
+from dmlviz.status import RunStatus
 from dmlviz.store import RunStore, StoreError
 
 RUN, PAUSE, STOP = 0, 1, 2
@@ -88,7 +89,7 @@ class SharedControl:
                 if self.paused:
                     self.paused = False
                     if not self._announce_pause:
-                        _set_status_of_active(self.store, self.run_ids, "running")
+                        _set_status_of_active(self.store, self.run_ids, RunStatus.RUNNING)
                     self._announce_pause = False
                 if self._wait_for_pace():
                     continue
@@ -100,7 +101,7 @@ class SharedControl:
             if self._announce_pause:
                 # Only now: whoever sees "paused" finds the step it paused at already recorded.
                 self._announce_pause = False
-                _set_status_of_active(self.store, self.run_ids, "paused")
+                _set_status_of_active(self.store, self.run_ids, RunStatus.PAUSED)
             with self.credits.get_lock():
                 if self.credits.value > 0:
                     self.credits.value -= 1
@@ -141,7 +142,7 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
     # A run stopped while it waited (`python -m dmlviz runs stop`, which marks it stopped in the store) does
     # not start; nor do the runs queued with it.
     if not all([store.start_queued(run_id, os.getpid()) for run_id in run_ids]):
-        _set_status_of_active(store, run_ids, "stopped", "stopped from the command line before it started")
+        _set_status_of_active(store, run_ids, RunStatus.STOPPED, "stopped from the command line before it started")
         return
 
     def ended(index: int, result) -> None:
@@ -158,10 +159,10 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
         train_together([RunConfig.from_dict(c) for c in configs], Path(data_dir),
                        [StoreSink(store, run_id) for run_id in run_ids], control, threads=threads, on_end=ended)
     except OwnerGone:
-        _set_status_of_active(store, run_ids, "interrupted",
+        _set_status_of_active(store, run_ids, RunStatus.INTERRUPTED,
                               "the app that started this run stopped; what it recorded is kept")
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
-        _set_status_of_active(store, run_ids, "failed", _describe(exc))
+        _set_status_of_active(store, run_ids, RunStatus.FAILED, _describe(exc))
         traceback.print_exc(file=sys.stderr)
     finally:
         if previous is not None:
@@ -190,7 +191,7 @@ def _start(process: BaseProcess) -> None:
             sys.modules["__main__"] = main
 
 
-def _set_status_of_active(store: RunStore, run_ids: list[int], status: str, error: str | None = None) -> None:
+def _set_status_of_active(store: RunStore, run_ids: list[int], status: RunStatus, error: str | None = None) -> None:
     """The status of those runs still active: in a comparison, one may have ended (diverged) before the others."""
     for run_id in run_ids:
         if store.get_run(run_id).active:
@@ -288,7 +289,8 @@ class Runner:
         with self._lock:
             self._check_queue(visitor, limits.max_queue)
             run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
-                                             status="queued", pid=os.getpid(), owner=visitor) for config in configs]
+                                             status=RunStatus.QUEUED, pid=os.getpid(), owner=visitor)
+                       for config in configs]
             job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN),
                        self._ctx.Value("i", 0), self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0), visitor)
             for run_id in run_ids:
@@ -354,7 +356,7 @@ class Runner:
             if job in self._queue:
                 self._queue.remove(job)
                 for member in job.run_ids:
-                    self.store.set_status(member, "stopped", error=None)
+                    self.store.set_status(member, RunStatus.STOPPED, error=None)
                     del self._jobs[member]
 
     def queue_position(self, run_id: int) -> int | None:
@@ -367,7 +369,7 @@ class Runner:
         with self._lock:
             return list(self._jobs)
 
-    def wait(self, run_id: int, timeout: float | None = None) -> str:
+    def wait(self, run_id: int, timeout: float | None = None) -> RunStatus:
         """Block until the run has ended; return its final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -448,7 +450,7 @@ class Runner:
                 try:
                     record = self.store.get_run(run_id)
                     if record.active:
-                        self.store.set_status(run_id, "failed", error=_exit_message(code, record.summary))
+                        self.store.set_status(run_id, RunStatus.FAILED, error=_exit_message(code, record.summary))
                 except StoreError as exc:
                     # A full disk or a damaged store must not stop the scheduling of other runs; the
                     # next start marks the run interrupted.

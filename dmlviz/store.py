@@ -33,11 +33,9 @@ import numpy as np
 
 from dmlviz.settings import STORE_DIR_ENV, store_dir
 from dmlviz.snapshot import SNAPSHOT_KINDS, Snapshot
+from dmlviz.status import ACTIVE, RunStatus
 
 T = TypeVar("T")
-
-STATUSES = ("queued", "running", "paused", "finished", "stopped", "failed", "diverged", "interrupted")
-ACTIVE_STATUSES = ("queued", "running", "paused")
 
 DB_NAME = "runs.db"
 SCHEMA_VERSION = 3
@@ -155,7 +153,7 @@ class RunRecord:
     name: str
     config: dict
     config_hash: str
-    status: str
+    status: RunStatus
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -169,7 +167,7 @@ class RunRecord:
     @property
     def active(self) -> bool:
         """Whether the run is queued, running or paused."""
-        return self.status in ACTIVE_STATUSES
+        return self.status in ACTIVE
 
     @property
     def duration(self) -> float | None:
@@ -278,16 +276,16 @@ class RunStore:
         *,
         name: str = "",
         config_hash: str = "",
-        status: str = "queued",
+        status: RunStatus = RunStatus.QUEUED,
         pid: int | None = None,
         owner: str | None = None,
     ) -> int:
         """Add a run and return its id (ids are never reused, even after a run is deleted)."""
-        _check_status(status)
+        status = _check_status(status)
         self.check_space()
         now = time.time()
-        started = now if status == "running" else None
-        finished = None if status in ACTIVE_STATUSES else now
+        started = now if status == RunStatus.RUNNING else None
+        finished = None if status.active else now
         config_json = _dumps(config, "config")
         with self._transaction(write=True) as db:
             cur = db.execute(
@@ -307,14 +305,13 @@ class RunStore:
             raise StoreError(f"no run with id {run_id}")
         return _run_record(row)
 
-    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
+    def list_runs(self, statuses: RunStatus | Iterable[RunStatus] | None = None) -> list[RunRecord]:
         """All runs (or those with one of ``statuses``), newest first."""
         query = f"SELECT {_RUN_COLUMNS} FROM runs"
         params: tuple[str, ...] = ()
         if statuses is not None:
             params = (statuses,) if isinstance(statuses, str) else tuple(statuses)
-            for status in params:
-                _check_status(status)
+            params = tuple(_check_status(status) for status in params)
             if not params:
                 return []
             query += f" WHERE status IN ({', '.join('?' * len(params))})"
@@ -323,14 +320,14 @@ class RunStore:
         return [_run_record(row) for row in rows]
 
     def set_status(
-        self, run_id: int, status: str, *, error: str | None = None, pid: int | None = None
+        self, run_id: int, status: RunStatus, *, error: str | None = None, pid: int | None = None
     ) -> None:
         """Change a run's status and error (``None`` clears it); ``pid``, when given, replaces its pid.
 
         ``started_at`` is set the first time the run becomes running; ``finished_at`` is set when
         it reaches a terminal status and cleared if it becomes active again (e.g. resumed).
         """
-        _check_status(status)
+        status = _check_status(status)
         now = time.time()
         with self._transaction(write=True) as db:
             cur = db.execute(
@@ -341,9 +338,9 @@ class RunStore:
                     status,
                     error,
                     now,
-                    status == "running",
+                    status == RunStatus.RUNNING,
                     now,
-                    None if status in ACTIVE_STATUSES else now,
+                    None if status.active else now,
                     pid,
                     run_id,
                 ),
@@ -406,12 +403,12 @@ class RunStore:
         if self.read_only:
             return []  # nothing can be marked; the runs show the status they were left with
         marked: list[int] = []
-        placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
+        placeholders = ", ".join("?" * len(ACTIVE))
         wanted = None if run_ids is None else set(run_ids)
         with self._transaction(write=True) as db:
             rows = db.execute(
                 f"SELECT id, pid, started_at, updated_at FROM runs WHERE status IN ({placeholders})",
-                ACTIVE_STATUSES,
+                tuple(ACTIVE),
             ).fetchall()
             rows = [row for row in rows if wanted is None or row[0] in wanted]
             now = time.time()
@@ -429,9 +426,9 @@ class RunStore:
                     kept = "it had not recorded anything yet"
                 error = f"the process running it stopped (app restart or crash); {kept}"
                 db.execute(
-                    "UPDATE runs SET status = 'interrupted', error = ?, finished_at = ?, updated_at = ?"
+                    "UPDATE runs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
                     " WHERE id = ?",
-                    (error, now, now, run_id),
+                    (RunStatus.INTERRUPTED, error, now, now, run_id),
                 )
                 marked.append(run_id)
         return marked
@@ -442,17 +439,18 @@ class RunStore:
         now = time.time()
         with self._transaction(write=True) as db:
             cur = db.execute(
-                "UPDATE runs SET status = 'running', error = NULL, updated_at = ?,"
+                "UPDATE runs SET status = ?, error = NULL, updated_at = ?,"
                 " started_at = COALESCE(started_at, ?), finished_at = NULL, pid = ?"
-                " WHERE id = ? AND status = 'queued'", (now, now, pid, run_id))
+                " WHERE id = ? AND status = ?", (RunStatus.RUNNING, now, now, pid, run_id, RunStatus.QUEUED))
             return cur.rowcount == 1
 
     def stop_queued(self, run_id: int, error: str | None = None) -> bool:
         """Mark a run that waits in a queue stopped, so that it never starts; False if it is not queued."""
         now = time.time()
         with self._transaction(write=True) as db:
-            cur = db.execute("UPDATE runs SET status = 'stopped', error = ?, updated_at = ?, finished_at = ?"
-                             " WHERE id = ? AND status = 'queued'", (error, now, now, run_id))
+            cur = db.execute("UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ?"
+                             " WHERE id = ? AND status = ?",
+                             (RunStatus.STOPPED, error, now, now, run_id, RunStatus.QUEUED))
             return cur.rowcount == 1
 
     def process_alive(self, record: RunRecord) -> bool:
@@ -877,9 +875,12 @@ def _truncation(path: Path) -> str | None:
 # --------------------------------------------------------------------- helpers
 
 
-def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+def _check_status(status: str) -> RunStatus:
+    """``status`` as a ``RunStatus``; ValueError naming the statuses there are if it is none of them."""
+    try:
+        return RunStatus(status)
+    except ValueError:
+        raise ValueError(f"status must be one of {', '.join(RunStatus)}, got {status!r}") from None
 
 
 def _json_default(value: object) -> object:
@@ -922,6 +923,7 @@ def _merge_summary(db: sqlite3.Connection, run_id: int, values: dict[str, float]
 def _run_record(row: tuple) -> RunRecord:
     values = list(row)
     values[2] = json.loads(values[2])
+    values[4] = RunStatus(values[4])
     values[10] = json.loads(values[10])
     values[12] = json.loads(values[12])
     return RunRecord(*values)

@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dmlviz import figures, geometry, projection
+from dmlviz.config import RunConfig
 from dmlviz.data import display_name
 from dmlviz.losses import UnknownLoss, get_spec
 from dmlviz.metrics import MetricSpec, metric_spec
@@ -210,7 +211,7 @@ class RunView:
         """Probe labels, class names and training classes, once the worker has written them."""
         if self._info is None:
             keys = ("probe_labels", "probe_index", "class_names", "train_classes", "total_steps",
-                    "steps_per_epoch", "model", "device", "precision")
+                    "steps_per_epoch", "model", "device", "precision", "normalized")
             values = {key: self.store.get_info(self.run_id, key) for key in keys}
             if values["probe_labels"] is not None and values["train_classes"] is not None:
                 self._info = values
@@ -227,12 +228,14 @@ class RunView:
 
     @property
     def normalized(self) -> bool:
-        """Whether the run's loss reads only directions (as its base loss does, for wrappers)."""
-        config = self.record.config
-        loss = config.get("loss_params", {}).get("base", config["loss"])
+        """Whether the run's loss reads only directions, as the engine recorded it (from the config for
+        a run recorded before the engine did)."""
+        recorded = self.info.get("normalized") if self.info is not None else None
+        if recorded is not None:
+            return bool(recorded)
         try:
-            return get_spec(loss).normalized
-        except UnknownLoss:
+            return RunConfig.from_dict(self.record.config).feature_spec().normalized
+        except (ValueError, UnknownLoss):  # a config this version no longer reads
             return False
 
     @property

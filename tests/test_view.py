@@ -79,6 +79,26 @@ def test_a_normalised_loss_is_read_through_its_base(tmp_path):
     assert not RunView(store, run_id).normalized
 
 
+def test_a_view_reads_whether_a_run_is_normalised_from_what_the_engine_recorded(tmp_path):
+    from dmlviz.engine import train
+    from dmlviz.runner import StoreSink
+
+    store = RunStore(tmp_path)
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "probe_size": 50, "loss": "arcface",
+                                  "steps": 2, "batch_size": 32})
+    run_id = store.create_run(config.to_dict(), status="running")
+    train(config, None, StoreSink(store, run_id))
+    assert store.get_info(run_id, "normalized") is True
+    store.put_info(run_id, "normalized", False)  # the record, not the loss's name, decides
+    assert not RunView(store, run_id).normalized
+
+
+def test_a_run_recorded_before_the_engine_said_so_is_read_from_its_config(tmp_path):
+    store, run_id = recorded_run(tmp_path, dim=2, loss="intraloss")  # built on arcface, by default
+    assert store.get_info(run_id, "normalized") is None
+    assert RunView(store, run_id).normalized
+
+
 def test_curves_come_from_the_recorded_series(tmp_path):
     store, run_id = recorded_run(tmp_path, dim=2)
     figure = RunView(store, run_id).curves()

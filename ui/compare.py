@@ -13,6 +13,7 @@ import streamlit as st
 from dmlviz.comparison import Comparison
 from dmlviz.config import ConfigError
 from dmlviz.runner import QueueFull
+from dmlviz.status import RunStatus
 from dmlviz.store import StoreError
 from dmlviz.view import TABLE_METRICS, ComparisonView
 from ui.live import CURVES_EVERY_S, QUEUED_REFRESH_S, REFRESH_S, cached
@@ -108,7 +109,7 @@ def live_view() -> None:
         st.warning("A run of this comparison is no longer in the store.")
         return
     active = any(record.active for record in records)
-    queued = active and all(record.status == "queued" for record in records)
+    queued = active and all(record.status == RunStatus.QUEUED for record in records)
     every = (QUEUED_REFRESH_S if queued else REFRESH_S) if active else None
     st.fragment(run_every=every)(_draw)(tuple(ids), active, queued)
 
@@ -124,7 +125,7 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
     view = _view(list(ids))
     records = view.refresh()
     active = any(record.active for record in records)
-    if active != was_active or was_queued and any(record.status != "queued" for record in records):
+    if active != was_active or was_queued and any(record.status != RunStatus.QUEUED for record in records):
         st.rerun()  # the runs ended (the controls outside this fragment change) or left the queue (the pace)
     if active and _controlled(list(ids)):
         try:
@@ -144,7 +145,7 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
         return
     indexes = view.indexes()
     steps = view.steps(indexes)
-    running = any(record.status == "running" for record in records)
+    running = any(record.status == RunStatus.RUNNING for record in records)
     step = _timeline(steps, running, _common_step(indexes, records))
     options = view.views[0].default_options()
     selected = st.session_state.get("compare_selected")

@@ -22,6 +22,7 @@ from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
 from dmlviz.metrics import live_numbers
 from dmlviz.runner import QueueFull
+from dmlviz.status import RunStatus
 from dmlviz.store import StoreError
 from dmlviz.view import AXES, Frame, RunView, ViewOptions
 from ui.plotly_live import live_plotly_chart
@@ -41,11 +42,11 @@ QUEUED_REFRESH_S = 2.0
 CURVES_EVERY_S = 2.0  # run time between redraws of the curves while training
 SPEEDS = {"1 step/s": 1.0, "5 steps/s": 5.0, "20 steps/s": 20.0, "full speed": None}
 _ENDED_MESSAGES = {
-    "finished": ("success", "Finished."),
-    "stopped": ("info", "Stopped; what it recorded is kept."),
-    "diverged": ("error", "Diverged"),
-    "failed": ("error", "Failed"),
-    "interrupted": ("warning", "Interrupted"),
+    RunStatus.FINISHED: ("success", "Finished."),
+    RunStatus.STOPPED: ("info", "Stopped; what it recorded is kept."),
+    RunStatus.DIVERGED: ("error", "Diverged"),
+    RunStatus.FAILED: ("error", "Failed"),
+    RunStatus.INTERRUPTED: ("warning", "Interrupted"),
 }
 _METRICS_STYLE = ("<style>.dmlviz-metrics{display:flex;flex-wrap:wrap;gap:0.5rem 2.5rem}"
                   ".dmlviz-metrics .label{font-size:0.875rem;opacity:0.7}"
@@ -161,7 +162,7 @@ def _last_command(run_id: int) -> str:
     """This session's last command to the run ("run", "pause" or "stop"); for a run it has not commanded
     (opened from a link or from Home), what the run is doing."""
     if st.session_state.get("command_run") != run_id:
-        st.session_state["command"] = "pause" if store().get_run(run_id).status == "paused" else "run"
+        st.session_state["command"] = "pause" if store().get_run(run_id).status == RunStatus.PAUSED else "run"
         st.session_state["command_run"] = run_id
     return st.session_state["command"]
 
@@ -229,10 +230,10 @@ def live_view(config: RunConfig | None, present: bool = False) -> None:
             st.warning(f"Run {run_id} is no longer in the store.")
             view = None
     with row:
-        options = _view_options(view, present, live=record is not None and record.status == "running")
+        options = _view_options(view, present, live=record is not None and record.status == RunStatus.RUNNING)
     # Poll only while something can change; an ended run is drawn once and then scrubbed.
     active = record is not None and record.active
-    every = (QUEUED_REFRESH_S if record.status == "queued" else REFRESH_S) if active else None
+    every = (QUEUED_REFRESH_S if record.status == RunStatus.QUEUED else REFRESH_S) if active else None
     st.fragment(run_every=every)(_draw)(run_id if view else None, record.status if record else None, present, options)
 
 
@@ -243,17 +244,18 @@ def _view(run_id: int) -> RunView:
     return view
 
 
-def _draw(run_id: int | None, status_seen: str | None, present: bool, options: ViewOptions) -> None:
+def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, options: ViewOptions) -> None:
     # The same elements in the same places whatever the state (no run, starting, running, ended): an
     # element that moves makes the charts after it mount afresh, reload plotly.js (a second or more)
     # and lose the user's zoom. So the charts are in place, empty, before Start is pressed.
     view = _view(run_id) if run_id is not None else None
     record = view.refresh() if view is not None else None
-    if record is not None and record.status != status_seen and (status_seen == "queued" or _controls_change(record)):
+    if (record is not None and record.status != status_seen
+            and (status_seen == RunStatus.QUEUED or _controls_change(record))):
         # The controls outside this fragment show the old state, or the fragment polls at a queued
         # run's pace: redraw the whole page once.
         st.rerun()
-    if record is not None and record.status == "running" and run_id in runner().active_runs():
+    if record is not None and record.status == RunStatus.RUNNING and run_id in runner().active_runs():
         try:
             runner().watch(run_id)  # snapshots come at the page's pace while it watches
         except KeyError:
@@ -272,7 +274,7 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
     drawable = bool(index) and view is not None and view.info is not None
     with timeline_slot:
         position = _timeline(index, record.status) if drawable else None
-    if record is not None and record.status == "running" and options.method != "pca":
+    if record is not None and record.status == RunStatus.RUNNING and options.method != "pca":
         options = replace(options, method="pca")  # UMAP / t-SNE only while paused or ended
     selected = st.session_state.get("selected")
     height = PRESENT_HEIGHT if present else CHART_HEIGHT
@@ -315,7 +317,7 @@ def _draw(run_id: int | None, status_seen: str | None, present: bool, options: V
         # are rebuilt every CURVES_EVERY_S of run time; the feature space, histogram and numbers follow
         # every snapshot. Paused or ended, they follow every snapshot too (single steps).
         latest = index[-1]
-        version = int(latest.elapsed // CURVES_EVERY_S) if record.status == "running" else latest.seq
+        version = int(latest.elapsed // CURVES_EVERY_S) if record.status == RunStatus.RUNNING else latest.seq
         curves = cached("curves", (run_id, record.status, version, curves_height),
                         lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
@@ -340,7 +342,7 @@ def _controls_change(record) -> bool:
     if not record.active:
         return True
     command = st.session_state.get("command")
-    expected = {"paused": "pause", "running": "run"}.get(record.status)
+    expected = {RunStatus.PAUSED: "pause", RunStatus.RUNNING: "run"}.get(record.status)
     if expected is not None and command not in (expected, "stop"):
         st.session_state["command"] = expected
         return True
@@ -374,7 +376,7 @@ def _status(view: RunView, index: list, headline: Frame | None = None) -> None:
     record = view.record
     info = view.info or {}
     total = int(info.get("total_steps") or 0)
-    if record.status == "queued":
+    if record.status == RunStatus.QUEUED:
         position = runner().queue_position(record.id)
         where = f" (position {position} in the queue)" if position else ""
         st.progress(0.0, text=f"Waiting for a free slot{where}: {runner().max_concurrent} run(s) at a time "
@@ -392,18 +394,18 @@ def _status(view: RunView, index: list, headline: Frame | None = None) -> None:
         return
     latest = index[-1]
     rate = latest.step / latest.elapsed if latest.elapsed > 0 else 0.0
-    speed = record.summary.get("images_per_s") if record.status == "running" else None
+    speed = record.summary.get("images_per_s") if record.status == RunStatus.RUNNING else None
     parts = [f"step {latest.step} / {total}", f"epoch {latest.epoch:.2f}"]
     if speed and np.isfinite(speed):
         parts.append(f"{speed:,.0f} images/s")
-    if record.status == "running" and rate > 0 and total:
+    if record.status == RunStatus.RUNNING and rate > 0 and total:
         parts.append(f"{_duration((total - latest.step) / rate)} left")
     parts.append(record.status)
     st.progress(min(1.0, latest.step / total) if total else 0.0, text=" · ".join(parts))
     _ended(record)
 
 
-def _headline(frame: Frame, total: int, status: str) -> None:
+def _headline(frame: Frame, total: int, status: RunStatus) -> None:
     """Step and loss in type a class can read from the back of the room; one element."""
     loss = frame.snapshot.metrics.get("loss")
     cells = [("step", f"{frame.info.step:,} / {total:,}" if total else f"{frame.info.step:,}")]
@@ -427,10 +429,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _timeline(index: list, status: str) -> int:
+def _timeline(index: list, status: RunStatus) -> int:
     """The snapshot to draw: the newest while training, any of them when paused or ended."""
     last = len(index) - 1
-    if status in ("running", "queued") or last == 0:
+    if status in (RunStatus.RUNNING, RunStatus.QUEUED) or last == 0:
         st.session_state.pop("timeline", None)
         return last
     # Follow new snapshots (a single step while paused) unless the person scrubbed back.
