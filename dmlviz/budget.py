@@ -11,7 +11,7 @@ tensors a run holds: the dataset as uint8 on the device, the model with its grad
 state, a training batch's activations (measured by running the model once on the ``meta`` device, so
 no memory is used to find out), the whole test set's features at the final snapshot, and the probe's
 distance matrix that the geometry numbers come from. Both are upper bounds of the run's own data; the
-worker's libraries come on top (a process that has imported torch and dmlviz's engine is 0.7 GB resident).
+worker's libraries (torch and the rest) come on top.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from torch import nn
 
 from dmlviz.config import RunConfig
 from dmlviz.data import CUSTOM_PREFIX, DATASETS
-from dmlviz.engine import FORMATION_GROWTH, FORMATION_SPAN
+from dmlviz.engine import FORMATION_GROWTH, FORMATION_SPAN, resolve_device
 from dmlviz.models import build_model, resolve_model_name
-from dmlviz.optim import optimizer_names, optimizer_spec
+from dmlviz.optim import optimizer_spec
 from dmlviz.store import KEEP_TICKS, THIN_EVERY
 
 MB = 1_000_000
@@ -90,15 +90,14 @@ def estimate(config: RunConfig) -> RunBudget:
         kept = min(taken, formation_count(steps) + KEEP_TICKS + THIN_EVERY + epochs + 2)
     series_bytes = taken * SERIES_PER_SNAPSHOT * SERIES_ROW
 
-    model = _model(config, channels, size, classes)
+    model = _model(config, channels, size)
     parameters = sum(p.numel() for p in model.parameters()) + classes * d * 2  # the loss's own, roughly
-    # + gradients + the optimizer's state (a name no optimizer has counts as Adam's two copies)
-    copies = optimizer_spec(config.optimizer).state_copies if config.optimizer in optimizer_names() else 2
-    weights = parameters * FLOAT * (2 + copies)
-    activations = _activation_floats(model, channels, size)
+    weights = parameters * FLOAT * (2 + optimizer_spec(config.optimizer).state_copies)  # + gradients + state
+    outputs = _outputs(model, channels, size)
+    activations = sum(outputs) + channels * size * size  # the input batch too
     training = config.batch_size * activations * FLOAT * 2  # kept for backward, and their gradients
     # Without autograd a layer's input and output are alive at once.
-    embedding = min(EMBED_SLICE, test) * _largest_activation(model, channels, size) * FLOAT * 2
+    embedding = min(EMBED_SLICE, test) * max(outputs) * FLOAT * 2
     data = (train + test) * channels * size * size  # uint8 on the device
     features = (test + 3 * probe) * d * FLOAT  # the final snapshot's test set; the probe's working copies
     distances = 3 * probe * probe * FLOAT  # the geometry's distance matrix, sorted and masked copies
@@ -133,10 +132,13 @@ def problems(config: RunConfig, max_store_mb: float | None, max_memory_mb: float
     return errors
 
 
-def _model(config: RunConfig, channels: int, size: int, classes: int) -> nn.Module:
+def _model(config: RunConfig, channels: int, size: int) -> nn.Module:
     """The run's backbone on the ``meta`` device: shapes and parameter counts without memory."""
     feature_spec = config.feature_spec()
-    device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    try:
+        device = resolve_device(config.device)  # "auto" means a network of its own on a GPU
+    except RuntimeError:  # a device this machine lacks: the run will say so when it starts
+        device = torch.device("cpu")
     name = resolve_model_name(config.model, device, channels)
     with torch.device("meta"):
         return build_model(name, channels, size, config.feature_dim,
@@ -155,14 +157,6 @@ def _outputs(model: nn.Module, channels: int, size: int) -> list[int]:
         for hook in hooks:
             hook.remove()
     return sizes
-
-
-def _activation_floats(model: nn.Module, channels: int, size: int) -> int:
-    return sum(_outputs(model, channels, size)) + channels * size * size
-
-
-def _largest_activation(model: nn.Module, channels: int, size: int) -> int:
-    return max(_outputs(model, channels, size))
 
 
 def _mb(count: int) -> str:

@@ -9,6 +9,7 @@ means and class vectors of earlier snapshots for the trails. Nothing here import
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -231,8 +232,11 @@ class RunView:
         """Whether the run's loss reads only directions, as the engine recorded it (from the config for
         a run recorded before the engine did)."""
         recorded = self.info.get("normalized") if self.info is not None else None
-        if recorded is not None:
-            return bool(recorded)
+        return bool(recorded) if recorded is not None else self._normalized_by_config
+
+    @functools.cached_property
+    def _normalized_by_config(self) -> bool:
+        """Validating the config builds its loss: once per view, not on every redraw."""
         try:
             return RunConfig.from_dict(self.record.config).feature_spec().normalized
         except (ValueError, UnknownLoss):  # a config this version no longer reads

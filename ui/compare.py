@@ -127,7 +127,9 @@ def _draw(ids: tuple[int, ...], was_active: bool, was_queued: bool) -> None:
     active = any(record.active for record in records)
     if active != was_active or was_queued and any(record.status != RunStatus.QUEUED for record in records):
         st.rerun()  # the runs ended (the controls outside this fragment change) or left the queue (the pace)
-    if active and _controlled(list(ids)):
+    # Watching changes nothing of the runs (any visitor's page may, as on the Train page), and the records
+    # were just read: the runner alone says whether it drives them.
+    if active and set(ids) <= set(runner().active_runs()):
         try:
             runner().watch(ids[0])
         except KeyError:

@@ -54,7 +54,8 @@ def visitor() -> str | None:
 def _browser_token(cookie: str | None) -> str | None:
     """The token inside the browser's XSRF cookie. The server sends the cookie again with every page,
     masked anew (``2|mask|masked token|time``, tornado's format), so the cookie differs from tab to tab
-    while the token stays the browser's."""
+    while the token stays the browser's. (Streamlit decodes it in a private module of its server, which
+    this does not import: eight lines of the format are steadier than an internal path.)"""
     parts = (cookie or "").split("|")
     if len(parts) != 4 or parts[0] != "2":
         return cookie or None
