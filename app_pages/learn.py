@@ -6,7 +6,7 @@ import streamlit as st
 
 from dmlviz.config import RunConfig
 from dmlviz.losses.base import FAMILIES, LossSpec
-from dmlviz.losses.catalog import hparam_range, paper_text, preset, specs_by_family, status
+from dmlviz.losses.catalog import paper_text, preset, specs_by_family, status
 
 
 def card(spec: LossSpec) -> None:
@@ -28,7 +28,7 @@ def card(spec: LossSpec) -> None:
         st.markdown("  \n".join(details))
         if spec.hparams:
             st.dataframe(
-                [{"hyperparameter": hp.name, "default": str(hp.default), "range": hparam_range(hp),
+                [{"hyperparameter": hp.name, "default": str(hp.default), "range": hp.range_text(),
                   "meaning": hp.help} for hp in spec.hparams],
                 hide_index=True,
             )

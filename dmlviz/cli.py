@@ -13,16 +13,16 @@ import signal
 import sys
 import textwrap
 import time
-from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dmlviz import settings
-from dmlviz.config import HP_PREFIX, MAX_CONFIG_CHARS, ConfigError, RunConfig, quote
+from dmlviz.config import HP_PREFIX, MAX_CONFIG_CHARS, PARAMS, ConfigError, RunConfig
 from dmlviz.engine import Action, FreeRunning
 from dmlviz.export import EXPORTERS, MOVIE_FPS, MOVIE_FRAMES, PNG_FIGURES, REPLAY_FRAMES, ExportOptions
 from dmlviz.metrics import metric_spec
+from dmlviz.params import quote
 from dmlviz.snapshot import Snapshot
 from dmlviz.status import RunStatus
 from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, salvage
@@ -64,14 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", metavar="DIR", help=f"dataset cache (default ${settings.DATA_DIR_ENV} or "
                        "~/.cache/dmlviz)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    for f in fields(RunConfig):
-        if f.name == "loss_params":
-            continue
-        choices = f.metadata["choices"]
-        hint = f" ({', '.join(choices)})" if choices else ""
-        train.add_argument(f"--{f.name.replace('_', '-')}", dest=f"set_{f.name}", metavar="VALUE",
-                           default=argparse.SUPPRESS, help=f"{f.metadata['help']}{hint} [default: {f.default}]"
-                           if not callable(f.default) else f.metadata["help"])
+    for name, param in PARAMS.items():
+        hint = f" ({', '.join(param.choices)})" if param.choices else ""
+        train.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", metavar="VALUE",
+                           default=argparse.SUPPRESS, help=f"{param.help}{hint} [default: {param.default}]")
 
     runs = commands.add_parser("runs", help="list, show, stop, delete or check stored runs", epilog=EXIT_STATUSES,
                                formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -182,8 +182,7 @@ class ComparisonPreset:
         choices = []
         for name in self.losses:
             recommended = get_spec(name).recommended.get(shared.feature_dim, {})
-            params = {k[len(HP_PREFIX):]: v for k, v in recommended.items() if k.startswith(HP_PREFIX)}
-            choices.append(LossChoice(name, params, recommended.get("loss_lr")))
+            choices.append(LossChoice(name, recommended.get("loss_params", {}), recommended.get("loss_lr")))
         return Comparison(shared, tuple(choices))
 
 

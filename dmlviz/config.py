@@ -1,7 +1,8 @@
 """``RunConfig``: every setting of a run, validated, and the same through dict, JSON, YAML and URLs.
 
-The sidebar, the URL, the CLI and YAML files all go through this one class; its field metadata
-(help text, ranges, choices) is what they build their widgets and flags from.
+The sidebar, the Compare form, the URL, the CLI and YAML files all go through this one class. Each
+setting is a :class:`~dmlviz.params.Param` (:data:`PARAMS`), as each loss hyperparameter is: what they
+read, check, write and build their widgets and flags from.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import functools
 import hashlib
 import json
 import re
-import reprlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -25,6 +25,7 @@ from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.losses import LossSpec, UnknownLoss, build_loss, get_spec
 from dmlviz.models import model_names, model_specs
 from dmlviz.optim import optimizer_names, schedule_names, schedule_specs
+from dmlviz.params import MAX_CLASSES, QUOTE_CHARS, Param, number, quote, to_text
 from dmlviz.store import MAX_NAME_LENGTH
 
 BUILTIN_DATASETS = tuple(DATASETS)
@@ -37,13 +38,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 _CUSTOM_NAME = re.compile(r"^custom:(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._ -]*$")
 
 HP_PREFIX = "hp."  # loss hyperparameters in flat forms (URL query, CLI --set) are "hp.<name>"
-# Bounds on what a link can make the server hold: checking a loss's dims builds it (classes × feature_dim).
-MAX_CLASSES = 1000
 MAX_NAME = MAX_NAME_LENGTH  # the store refuses a longer name too (a rename)
 # Bounds on a config document (YAML, JSON): a whole config is under 2 KB.
 MAX_CONFIG_CHARS = 65_536  # characters of text, and characters that YAML aliases may repeat on top of it
 MAX_CONFIG_DEPTH = 8  # a config is a mapping of settings, loss_params a mapping in it, classes a list
-QUOTE_CHARS = 60  # a bad value is quoted in a message up to this many characters
 
 
 class ConfigError(ValueError):
@@ -55,11 +53,12 @@ class ConfigError(ValueError):
 
 
 def _setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-             choices: tuple[str, ...] = (), unit: str = "", optional: bool = False) -> Any:
-    meta = {"help": help, "low": low, "high": high, "choices": choices, "unit": unit, "optional": optional}
+             choices: tuple[str, ...] = (), unit: str = "", optional: bool = False, step: float | None = None) -> Any:
+    """A field of :class:`RunConfig` with its :class:`Param` (named and typed from the field in :data:`PARAMS`)."""
+    param = Param("", default, low, high, help, unit, choices, optional, step)
     if isinstance(default, dict | list):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=lambda: type(default)(default), metadata={"param": param})
+    return field(default=default, metadata={"param": param})
 
 
 def _described(specs: list[Any], last: str) -> str:
@@ -77,7 +76,8 @@ class RunConfig:
                             "custom:<name> for a folder or .npz in the data folder's custom/.")
     classes: tuple[int, ...] | None = _setting(None, "Classes to train on, e.g. 0,1,2,3,4 (default: all). "
                                                "The others are 'unseen' and still tracked.", optional=True)
-    label_noise: float = _setting(0.0, "Fraction of training labels flipped to another class.", low=0.0, high=0.9)
+    label_noise: float = _setting(0.0, "Fraction of training labels flipped to another class.", low=0.0, high=0.9,
+                                  step=0.05)
     train_size: int | None = _setting(None, "Use a stratified subset of this many training images "
                                       "(default: all).", low=10, optional=True)
     model: str = _setting("auto", f"Backbone: {_described(model_specs(), ', ')}.", choices=MODELS)
@@ -89,11 +89,13 @@ class RunConfig:
     loss: str = _setting("softmax", "The loss (see the Learn page).")
     loss_params: dict[str, Any] = _setting({}, "Hyperparameters of the loss; unset ones take their defaults.")
     optimizer: str = _setting("adam", "Optimizer of the backbone and the loss's parameters.", choices=optimizer_names())
-    lr: float = _setting(3e-3, "Learning rate of the backbone (its peak, with a schedule).", low=1e-6, high=10.0)
+    lr: float = _setting(3e-3, "Learning rate of the backbone (its peak, with a schedule).", low=1e-6, high=10.0,
+                         step=1e-4)
     loss_lr: float | None = _setting(None, "Learning rate of the loss's own parameters (classifier, centers, "
-                                     "proxies); default: the same as lr.", low=1e-6, high=10.0, optional=True)
-    momentum: float = _setting(0.9, "Momentum (SGD, RMSprop).", low=0.0, high=0.999)
-    weight_decay: float = _setting(0.0, "L2 weight decay of the backbone.", low=0.0, high=0.1)
+                                     "proxies); default: the same as lr.", low=1e-6, high=10.0, optional=True,
+                                     step=1e-4)
+    momentum: float = _setting(0.9, "Momentum (SGD, RMSprop).", low=0.0, high=0.999, step=0.05)
+    weight_decay: float = _setting(0.0, "L2 weight decay of the backbone.", low=0.0, high=0.1, step=1e-4)
     schedule: str = _setting("cosine", f"Learning-rate schedule over the run: {_described(schedule_specs(), ' or ')}.",
                              choices=schedule_names())
     batch_size: int = _setting(32, "Images per training step. Small batches form the picture in fewer images "
@@ -102,18 +104,18 @@ class RunConfig:
     sampler: str = _setting("auto", "How batches are drawn: auto (class-balanced runs of 4 samples per class for "
                             "pair losses, a plain shuffle otherwise) or balanced (class-balanced for every loss, "
                             "so that runs of different losses see the same batches).", choices=SAMPLERS)
-    epochs: float = _setting(3.0, "Length of the run in passes over the training set.", low=0.01, high=1000.0)
+    epochs: float = _setting(3.0, "Length of the run in passes over the training set.", low=0.01, high=1000.0, step=0.5)
     steps: int | None = _setting(None, "Length of the run in steps; overrides epochs when set.", low=1,
                                  high=10_000_000, optional=True)
     seed: int = _setting(0, "Seed of weights, batch order, augmentation and label noise.", low=0, high=2**31 - 1)
     device: str = _setting("auto", "cpu, cuda, cuda:N, mps, or auto (the best one present).")
     precision: str = _setting("auto", "bf16 autocast where the hardware runs it natively (auto), or fp32.",
                               choices=PRECISIONS)
-    snapshot_every: float = _setting(0.5, "Seconds between live snapshots.", low=0.05, high=3600.0, unit="s")
+    snapshot_every: float = _setting(0.5, "Seconds between live snapshots.", low=0.05, high=3600.0, unit="s", step=0.1)
     snapshot_budget: float = _setting(0.04, "Largest share of time that live snapshots may take while nobody "
                                       "watches the run live (a watching page allows up to half); they are "
                                       "spaced out further when the probe set is slow to embed.", low=0.005,
-                                      high=1.0)
+                                      high=1.0, step=0.01)
     snapshot_steps: int | None = _setting(None, "Take a snapshot every this many steps instead of on the clock "
                                           "(reproducible timing).", low=1, optional=True)
     probe_size: int = _setting(2000, "Test images whose features are tracked over time.", low=10, high=100_000)
@@ -124,7 +126,6 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Coerce and validate; raises :class:`ConfigError` listing every bad setting."""
         errors: list[str] = []
-        known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         if bad := [key for key in data if not isinstance(key, str)]:
             errors.append(f"setting names are text (like seed), got {', '.join(quote(key) for key in bad[:5])}")
@@ -133,8 +134,8 @@ class RunConfig:
         for key, raw in data.items():
             if key.startswith(HP_PREFIX):
                 continue
-            if key not in known:
-                errors.append(f"unknown setting {quote(key)}" + _did_you_mean(key, known))
+            if key not in PARAMS and key != "loss_params":
+                errors.append(f"unknown setting {quote(key)}" + _did_you_mean(key, [*PARAMS, "loss_params"]))
                 continue
             if key == "loss_params":
                 if not isinstance(raw, Mapping):
@@ -143,12 +144,11 @@ class RunConfig:
                 hparams = {**raw, **hparams}
                 continue
             try:
-                values[key] = _coerce(known[key], raw)
+                values[key] = PARAMS[key].parse(raw)
             except ValueError as exc:
                 errors.append(str(exc))
         if hparams:
-            values["loss_params"] = _typed_hparams(values.get("loss", cls.loss),
-                                                   {str(k): _coerce_hparam(v) for k, v in hparams.items()})
+            values["loss_params"] = _parse_hparams(values.get("loss", cls.loss), hparams, errors)
         config = cls(**values)
         errors += config.problems()
         if errors:
@@ -185,18 +185,7 @@ class RunConfig:
 
     def problems(self) -> list[str]:
         """A message for each invalid setting (empty when the config is valid)."""
-        errors = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            meta = f.metadata
-            if value is None and meta["optional"]:
-                continue
-            if meta["choices"] and value not in meta["choices"]:
-                errors.append(f"{f.name} must be one of {', '.join(meta['choices'])}, got {quote(value)}")
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                message = _range_message(f.name, value, meta["low"], meta["high"], meta["unit"])
-                if message:
-                    errors.append(message)
+        errors = [message for name, param in PARAMS.items() if (message := param.check(getattr(self, name)))]
         if self.dataset.startswith(CUSTOM_PREFIX) and not _CUSTOM_NAME.match(self.dataset):
             errors.append(f"custom dataset names are the name of a folder or .npz file in the data folder's "
                           f"custom/ (letters, digits, '.', '_', '-' and spaces; no '..'), got {quote(self.dataset)}")
@@ -212,7 +201,7 @@ class RunConfig:
             if len(set(self.classes)) < 2:
                 errors.append("classes must name at least 2 different classes")
             elif repeated := sorted(c for c, n in Counter(self.classes).items() if n > 1)[:10]:
-                errors.append(f"classes must name each class once, got {', '.join(map(_number, repeated))} "
+                errors.append(f"classes must name each class once, got {', '.join(map(number, repeated))} "
                               "more than once")
             if len(self.classes) > MAX_CLASSES:
                 errors.append(f"classes must name at most {MAX_CLASSES} classes, got {len(self.classes)}")
@@ -222,7 +211,7 @@ class RunConfig:
                                                                              if c >= len(info.class_names)})):
                 more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
                 errors.append(f"{info.display_name} has classes 0–{len(info.class_names) - 1}, so not "
-                              f"{', '.join(map(_number, missing[:10]))}{more}")
+                              f"{', '.join(map(number, missing[:10]))}{more}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", self.device):
             errors.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {quote(self.device)}")
         errors.extend(self._loss_errors())
@@ -241,7 +230,7 @@ class RunConfig:
             if key not in names:
                 hint = f"; it has {', '.join(sorted(names))}" if names else "; it has none"
                 errors.append(f"{spec.display_name} has no hyperparameter {quote(key)}{hint}")
-            elif message := _hparam_problem(spec.hparam(key), value):
+            elif message := spec.hparam(key).check(value):
                 errors.append(message)
         return errors
 
@@ -270,16 +259,16 @@ class RunConfig:
             errors.append(f"custom datasets are turned off on this server; choose {', '.join(BUILTIN_DATASETS)}")
         most = limits.max_epochs
         if most is not None and self.steps is None and self.epochs > most:
-            errors.append(f"epochs must be at most {_number(most)} on this server, got {_number(self.epochs)}")
+            errors.append(f"epochs must be at most {number(most)} on this server, got {number(self.epochs)}")
         elif most is not None and self.steps is not None:
             # A run's work is steps × batch size images; an epoch is the dataset's whole training split.
             info = DATASETS.get(self.dataset)
             if info is None:
-                errors.append(f"give the length of a run on {self.dataset} in epochs (at most {_number(most)} on "
+                errors.append(f"give the length of a run on {self.dataset} in epochs (at most {number(most)} on "
                               "this server), not in steps")
             elif self.steps * self.batch_size > most * info.train_images:
                 errors.append(f"steps must be at most {int(most * info.train_images) // self.batch_size} with "
-                              f"batch_size {self.batch_size} on this server ({_number(most)} epochs of "
+                              f"batch_size {self.batch_size} on this server ({number(most)} epochs of "
                               f"{info.display_name}), got {self.steps}")
         if not errors:  # a run's footprint is counted from settings that are within the other limits
             from dmlviz import budget  # imports the engine, which imports this module
@@ -363,13 +352,9 @@ class RunConfig:
     def to_query(self) -> dict[str, str]:
         """Flat string parameters for a URL; only settings that differ from the defaults."""
         default = RunConfig()
-        query = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "loss_params":
-                query.update({f"{HP_PREFIX}{k}": _to_text(v) for k, v in sorted(value.items())})
-            elif value != getattr(default, f.name):
-                query[f.name] = _to_text(value)
+        query = {name: param.to_text(getattr(self, name)) for name, param in PARAMS.items()
+                 if getattr(self, name) != getattr(default, name)}
+        query.update({f"{HP_PREFIX}{k}": to_text(v) for k, v in sorted(self.loss_params.items())})
         return query
 
     @classmethod
@@ -379,6 +364,17 @@ class RunConfig:
         return cls.from_dict(flat)
 
 
+def _kind(annotation: str) -> type:
+    """The type of a field's value from its annotation ("int | None" → int; the classes are a tuple)."""
+    return {"str": str, "int": int, "float": float, "tuple": tuple}[re.match(r"\w+", annotation).group()]
+
+
+#: Every run setting as a :class:`Param`, by name, in the order of the fields (the loss's own
+#: hyperparameters, ``loss_params``, are the loss spec's).
+PARAMS: dict[str, Param] = {f.name: dataclasses.replace(f.metadata["param"], name=f.name, kind=_kind(f.type))
+                            for f in fields(RunConfig) if f.name != "loss_params"}
+
+
 def _salvage_order(key: str) -> int:
     """The loss after the settings its dims are checked against, its hyperparameters after the loss."""
     if key.startswith(HP_PREFIX) or key == "loss_params":
@@ -386,41 +382,10 @@ def _salvage_order(key: str) -> int:
     return 1 if key == "loss" else 0
 
 
-def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
-    """``value`` as a message quotes it: its ``repr``, cut to a short prefix with the full length said
-    ("'xxxxx…' (100000 characters)"), so a huge value is never echoed back (nor expanded to be quoted)."""
-    if isinstance(value, str):
-        if len(value) <= limit:
-            return repr(value)
-        return f"{value[:limit]!r}… ({len(value)} characters)"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
-        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() stops at 4300
-    short = reprlib.Repr()
-    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, limit, limit, limit
-    short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = 6
-    text = short.repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}…"
-
-
 def _did_you_mean(text: str, choices: Any) -> str:
     """" (did you mean 'x'?)" for a close match among ``choices``; none for a long text (no name is long)."""
     close = difflib.get_close_matches(text, choices, n=1) if len(text) <= QUOTE_CHARS else []
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _hparam_problem(hp: Any, value: Any) -> str | None:
-    """The loss spec's own check of a hyperparameter, with a long or odd value quoted short (the spec's
-    message would ``repr`` it whole, and write a huge integer with ``:g``, which overflows)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15 and not hp.choices \
-            and hp.kind is not bool:
-        return _range_message(hp.name, value, hp.low, hp.high, hp.unit)
-    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= QUOTE_CHARS):
-        return hp.check(value)
-    if hp.choices and value in hp.choices:
-        return None
-    kind = (f"one of {', '.join(hp.choices)}" if hp.choices else
-            {bool: "true or false", int: "a whole number"}.get(hp.kind, "a number"))
-    return f"{hp.name} must be {kind}, got {quote(value)}"
 
 
 def _check_size(text: str) -> None:
@@ -521,123 +486,18 @@ def _mapping(data: object) -> Mapping[str, Any]:
     return data
 
 
-def _to_text(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))  # "epochs=3", not "epochs=3.0"
-    return "" if value is None else str(value)
-
-
-def _range_message(name: str, value: float, low: float | None, high: float | None, unit: str) -> str | None:
-    if value != value or value in (float("inf"), float("-inf")):
-        return f"{name} must be a finite number, got {value}"
-    unit = f" {unit}" if unit else ""
-    if low is not None and high is not None and not low <= value <= high:
-        return f"{name} must be between {_number(low)} and {_number(high)}{unit}, got {_number(value)}"
-    if low is not None and value < low:
-        return f"{name} must be at least {_number(low)}{unit}, got {_number(value)}"
-    if high is not None and value > high:
-        return f"{name} must be at most {_number(high)}{unit}, got {_number(value)}"
-    return None
-
-
-def _number(value: float) -> str:
-    """Whole numbers in full ("2147483647", not "2.14748e+09"), others short ("0.01", "1e-06")."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value) if abs(value) < 10**QUOTE_CHARS else quote(value)  # float() of 10**400 overflows
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _coerce(f: dataclasses.Field, raw: Any) -> Any:
-    """Turn a value from JSON, YAML, a URL or a flag into the field's type, or say why not."""
-    kind = f.type if isinstance(f.type, str) else str(f.type)
-    optional = f.metadata["optional"]
-    if optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null"))):
-        return None
-    if kind.startswith("tuple[int"):
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, list | tuple):
-            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {quote(raw)}")
-        items = [item for item in items if not (isinstance(item, str) and not item.strip())]
-        if len(items) > MAX_CLASSES:  # before reading them: a link may hold many thousands
-            raise ValueError(f"{f.name} must name at most {MAX_CLASSES} classes, got {len(items)}")
-        try:
-            return tuple(_parse_int(f.name, item) for item in items)
-        except ValueError:
-            raise ValueError(f"{f.name} must be a list of class numbers like 0,1,2, got {quote(raw)}") from None
-    if kind.startswith("int"):
-        return _parse_int(f.name, raw)
-    if kind.startswith("float"):
-        return _parse_float(f.name, raw)
-    if not isinstance(raw, str):
-        raise ValueError(f"{f.name} must be text, got {quote(raw)}")
-    try:
-        raw.encode()
-    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800") that no file or database can hold
-        raise ValueError(f"{f.name} must be text, got {quote(raw)}, which holds a character that is not "
-                         "Unicode") from None
-    return raw.strip()
-
-
-def _parse_int(name: str, raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError(f"{name} must be a whole number, got {raw!r}")
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and len(raw) <= 100:  # int() of a long text takes quadratic time
-        try:
-            return int(raw.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be a whole number, got {quote(raw)}")
-
-
-def _parse_float(name: str, raw: Any) -> float:
-    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) >= 10**300:
-        return raw  # out of every range, and float() of it overflows: the range check says so
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if isinstance(raw, str) and len(raw) <= 100:
-        try:
-            return float(raw.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be a number, got {quote(raw)}")
-
-
-def _typed_hparams(loss: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Whole numbers given for real-valued hyperparameters become floats ("scale=20" → 20.0), so a
-    config reads back from a URL exactly as it was written."""
+def _parse_hparams(loss: str, raw: Mapping[Any, Any], errors: list[str]) -> dict[str, Any]:
+    """The loss's hyperparameters, each read by its :class:`Param` ("scale=20" → 20.0, "bias=true" → True);
+    what cannot be read goes to ``errors``. An unknown loss or name keeps its value: ``problems()`` names it."""
     try:
         spec = get_spec(loss)
     except UnknownLoss:
-        return params
-    names = {hp.name: hp for hp in spec.hparams}
-    return {k: float(v) if k in names and names[k].kind is float and type(v) is int and abs(v) < 10**300 else v
-            for k, v in params.items()}
-
-
-def _coerce_hparam(raw: Any) -> Any:
-    """Hyperparameters arrive as text from URLs and flags; the loss spec checks the type later."""
-    if not isinstance(raw, str) or len(raw) > 100:
-        return raw
-    text = raw.strip()
-    if text.lower() in _TRUE - {"1"}:
-        return True
-    if text.lower() in _FALSE - {"0"}:
-        return False
-    for parse in (int, float):
+        return {str(k): v for k, v in raw.items()}
+    params = {hp.name: hp for hp in spec.hparams}
+    parsed = {}
+    for key, value in raw.items():
         try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
+            parsed[str(key)] = params[key].parse(value) if key in params else value
+        except ValueError as exc:
+            errors.append(str(exc))
+    return parsed

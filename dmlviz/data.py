@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dmlviz import settings
+from dmlviz.params import quote
 
 
 class DatasetUnavailable(RuntimeError):
@@ -561,11 +562,11 @@ def _check_link(path: Path, custom: Path, name: str) -> None:
     target = Path(os.path.realpath(path))
     if not target.is_relative_to(custom):
         raise DataError(
-            f"the custom dataset {_quote(name)} leads out of {custom}: {path} is a link to a place outside "
+            f"the custom dataset {quote(name)} leads out of {custom}: {path} is a link to a place outside "
             f"it; links there may only point inside it: copy or move the files into {custom} instead"
         )
     if Path(os.path.realpath(path.parent)).is_relative_to(target):
-        raise DataError(f"the custom dataset {_quote(name)} holds {path}, a link to a folder that holds the "
+        raise DataError(f"the custom dataset {quote(name)} holds {path}, a link to a folder that holds the "
                         "link itself (a loop): remove the link")
 
 
@@ -586,13 +587,6 @@ def _fingerprint(paths: list[Path]) -> tuple[int, int, int]:
     """Changes when any of ``paths`` (a dataset's files and folders) is added, removed or rewritten."""
     stats = [path.stat() for path in paths]
     return len(stats), max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
-
-
-def _quote(value: object) -> str:
-    # config imports this module, so its quote() is imported when a message needs it.
-    from dmlviz.config import quote
-
-    return quote(value)
 
 
 def _max_custom_bytes() -> int:
@@ -656,7 +650,7 @@ def _npz_arrays(archive: zipfile.ZipFile, path: Path, max_bytes: int | None) -> 
     missing = [key for key in _NPZ_KEYS if f"{key}.npy" not in members]
     if missing:
         raise DataError(
-            f"{path} lacks the array(s) {', '.join(missing)}; it has {_quote(members) if members else 'none'} "
+            f"{path} lacks the array(s) {', '.join(missing)}; it has {quote(members) if members else 'none'} "
             f"but needs {', '.join(f'{key}.npy' for key in _NPZ_KEYS)} (as np.savez writes them)"
         )
     sizes = {key: _npy_bytes(archive, f"{key}.npy", path) for key in _NPZ_KEYS}
@@ -690,7 +684,7 @@ def _npy_bytes(archive: zipfile.ZipFile, member: str, path: Path) -> int:
     stored = archive.getinfo(member).file_size - start
     if stored != size:
         raise DataError(
-            f"{member} in {path} holds {stored:,} bytes of data, but its header says {_quote(shape)} of "
+            f"{member} in {path} holds {stored:,} bytes of data, but its header says {quote(shape)} of "
             f"{dtype}, which is {size:,} bytes: the file is damaged or was not written by NumPy; save it "
             "again with np.savez"
         )
@@ -740,7 +734,7 @@ def _npz_labels(array: np.ndarray, key: str, count: int, path: Path) -> torch.Te
     low, high = int(array.min()), int(array.max())
     if low < 0 or high >= MAX_CUSTOM_CLASSES:
         raise DataError(
-            f"{key} in {path} holds the class id {_quote(low if low < 0 else high)}; class ids must be "
+            f"{key} in {path} holds the class id {quote(low if low < 0 else high)}; class ids must be "
             f"0 to {MAX_CUSTOM_CLASSES - 1} (at most {MAX_CUSTOM_CLASSES} classes): number the classes 0, 1, 2, …"
         )
     return torch.from_numpy(array.astype(np.int64))

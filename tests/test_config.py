@@ -169,7 +169,7 @@ def test_bad_values_are_quoted_by_a_short_prefix():
 
 
 def test_quote_cuts_any_value_short():
-    from dmlviz.config import quote
+    from dmlviz.params import quote
 
     assert quote("ok") == "'ok'"
     assert quote("x" * 1000) == f"'{'x' * 60}'… (1000 characters)"

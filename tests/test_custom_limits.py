@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from dmlviz import data, settings
-from dmlviz.config import quote
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
+from dmlviz.params import quote
 
 
 @pytest.fixture(autouse=True)

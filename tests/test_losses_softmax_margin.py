@@ -144,7 +144,7 @@ def test_loss_falls_on_a_separable_toy_problem_with_its_3d_preset(name, one_thre
     torch.manual_seed(0)
     x, labels = blobs()
     net = torch.nn.Linear(8, 3)
-    preset = {k.removeprefix("hp."): v for k, v in get_spec(name).recommended[3].items() if k.startswith("hp.")}
+    preset = get_spec(name).recommended[3].get("loss_params", {})
     loss = build_loss(name, 4, 3, **preset)
     optimizer = torch.optim.Adam([*net.parameters(), *loss.parameters()], lr=0.05)
     steps = 60

@@ -1,25 +1,23 @@
 """What is pluggable is registered once: models, optimizers and schedules are RunConfig's choices, and every
 exporter of the table is offered by the CLI (the Runs page's buttons: tests/test_runs_page.py)."""
 
-from dataclasses import fields
-
 import pytest
 import torch
 
 from dmlviz import export, models, optim
 from dmlviz.cli import build_parser
-from dmlviz.config import RunConfig
+from dmlviz.config import PARAMS, RunConfig
 
 
 def choices(name: str) -> tuple[str, ...]:
-    return next(f.metadata["choices"] for f in fields(RunConfig) if f.name == name)
+    return PARAMS[name].choices
 
 
 def test_the_registries_are_runconfigs_choices_and_help():
     assert choices("model") == ("auto", *(spec.name for spec in models.model_specs()))
     assert choices("optimizer") == optim.optimizer_names()
     assert choices("schedule") == optim.schedule_names() == tuple(spec.name for spec in optim.schedule_specs())
-    helps = {f.name: f.metadata["help"] for f in fields(RunConfig)}
+    helps = {name: param.help for name, param in PARAMS.items()}
     assert all(f"{spec.name} ({spec.help})" in helps["model"] for spec in models.model_specs())
     assert all(spec.name in helps["schedule"] for spec in optim.schedule_specs())
     for name in models.model_names():

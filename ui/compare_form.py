@@ -11,9 +11,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dmlviz.comparison import COMPARISON_PRESETS, MAX_LOSSES, MIN_LOSSES, Comparison, LossChoice
-from dmlviz.config import ConfigError, RunConfig
+from dmlviz.config import PARAMS, ConfigError, RunConfig
 from dmlviz.losses import get_spec, loss_names
-from ui.settings_form import field_widget, hparam_widgets, loss_label
+from ui.settings_form import field_widget, hp_key, hparam_widgets, loss_label, param_widget
 
 PREFIX = "cmp."
 SHARED = ("dataset", "classes", "label_noise", "model", "feature_dim")
@@ -33,17 +33,14 @@ def _hp_prefix(slot: int) -> str:
 def seed(comparison: Comparison) -> None:
     """Put a comparison into the widgets."""
     state = st.session_state
-    shared = comparison.shared
     for name in (*SHARED, *TRAINING, *ADVANCED):
-        state[PREFIX + name] = getattr(shared, name)
-    state[PREFIX + "classes"] = ",".join(map(str, shared.classes)) if shared.classes is not None else ""
+        state[PREFIX + name] = PARAMS[name].widget_value(getattr(comparison.shared, name))
     state[PREFIX + "count"] = len(comparison.losses)
     for slot, choice in enumerate(comparison.losses, start=1):
         state[_loss_key(slot)] = choice.loss
-        spec = get_spec(choice.loss)
-        for hp in spec.hparams:
-            value = choice.params.get(hp.name, hp.default)
-            state[f"{_hp_prefix(slot)}{choice.loss}.{hp.name}"] = hp.kind(value) if hp.kind in (int, float) else value
+        for hp in get_spec(choice.loss).hparams:
+            state[hp_key(choice.loss, hp.name, _hp_prefix(slot))] = hp.widget_value(choice.params.get(hp.name,
+                                                                                                        hp.default))
         state[f"{_hp_prefix(slot)}loss_lr"] = choice.loss_lr
 
 
@@ -51,7 +48,6 @@ def read() -> tuple[Comparison | None, list[str]]:
     """The comparison the widgets describe, or what is wrong with it or not allowed on this server."""
     state = st.session_state
     data = {name: state[PREFIX + name] for name in (*SHARED, *TRAINING, *ADVANCED) if PREFIX + name in state}
-    data["classes"] = data.get("classes") or None
     try:
         shared = RunConfig.from_dict(data)
     except ConfigError as error:
@@ -64,7 +60,7 @@ def read() -> tuple[Comparison | None, list[str]]:
         spec = get_spec(loss)
         defaults = spec.defaults()
         params = {hp.name: state[key] for hp in spec.hparams
-                  if (key := f"{_hp_prefix(slot)}{loss}.{hp.name}") in state and state[key] != defaults[hp.name]}
+                  if (key := hp_key(loss, hp.name, _hp_prefix(slot))) in state and state[key] != defaults[hp.name]}
         choices.append(LossChoice(loss, params, state.get(f"{_hp_prefix(slot)}loss_lr")))
     comparison = Comparison(shared, tuple(choices))
     try:
@@ -98,25 +94,16 @@ def render() -> None:
         loss = st.selectbox(f"Loss {slot}", names, key=_loss_key(slot), format_func=loss_label)
         spec = get_spec(loss)
         for hp in spec.hparams:
-            st.session_state.setdefault(f"{_hp_prefix(slot)}{loss}.{hp.name}", hp.default)
+            st.session_state.setdefault(hp_key(loss, hp.name, _hp_prefix(slot)), hp.default)
+        st.session_state.setdefault(f"{_hp_prefix(slot)}loss_lr", None)
         with st.expander(f"{spec.display_name}: hyperparameters"):
             hparam_widgets(spec.hparams, loss=loss, key_prefix=_hp_prefix(slot))
-            st.number_input("Learning rate of its own parameters", min_value=1e-6, max_value=10.0, value=None,
-                            format="%g", key=f"{_hp_prefix(slot)}loss_lr", placeholder="same as lr",
-                            help="Classifier, centers or proxies; empty: the shared learning rate.")
+            param_widget(PARAMS["loss_lr"], f"{_hp_prefix(slot)}loss_lr", "Learning rate of its own parameters")
     st.markdown("**Shared by all**")
-    defaults = RunConfig()
     for name in (*SHARED, *TRAINING):
-        st.session_state.setdefault(PREFIX + name, _widget_default(defaults, name))
+        st.session_state.setdefault(PREFIX + name, PARAMS[name].widget_value(PARAMS[name].default))
         field_widget(name, PREFIX)
     with st.expander("Advanced"):
         for name in ADVANCED:
-            st.session_state.setdefault(PREFIX + name, _widget_default(defaults, name))
+            st.session_state.setdefault(PREFIX + name, PARAMS[name].widget_value(PARAMS[name].default))
             field_widget(name, PREFIX)
-
-
-def _widget_default(config: RunConfig, name: str) -> object:
-    value = getattr(config, name)
-    if name == "classes":
-        return ",".join(map(str, value)) if value is not None else ""
-    return value

@@ -1,4 +1,5 @@
-"""The run settings as widgets, built from ``RunConfig``'s field metadata and the loss registry.
+"""The run settings as widgets: one widget per :class:`~dmlviz.params.Param`, a run's (``RunConfig``'s
+:data:`~dmlviz.config.PARAMS`) or a loss's, through :func:`param_widget`.
 
 Widget values live in session state under ``cfg.<field>`` and ``hp.<loss>.<name>`` (a key per loss,
 so switching losses never hands one loss's value to another's widget of the same name). The URL is
@@ -8,17 +9,16 @@ from them.
 
 from __future__ import annotations
 
-import math
-from dataclasses import fields
 from typing import Any
 
 import streamlit as st
 
 from dmlviz import settings
-from dmlviz.config import ConfigError, RunConfig
+from dmlviz.config import PARAMS, ConfigError, RunConfig
 from dmlviz.data import DATASETS, dataset_names
 from dmlviz.losses import get_spec, loss_names
-from dmlviz.losses.base import FAMILIES, HParam
+from dmlviz.losses.base import FAMILIES
+from dmlviz.params import Param
 from dmlviz.presets import PRESETS
 
 PREFIX = "cfg."
@@ -26,10 +26,6 @@ MAIN = ("dataset", "classes", "label_noise", "model", "norm", "feature_dim", "lo
 TRAINING = ("optimizer", "lr", "batch_size", "epochs", "seed")
 ADVANCED = ("loss_lr", "momentum", "weight_decay", "schedule", "sampler", "train_size", "steps", "probe_size",
             "snapshot_every", "snapshot_budget", "snapshot_steps", "precision", "device", "name")
-# Increments of the +/- buttons of float settings; the others step by 1.
-_STEPS = {"label_noise": 0.05, "lr": 1e-4, "loss_lr": 1e-4, "momentum": 0.05, "weight_decay": 1e-4,
-          "epochs": 0.5, "snapshot_every": 0.1, "snapshot_budget": 0.01}
-_FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
 def hp_key(loss: str, name: str, key_prefix: str = "hp.") -> str:
@@ -37,13 +33,10 @@ def hp_key(loss: str, name: str, key_prefix: str = "hp.") -> str:
 
 
 def _widget_values(config: RunConfig) -> dict[str, Any]:
-    values: dict[str, Any] = {PREFIX + name: getattr(config, name) for name in _FIELDS if name != "loss_params"}
-    values[PREFIX + "classes"] = ",".join(map(str, config.classes)) if config.classes is not None else ""
+    values = {PREFIX + name: param.widget_value(getattr(config, name)) for name, param in PARAMS.items()}
     spec = get_spec(config.loss)
-    for name, value in config.loss_hparams().items():
-        kind = spec.hparam(name).kind
-        # A URL says "64" for a float hyperparameter; its widget needs 64.0.
-        values[hp_key(config.loss, name)] = kind(value) if kind in (int, float) else value
+    values.update({hp_key(config.loss, name): spec.hparam(name).widget_value(value)
+                   for name, value in config.loss_hparams().items()})
     return values
 
 
@@ -58,7 +51,6 @@ def read() -> tuple[RunConfig | None, list[str]]:
     """The config the widgets describe, or the reasons it is not valid or not allowed on this server."""
     state = st.session_state
     data = {name: state[PREFIX + name] for name in (*MAIN, *TRAINING, *ADVANCED) if PREFIX + name in state}
-    data["classes"] = data.get("classes") or None
     spec = get_spec(data["loss"])
     defaults = spec.defaults()
     data["loss_params"] = {hp.name: state[hp_key(spec.name, hp.name)] for hp in spec.hparams
@@ -107,33 +99,22 @@ def render() -> None:
 
 
 def field_widget(name: str, prefix: str = PREFIX) -> None:
-    """The widget of one ``RunConfig`` field, keyed ``<prefix><name>``."""
-    f = _FIELDS[name]
-    meta = f.metadata
+    """The widget of one run setting, keyed ``<prefix><name>``: the dataset and the loss pick from what this
+    server has; every other setting is its param's widget."""
+    param = PARAMS[name]
     key = prefix + name
-    label = name.replace("_", " ").capitalize()
-    current = st.session_state.get(key)
     if name == "dataset":
         # A public server keeps its data folder to itself: only the built-in datasets are offered.
         options = dataset_names(settings.data_dir()) if settings.limits().custom_datasets else list(DATASETS)
-        if current not in options:
+        if (current := st.session_state.get(key)) not in options:
             options.append(current)
-        st.selectbox(label, options, key=key, help=meta["help"],
+        st.selectbox("Dataset", options, key=key, help=param.help,
                      format_func=lambda n: DATASETS[n].display_name if n in DATASETS else n)
-    elif name == "classes":
-        st.text_input("Classes to train on", key=key, placeholder="all", help=meta["help"])
     elif name == "loss":
-        st.selectbox("Loss", loss_names(), key=key, help=meta["help"], format_func=loss_label)
-    elif meta["choices"]:
-        st.selectbox(label, meta["choices"], key=key, help=meta["help"])
-    elif f.type in ("float", "float | None"):
-        st.number_input(label, min_value=meta["low"], max_value=meta["high"], step=_STEPS.get(name, 0.1),
-                        format="%g", key=key, help=meta["help"], placeholder="default")
-    elif f.type in ("int", "int | None"):
-        st.number_input(label, min_value=_int(meta["low"]), max_value=_int(meta["high"]), step=1, key=key,
-                        help=meta["help"], placeholder="default")
+        st.selectbox("Loss", loss_names(), key=key, help=param.help, format_func=loss_label)
     else:
-        st.text_input(label, key=key, help=meta["help"])
+        label = "Classes to train on" if name == "classes" else name.replace("_", " ").capitalize()
+        param_widget(param, key, label)
 
 
 def loss_label(name: str) -> str:
@@ -141,31 +122,25 @@ def loss_label(name: str) -> str:
     return f"{spec.display_name} · {FAMILIES[spec.family]}"
 
 
-def hparam_widgets(hparams: tuple[HParam, ...], loss: str | None = None, key_prefix: str = "hp.") -> None:
+def hparam_widgets(hparams: tuple[Param, ...], loss: str | None = None, key_prefix: str = "hp.") -> None:
     """A widget per hyperparameter of ``loss`` (default: the sidebar's), keyed ``<key_prefix><loss>.<name>``."""
     loss = loss or st.session_state[PREFIX + "loss"]
     for hp in hparams:
-        key = f"{key_prefix}{loss}.{hp.name}"
-        label = f"{hp.name} ({hp.unit})" if hp.unit else hp.name
-        if hp.choices:
-            st.selectbox(label, hp.choices, key=key, help=hp.help)
-        elif hp.kind is bool:
-            st.toggle(label, key=key, help=hp.help)
-        elif hp.kind is int:
-            st.number_input(label, min_value=_int(hp.low), max_value=_int(hp.high), step=1, key=key, help=hp.help)
-        else:
-            st.number_input(label, min_value=_float(hp.low), max_value=_float(hp.high),
-                            step=_float_step(hp.default), format="%g", key=key, help=hp.help)
+        param_widget(hp, hp_key(loss, hp.name, key_prefix), f"{hp.name} ({hp.unit})" if hp.unit else hp.name)
 
 
-def _int(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _float(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _float_step(default: float) -> float:
-    """A hundredth of the default's order of magnitude: 0.5 → 0.01, 64 → 1."""
-    return 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
+def param_widget(param: Param, key: str, label: str) -> None:
+    """The widget that edits ``param``, its value in session state under ``key``."""
+    kind = param.widget
+    if kind == "select":
+        st.selectbox(label, param.choices, key=key, help=param.help)
+    elif kind == "toggle":
+        st.toggle(label, key=key, help=param.help)
+    elif kind in ("int", "float"):
+        whole = kind == "int"
+        low, high = ((None if bound is None else (int(bound) if whole else float(bound)))
+                     for bound in (param.low, param.high))
+        st.number_input(label, min_value=low, max_value=high, step=param.widget_step(),
+                        format=None if whole else "%g", key=key, help=param.help, placeholder="default")
+    else:
+        st.text_input(label, key=key, help=param.help, placeholder="all" if kind == "classes" else "")

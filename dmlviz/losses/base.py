@@ -8,6 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dmlviz.params import Param
+
 Family = Literal["softmax-margin", "center", "pair", "proxy", "wider-circle"]
 Learns = Literal["weights", "centers", "proxies", "vertices", "none"]
 
@@ -38,56 +40,6 @@ def unit(features: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class HParam:
-    """One hyperparameter of a loss, with the range a person may choose from.
-
-    ``unit`` is spoken in messages ("margin must be between 0 and 1.5 rad, got 3").
-    ``choices`` turns the parameter into a pick-list instead of a number.
-    """
-
-    name: str
-    default: float | int | bool | str
-    low: float | None = None
-    high: float | None = None
-    help: str = ""
-    unit: str = ""
-    choices: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> type:
-        return type(self.default)
-
-    def check(self, value: object) -> str | None:
-        """Return a message a person understands if ``value`` is not allowed, else None."""
-        if self.choices:
-            if value not in self.choices:
-                return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
-            return None
-        if self.kind is bool:
-            return None if isinstance(value, bool) else f"{self.name} must be true or false, got {value!r}"
-        if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            return f"{self.name} must be a whole number, got {value!r}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"{self.name} must be a number, got {value!r}"
-        if value != value or value in (float("inf"), float("-inf")):
-            return f"{self.name} must be a finite number, got {value!r}"
-        low = -float("inf") if self.low is None else self.low
-        high = float("inf") if self.high is None else self.high
-        if not low <= value <= high:
-            unit = f" {self.unit}" if self.unit else ""
-            if self.high is None:
-                return f"{self.name} must be at least {_num(low)}{unit}, got {_num(value)}"
-            if self.low is None:
-                return f"{self.name} must be at most {_num(high)}{unit}, got {_num(value)}"
-            return f"{self.name} must be between {_num(low)} and {_num(high)}{unit}, got {_num(value)}"
-        return None
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
-@dataclass(frozen=True)
 class Paper:
     authors: str
     title: str
@@ -104,17 +56,17 @@ class LossSpec:
     ``learns``: which per-class vectors it trains (or fixes), drawn as directions when
     ``normalized`` and as points otherwise. ``needs_pairs``: batches must hold at least two
     samples of each class they contain. ``recommended`` maps a feature dim (2, 3) to the
-    settings (``RunConfig.from_dict`` keys, ``hp.<name>`` for hyperparameters) that make it
-    train well there. ``reconstructed``: the formula is our reading of the paper's abstract,
-    not the paper's own, and the app must say so. ``our_design``: no paper gives the formula; the
-    loss is assembled from published parts (said in the app too).
+    settings that make it train well there, in ``RunConfig.from_dict``'s form: run settings by
+    name, the loss's own hyperparameters by name under ``loss_params``. ``reconstructed``: the
+    formula is our reading of the paper's abstract, not the paper's own, and the app must say so.
+    ``our_design``: no paper gives the formula; the loss is assembled from published parts (said in the app too).
     """
 
     name: str
     display_name: str
     family: Family
     description: str
-    hparams: tuple[HParam, ...]
+    hparams: tuple[Param, ...]
     normalized: bool
     learns: Learns
     paper: Paper | None = None
@@ -128,7 +80,7 @@ class LossSpec:
     needs_pairs: bool = False
     factory: type[FeatureLoss] | None = field(default=None, compare=False, repr=False)
 
-    def hparam(self, name: str) -> HParam:
+    def hparam(self, name: str) -> Param:
         for hp in self.hparams:
             if hp.name == name:
                 return hp

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dmlviz.losses.base import FAMILIES, HParam, LossSpec
+from dmlviz.losses.base import FAMILIES, LossSpec
 from dmlviz.losses.registry import get_spec, loss_names
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "LOSSES.md"
@@ -45,19 +45,9 @@ def paper_text(spec: LossSpec) -> str:
     return f"{p.authors}, *{p.title}*, {p.venue} {p.year}{arxiv}"
 
 
-def hparam_range(hp: HParam) -> str:
-    if hp.choices:
-        return " / ".join(hp.choices)
-    if isinstance(hp.default, bool):
-        return "true / false"
-    unit = f" {hp.unit}" if hp.unit else ""
-    low = "−∞" if hp.low is None else f"{hp.low:g}"
-    high = "∞" if hp.high is None else f"{hp.high:g}"
-    return f"{low} … {high}{unit}"
-
-
 def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"`{k}={v}`" for k, v in settings.items() if k != "loss")
+    flat = {**settings, **settings.get("loss_params", {})}
+    return ", ".join(f"`{k}={v}`" for k, v in flat.items() if k not in ("loss", "loss_params"))
 
 
 def markdown() -> str:
@@ -89,7 +79,7 @@ def markdown() -> str:
             ]
             if spec.hparams:
                 lines += ["| hyperparameter | default | range | meaning |", "|---|---|---|---|"]
-                lines += [f"| `{hp.name}` | {hp.default} | {hparam_range(hp)} | {hp.help} |" for hp in spec.hparams]
+                lines += [f"| `{hp.name}` | {hp.default} | {hp.range_text()} | {hp.help} |" for hp in spec.hparams]
                 lines.append("")
             for dim in sorted(spec.recommended):
                 lines.append(f"- **Recommended in {dim}-D**: {_settings_text(preset(spec, dim))}")

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import torch
 
-from dmlviz.losses.base import HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import LossOutput, LossSpec, Paper, Param
 from dmlviz.losses.registry import register
 from dmlviz.losses.softmax import LinearClassifierLoss
 
 CENTER_RULES = ("paper", "sgd")
 
 #: The hyperparameters every center-based loss shares (its own lambda comes first, with its own default).
-ALPHA = HParam("alpha", 0.5, 0.0, 1.0, help="Center update rate of the paper's rule: each step moves a center "
-               "a share alpha of the way towards its class's batch mean (damped by 1 + n_j). Unused by 'sgd'.")
-CENTER_RULE = HParam("center_rule", "paper", choices=CENTER_RULES,
-                     help="'paper': the center-loss paper's alpha update (each center moves towards its class's "
-                     "batch mean; no momentum, no gradient). 'sgd': centers are parameters trained by the "
-                     "optimizer on the gradient of the center term, at the loss learning rate, whatever lambda is.")
+ALPHA = Param("alpha", 0.5, 0.0, 1.0, help="Center update rate of the paper's rule: each step moves a center "
+              "a share alpha of the way towards its class's batch mean (damped by 1 + n_j). Unused by 'sgd'.")
+CENTER_RULE = Param("center_rule", "paper", choices=CENTER_RULES,
+                    help="'paper': the center-loss paper's alpha update (each center moves towards its class's "
+                    "batch mean; no momentum, no gradient). 'sgd': centers are parameters trained by the "
+                    "optimizer on the gradient of the center term, at the loss learning rate, whatever lambda is.")
 
 
 class CenterClassifierLoss(LinearClassifierLoss):
@@ -92,8 +92,8 @@ class CenterClassifierLoss(LinearClassifierLoss):
         paper=Paper("Wen, Zhang, Li, Qiao", "A Discriminative Feature Learning Approach for Deep Face "
                     "Recognition", "ECCV", 2016),
         hparams=(
-            HParam("lambda", 0.1, 0.0, 10.0, help="Weight of the center term against softmax (the paper's "
-                   "face runs use 0.003, its MNIST example 0.01; larger values give tighter blobs)."),
+            Param("lambda", 0.1, 0.0, 10.0, help="Weight of the center term against softmax (the paper's "
+                  "face runs use 0.003, its MNIST example 0.01; larger values give tighter blobs)."),
             ALPHA,
             CENTER_RULE,
         ),
@@ -111,8 +111,8 @@ class CenterClassifierLoss(LinearClassifierLoss):
             "units: the same lambda pulls harder when features are large."
         ),
         recommended={
-            2: {"feature_dim": 2, "hp.lambda": 0.1, "hp.alpha": 0.5},
-            3: {"feature_dim": 3, "hp.lambda": 0.1, "hp.alpha": 0.5},
+            2: {"feature_dim": 2, "loss_params": {"lambda": 0.1, "alpha": 0.5}},
+            3: {"feature_dim": 3, "loss_params": {"lambda": 0.1, "alpha": 0.5}},
         },
     )
 )

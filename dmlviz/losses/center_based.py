@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param
 from dmlviz.losses.center import ALPHA, CENTER_RULE, CenterClassifierLoss
 from dmlviz.losses.registry import build_loss, register
 
@@ -55,12 +55,12 @@ def _check_classes(name: str, num_classes: int) -> None:
         paper=Paper("Wu, Chen, Wang, Wu", "Exponential Discriminative Metric Embedding in Deep Learning", "arXiv",
                     2018, "1803.02504"),
         hparams=(
-            HParam("lambda", 0.1, 0.0, 10.0, help="Weight of the IE term against softmax."),
-            HParam("margin", 1.0, 0.0, 100.0, help="How much closer (in squared distance) a sample must be to its "
-                   "own center than to the other centers on average. In raw feature units unless scale_free."),
-            HParam("scale_free", False, help="Divide the squared distances by their running mean (over samples "
-                   "and centers, momentum 0.9), so the margin is relative to the current spread of the features "
-                   "and the term cannot be escaped by scaling all features up."),
+            Param("lambda", 0.1, 0.0, 10.0, help="Weight of the IE term against softmax."),
+            Param("margin", 1.0, 0.0, 100.0, help="How much closer (in squared distance) a sample must be to its "
+                  "own center than to the other centers on average. In raw feature units unless scale_free."),
+            Param("scale_free", False, help="Divide the squared distances by their running mean (over samples "
+                  "and centers, momentum 0.9), so the margin is relative to the current spread of the features "
+                  "and the term cannot be escaped by scaling all features up."),
             ALPHA,
             CENTER_RULE,
         ),
@@ -81,8 +81,8 @@ def _check_classes(name: str, num_classes: int) -> None:
             "other centers acts on the features only."
         ),
         recommended={
-            2: {"feature_dim": 2, "hp.scale_free": True},
-            3: {"feature_dim": 3, "hp.scale_free": True},
+            2: {"feature_dim": 2, "loss_params": {"scale_free": True}},
+            3: {"feature_dim": 3, "loss_params": {"scale_free": True}},
         },
     )
 )
@@ -131,11 +131,11 @@ class IELoss(CenterClassifierLoss):
                  r"{\sum_{j \ne y_i}\lVert f_i - c_j\rVert^2 + \delta}"),
         paper=Paper("Qi, Su", "Contrastive-center loss for deep neural networks", "ICIP", 2017, "1707.07391"),
         hparams=(
-            HParam("lambda", 1.0, 0.0, 100.0, help="Weight of the contrastive-center term against softmax. The "
-                   "term is averaged over the batch (the paper sums it), so this lambda is the paper's times the "
-                   "batch size."),
-            HParam("delta", 1.0, 1e-6, 100.0, help="Added to the denominator so that it never vanishes (1 in the "
-                   "paper)."),
+            Param("lambda", 1.0, 0.0, 100.0, help="Weight of the contrastive-center term against softmax. The "
+                  "term is averaged over the batch (the paper sums it), so this lambda is the paper's times the "
+                  "batch size."),
+            Param("delta", 1.0, 1e-6, 100.0, help="Added to the denominator so that it never vanishes (1 in the "
+                  "paper)."),
             ALPHA,
             CENTER_RULE,
         ),
@@ -152,7 +152,10 @@ class IELoss(CenterClassifierLoss):
             "is scale-free, its pull on a feature shrinks as features grow: in raw 2-D features (norms of "
             "tens) a lambda of several units is needed before it shows against softmax (the presets use 10)."
         ),
-        recommended={2: {"feature_dim": 2, "hp.lambda": 10.0}, 3: {"feature_dim": 3, "hp.lambda": 10.0}},
+        recommended={
+            2: {"feature_dim": 2, "loss_params": {"lambda": 10.0}},
+            3: {"feature_dim": 3, "loss_params": {"lambda": 10.0}},
+        },
     )
 )
 class ContrastiveCenterLoss(CenterClassifierLoss):
@@ -183,10 +186,10 @@ class ContrastiveCenterLoss(CenterClassifierLoss):
         paper=Paper("Zheng, Pal, Savvides", "Ring loss: Convex Feature Normalization for Face Recognition", "CVPR",
                     2018, "1803.00130"),
         hparams=(
-            HParam("base", "softmax", choices=MARGIN_HEADS, help="The classifier loss that ring loss is added to "
-                   "(with its own default settings)."),
-            HParam("lambda", 0.01, 0.0, 10.0, help="Weight of the ring term (0.01 in the reference "
-                   "implementations; larger values pull the features onto a thinner ring)."),
+            Param("base", "softmax", choices=MARGIN_HEADS, help="The classifier loss that ring loss is added to "
+                  "(with its own default settings)."),
+            Param("lambda", 0.01, 0.0, 10.0, help="Weight of the ring term (0.01 in the reference "
+                  "implementations; larger values pull the features onto a thinner ring)."),
         ),
         normalized=False,
         learns="weights",
@@ -204,8 +207,8 @@ class ContrastiveCenterLoss(CenterClassifierLoss):
             "ring loss alone decides it. The radius shown is the value before each step."
         ),
         recommended={
-            2: {"feature_dim": 2, "loss_lr": 0.01, "hp.lambda": 0.1},
-            3: {"feature_dim": 3, "loss_lr": 0.01, "hp.lambda": 0.1},
+            2: {"feature_dim": 2, "loss_lr": 0.01, "loss_params": {"lambda": 0.1}},
+            3: {"feature_dim": 3, "loss_lr": 0.01, "loss_params": {"lambda": 0.1}},
         },
     )
 )

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.registry import register
 
 #: acos and sqrt(1 - cos²) have infinite derivatives at cos = ±1: they only see cosines this far inside.
@@ -145,18 +145,18 @@ class AdditiveMarginHead(CosineHead):
 
 # -- shared hyperparameters and text -------------------------------------------------------------
 
-def _scale(default: float) -> HParam:
-    return HParam("scale", default, 1.0, 128.0, help="Scale s of the cosine logits (inverse temperature). Large s "
-                  "makes the softmax hard and the loss saturate; in 2-D/3-D 10–20 usually trains better than 64.")
+def _scale(default: float) -> Param:
+    return Param("scale", default, 1.0, 128.0, help="Scale s of the cosine logits (inverse temperature). Large s "
+                 "makes the softmax hard and the loss saturate; in 2-D/3-D 10–20 usually trains better than 64.")
 
 
-WARMUP = HParam("warmup", 0.0, 0.0, 1.0, help="Fraction of the run over which the margin ramps linearly from 0 to "
-                "its value (0: full margin from the first step, as in the paper). Margins make 2-D/3-D runs stall "
-                "or collapse at the start; a ramp over 0.2–0.4 of the run avoids it.")
-ARC_MARGIN = HParam("margin", 0.5, 0.0, 1.5, unit="rad", help="Additive angular margin m in radians (0.5 rad = "
-                    "28.6°): a sample's angle to its own class weight is counted m larger.")
-COS_MARGIN = HParam("margin", 0.35, 0.0, 1.0, help="Additive cosine margin m: subtracted from the cosine to the "
-                    "own class weight before scaling.")
+WARMUP = Param("warmup", 0.0, 0.0, 1.0, help="Fraction of the run over which the margin ramps linearly from 0 to "
+               "its value (0: full margin from the first step, as in the paper). Margins make 2-D/3-D runs stall "
+               "or collapse at the start; a ramp over 0.2–0.4 of the run avoids it.")
+ARC_MARGIN = Param("margin", 0.5, 0.0, 1.5, unit="rad", help="Additive angular margin m in radians (0.5 rad = "
+                   "28.6°): a sample's angle to its own class weight is counted m larger.")
+COS_MARGIN = Param("margin", 0.35, 0.0, 1.0, help="Additive cosine margin m: subtracted from the cosine to the "
+                   "own class weight before scaling.")
 NORMALISED_DIMS = ("any ≥ 2; 2-D puts the features on a circle and 3-D on a sphere, where the class caps "
                    "are easy to see")
 SMALL_DIM_HELP = ("Margin heads are tuned for 512-D face embeddings with s = 64: in 2-D there is little room "
@@ -166,7 +166,13 @@ SMALL_DIM_HELP = ("Margin heads are tuned for 512-D face embeddings with s = 64:
 # class split across two arcs by the first steps stays split: a lower learning rate than the default and a
 # softer scale keep the early steps from scattering them (bench.losses, half an epoch, NormFace 2-D: 40 %
 # test accuracy with the defaults, 62 % at lr 1e-3, 78 % with s = 10 as well).
-ON_THE_CIRCLE: dict[str, Any] = {"feature_dim": 2, "lr": 0.001, "hp.scale": 10.0}
+
+
+def on_the_circle(**params: Any) -> dict[str, Any]:
+    """The 2-D settings of a cosine head: lr 1e-3 and scale 10, with ``params`` for its other hyperparameters."""
+    return {"feature_dim": 2, "lr": 0.001, "loss_params": {"scale": 10.0, **params}}
+
+
 COSINE_DEF = r"\cos\theta_{ij} = \frac{W_j^\top f_i}{\lVert W_j\rVert\,\lVert f_i\rVert}"
 NORMFACE_PAPER = Paper("Wang, Xiang, Cheng, Yuille", "NormFace: L2 Hypersphere Embedding for Face Verification",
                        "ACM Multimedia", 2017, "1704.06369")
@@ -211,7 +217,7 @@ def _ce(target: str) -> str:
             "log(1 + (C−1)·e^{−sC/(C−1)})); s below about 5 leaves 10 classes blurred. The feature norm is "
             "ignored, so the raw 2-D plot may look scattered while the directions are clean."
         ),
-        recommended={2: {**ON_THE_CIRCLE}, 3: {"feature_dim": 3, "hp.scale": 20.0}},
+        recommended={2: on_the_circle(), 3: {"feature_dim": 3, "loss_params": {"scale": 20.0}}},
     )
 )
 class NormFace(CosineHead):
@@ -265,21 +271,21 @@ class MultipleAngleHead(FeatureLoss):
         return LossOutput(F.cross_entropy(margin_logits, labels), logits)
 
 
-def _integer_margin(help: str) -> HParam:
-    return HParam("margin", 4, 1, 4, help="Integer angular margin m: the target angle counts m times. " + help)
+def _integer_margin(help: str) -> Param:
+    return Param("margin", 4, 1, 4, help="Integer angular margin m: the target angle counts m times. " + help)
 
 
-def _lambda_hparams(base: float, gamma: float, power: float, minimum: float, origin: str) -> tuple[HParam, ...]:
+def _lambda_hparams(base: float, gamma: float, power: float, minimum: float, origin: str) -> tuple[Param, ...]:
     return (
-        HParam("lambda_base", base, 0.0, 1e5, help=f"λ at the start of the run ({origin}). The target logit is "
-               "(λ·plain logit + margin logit) / (1 + λ): large λ is the softmax without margin, λ = 0 the full "
-               "margin. 0 here and in lambda_min switches the annealing off."),
-        HParam("lambda_gamma", gamma, 0.0, 1e6, help="Decay rate γ of λ per run: λ = max(λ_min, base·(1 + γ·p)^"
-               "(−power)) at progress p ∈ [0, 1]. The official code counts iterations; γ here is its "
-               "per-iteration γ times the run's iterations, so that short runs anneal fully."),
-        HParam("lambda_power", power, 0.0, 100.0, help="Power of the λ decay."),
-        HParam("lambda_min", minimum, 0.0, 1e4, help="Floor of λ: the margin never acts more than "
-               "1/(1 + λ_min) of the way."),
+        Param("lambda_base", base, 0.0, 1e5, help=f"λ at the start of the run ({origin}). The target logit is "
+              "(λ·plain logit + margin logit) / (1 + λ): large λ is the softmax without margin, λ = 0 the full "
+              "margin. 0 here and in lambda_min switches the annealing off."),
+        Param("lambda_gamma", gamma, 0.0, 1e6, help="Decay rate γ of λ per run: λ = max(λ_min, base·(1 + γ·p)^"
+              "(−power)) at progress p ∈ [0, 1]. The official code counts iterations; γ here is its "
+              "per-iteration γ times the run's iterations, so that short runs anneal fully."),
+        Param("lambda_power", power, 0.0, 100.0, help="Power of the λ decay."),
+        Param("lambda_min", minimum, 0.0, 1e4, help="Floor of λ: the margin never acts more than "
+              "1/(1 + λ_min) of the way."),
     )
 
 
@@ -321,7 +327,10 @@ MULTIPLE_ANGLE_FORMULA = (
             "also trains without it. Nothing bounds the feature norm, so the logits and the 2-D plot grow "
             "through the run."
         ),
-        recommended={2: {"feature_dim": 2, "hp.margin": 2}, 3: {"feature_dim": 3, "hp.margin": 3}},
+        recommended={
+            2: {"feature_dim": 2, "loss_params": {"margin": 2}},
+            3: {"feature_dim": 3, "loss_params": {"margin": 3}},
+        },
     )
 )
 class LargeMarginSoftmax(MultipleAngleHead):
@@ -357,7 +366,10 @@ class LargeMarginSoftmax(MultipleAngleHead):
             "fully (its official setting). The features' norm is not normalised: the angular gaps show best on "
             "the direction (unit circle / sphere) view."
         ),
-        recommended={2: {"feature_dim": 2, "hp.margin": 2}, 3: {"feature_dim": 3, "hp.margin": 3}},
+        recommended={
+            2: {"feature_dim": 2, "loss_params": {"margin": 2}},
+            3: {"feature_dim": 3, "loss_params": {"margin": 3}},
+        },
     )
 )
 class SphereFace(MultipleAngleHead):
@@ -388,8 +400,8 @@ class SphereFace(MultipleAngleHead):
         pitfalls=SMALL_DIM_HELP + " The margin is in cosine: near the weight direction (cos ≈ 1) it is a "
                                   "wider angle than m radians would be.",
         recommended={
-            2: {**ON_THE_CIRCLE, "hp.margin": 0.1, "hp.warmup": 0.3},
-            3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.25, "hp.warmup": 0.3},
+            2: on_the_circle(margin=0.1, warmup=0.3),
+            3: {"feature_dim": 3, "loss_params": {"scale": 16.0, "margin": 0.25, "warmup": 0.3}},
         },
     )
 )
@@ -417,8 +429,8 @@ class CosFace(AdditiveMarginHead):
         hparams=(
             _scale(64.0),
             ARC_MARGIN,
-            HParam("easy_margin", False, help="Apply the margin only where cos θ > 0 (θ < 90°) and leave "
-                   "farther samples untouched, instead of the θ + m > π fallback (insightface's option)."),
+            Param("easy_margin", False, help="Apply the margin only where cos θ > 0 (θ < 90°) and leave "
+                  "farther samples untouched, instead of the θ + m > π fallback (insightface's option)."),
             WARMUP,
         ),
         normalized=True,
@@ -431,8 +443,8 @@ class CosFace(AdditiveMarginHead):
                                   "class; the fallback cos θ − m·sin m keeps the target decreasing but jumps "
                                   "there, so samples on the far side get a step in their logit.",
         recommended={
-            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.warmup": 0.3},
-            3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.warmup": 0.3},
+            2: on_the_circle(margin=0.15, warmup=0.3),
+            3: {"feature_dim": 3, "loss_params": {"scale": 16.0, "margin": 0.3, "warmup": 0.3}},
         },
     )
 )
@@ -475,8 +487,8 @@ class ElasticFace(AdditiveMarginHead):
         return add_angle(cos, margins) if self.angular else cos - margins
 
 
-ELASTIC_STD = HParam("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the per-sample margin (the authors' "
-                     "training configs use 0.05; their class default is 0.0125). 0 gives the fixed-margin loss.")
+ELASTIC_STD = Param("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the per-sample margin (the authors' "
+                    "training configs use 0.05; their class default is 0.0125). 0 gives the fixed-margin loss.")
 
 
 @register(
@@ -503,8 +515,8 @@ ELASTIC_STD = HParam("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the p
                                   "loss curve is noisier than ArcFace's because the margins change each step. "
                                   "The '+' variant (margins sorted by closeness to the class) is not included.",
         recommended={
-            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.std": 0.05, "hp.warmup": 0.3},
-            3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.std": 0.05, "hp.warmup": 0.3},
+            2: on_the_circle(margin=0.15, std=0.05, warmup=0.3),
+            3: {"feature_dim": 3, "loss_params": {"scale": 16.0, "margin": 0.3, "std": 0.05, "warmup": 0.3}},
         },
     )
 )
@@ -533,8 +545,8 @@ class ElasticArcFace(ElasticFace):
         pitfalls=SMALL_DIM_HELP + " The loss curve is noisier than CosFace's because the margins change each "
                                   "step. The '+' variant (margins sorted by closeness to the class) is not included.",
         recommended={
-            2: {**ON_THE_CIRCLE, "hp.margin": 0.1, "hp.std": 0.05, "hp.warmup": 0.3},
-            3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.25, "hp.std": 0.05, "hp.warmup": 0.3},
+            2: on_the_circle(margin=0.1, std=0.05, warmup=0.3),
+            3: {"feature_dim": 3, "loss_params": {"scale": 16.0, "margin": 0.25, "std": 0.05, "warmup": 0.3}},
         },
     )
 )
@@ -559,11 +571,11 @@ class ElasticCosFace(ElasticFace):
         r"{\cos\min(\pi/4,\,\theta_{med})},\quad B_{avg} = \frac1N\sum_i\sum_{j\ne y_i} e^{s_{t-1}\cos\theta_{ij}}",
         paper=Paper("Zhang, Zhao, Qiao, Wang, Li", "AdaCos: Adaptively Scaling Cosine Logits for Effectively "
                     "Learning Deep Face Representations", "CVPR", 2019, "1905.00292"),
-        hparams=(HParam("dynamic", False, help="Adapt the scale every training step from the median angle to the "
-                        "own class and the summed exp-logits of the other classes (dynamic AdaCos, the paper's main "
-                        "method); off: keep the fixed scale √2·ln(C−1) (fixed AdaCos). With 10 classes the dynamic "
-                        "scale settles from about 8-D up, but in 2-D and 3-D it grows without bound and the run "
-                        "diverges (see the pitfalls)."),),
+        hparams=(Param("dynamic", False, help="Adapt the scale every training step from the median angle to the "
+                       "own class and the summed exp-logits of the other classes (dynamic AdaCos, the paper's main "
+                       "method); off: keep the fixed scale √2·ln(C−1) (fixed AdaCos). With 10 classes the dynamic "
+                       "scale settles from about 8-D up, but in 2-D and 3-D it grows without bound and the run "
+                       "diverges (see the pitfalls)."),),
         normalized=True,
         learns="weights",
         implementation="dmlviz (pytorch-metric-learning has no AdaCos); update as in 4uiiurz1/pytorch-adacos: "
@@ -579,8 +591,11 @@ class ElasticCosFace(ElasticFace):
             "it is small (1.55 for 4) and the classes stay loose. With 2 classes √2·ln(C−1) = 0 and nothing is "
             "learned, so AdaCos refuses to build."
         ),
-        # Not ON_THE_CIRCLE: its scale is its own, and at lr 1e-3 it reached 78 % in half an epoch, 89 % at 3e-3.
-        recommended={2: {"feature_dim": 2, "hp.dynamic": False}, 3: {"feature_dim": 3, "hp.dynamic": False}},
+        # Not on_the_circle(): its scale is its own, and at lr 1e-3 it reached 78 % in half an epoch, 89 % at 3e-3.
+        recommended={
+            2: {"feature_dim": 2, "loss_params": {"dynamic": False}},
+            3: {"feature_dim": 3, "loss_params": {"dynamic": False}},
+        },
     )
 )
 class AdaCos(CosineHead):
@@ -611,8 +626,8 @@ class AdaCos(CosineHead):
 
 # -- Cam-Softmax ----------------------------------------------------------------------------------
 
-def _cam_c(value: float, which: str) -> HParam:
-    return HParam(f"c_{which}", value, 0.2, math.pi / 2, unit="rad", help=(
+def _cam_c(value: float, which: str) -> Param:
+    return Param(f"c_{which}", value, 0.2, math.pi / 2, unit="rad", help=(
         f"The angle c at the {which} of its schedule (π/2 = 1.5708: plain normalised softmax; π/4 = 0.7854 "
         "is the authors' end value). The target logit is 0 at θ = c: a sample c away from its own class "
         "weight scores no better than an orthogonal class."))
@@ -636,7 +651,7 @@ def _cam_c(value: float, which: str) -> HParam:
             _scale(20.0),
             _cam_c(math.pi / 2, "start"),
             _cam_c(math.pi / 4, "end"),
-            HParam("c_length", 0.5, 0.0, 1.0, help=(
+            Param("c_length", 0.5, 0.0, 1.0, help=(
                 "Fraction of the run over which c moves linearly from c_start to c_end, then stays there. The "
                 "authors' code lowers c by 1e-4 rad per iteration (about 7,850 iterations from π/2 to π/4); a "
                 "fraction of the run lets short runs reach the end. The paper describes an algorithm that adapts "
@@ -654,7 +669,7 @@ def _cam_c(value: float, which: str) -> HParam:
             "The schedule here is linear in the run's progress, not 1e-4 rad per iteration, and the paper's own "
             "adaptation rule is unconfirmed."
         ),
-        recommended={2: {**ON_THE_CIRCLE, "hp.c_length": 0.5}, 3: {"feature_dim": 3, "hp.c_length": 0.5}},
+        recommended={2: on_the_circle(c_length=0.5), 3: {"feature_dim": 3, "loss_params": {"c_length": 0.5}}},
     )
 )
 class CamSoftmax(CosineHead):
@@ -691,15 +706,15 @@ class CamSoftmax(CosineHead):
         paper=Paper("Jiang, Su, Wang, Bai, Liu, Cheng", "IntraLoss: Further Margin via Gradient-Enhancing Term for "
                     "Deep Face Recognition", "arXiv", 2021, "2107.03352"),
         hparams=(
-            HParam("base", "arcface", choices=("arcface", "cosface"), help="The margin softmax the term is added "
-                   "to: ArcFace (angular margin) or CosFace (cosine margin)."),
+            Param("base", "arcface", choices=("arcface", "cosface"), help="The margin softmax the term is added "
+                  "to: ArcFace (angular margin) or CosFace (cosine margin)."),
             _scale(64.0),
-            HParam("margin", 0.5, 0.0, 1.5, help="Margin m of the base loss: in radians for ArcFace (0.5 rad = "
-                   "28.6°), in cosine for CosFace (its usual value is 0.35)."),
+            Param("margin", 0.5, 0.0, 1.5, help="Margin m of the base loss: in radians for ArcFace (0.5 rad = "
+                  "28.6°), in cosine for CosFace (its usual value is 0.35)."),
             WARMUP,
-            HParam("lambda", 0.1, 0.0, 10.0, help="Weight λ of the gradient-enhancing term (angles in radians)."),
-            HParam("gamma", 2.0, 0.0, 10.0, help="Exponent γ of the sample weight (θ / class-mean θ)^γ: 0 pulls all "
-                   "samples alike, larger values concentrate the pull on the class's outliers."),
+            Param("lambda", 0.1, 0.0, 10.0, help="Weight λ of the gradient-enhancing term (angles in radians)."),
+            Param("gamma", 2.0, 0.0, 10.0, help="Exponent γ of the sample weight (θ / class-mean θ)^γ: 0 pulls all "
+                  "samples alike, larger values concentrate the pull on the class's outliers."),
         ),
         normalized=True,
         learns="weights",
@@ -711,8 +726,8 @@ class CamSoftmax(CosineHead):
                                   "available): it shows the idea, not the paper's numbers. The class mean angle "
                                   "comes from the batch, so classes with one sample in a batch get weight 1.",
         recommended={
-            2: {**ON_THE_CIRCLE, "hp.margin": 0.15, "hp.warmup": 0.3},
-            3: {"feature_dim": 3, "hp.scale": 16.0, "hp.margin": 0.3, "hp.warmup": 0.3},
+            2: on_the_circle(margin=0.15, warmup=0.3),
+            3: {"feature_dim": 3, "loss_params": {"scale": 16.0, "margin": 0.3, "warmup": 0.3}},
         },
     )
 )

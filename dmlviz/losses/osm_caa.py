@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.registry import register
 
 #: Centre of the attention Gaussian on the true-class probability, from the authors' code.
@@ -36,17 +36,17 @@ CAA_MEAN = 1.0
         paper=Paper("Wang, Hua, Kodirov, Hu, Robertson", "Deep Metric Learning by Online Soft Mining and "
                     "Class-Aware Attention", "AAAI", 2019, "1811.01459"),
         hparams=(
-            HParam("alpha", 1.2, 0.01, 2.0, help="Margin: negative pairs closer than alpha (a distance between "
-                   "unit vectors, at most 2; 1.2 is about 74 degrees) are pushed apart and weighted by how "
-                   "deep inside they are."),
-            HParam("sigma_osm", 0.8, 0.05, 5.0, help="Width of the positive weights exp(−d²/σ²), the paper's "
-                   "form; smaller values concentrate the pull on the nearest positives. The authors' Caffe "
-                   "code writes exp(−d²/2σ²) with σ = 0.8, which is σ ≈ 1.13 here."),
-            HParam("lambda", 0.5, 0.0, 1.0, help="Balance of the negative term against the positive term."),
-            HParam("sigma_caa", 0.68, 0.01, 10.0, help="Width of the attention Gaussian on the classifier's "
-                   "probability of the true class (centred at 1, from the authors' code; the paper's "
-                   "sigma_CAA = 0.18 is, in that code, the width of a sample weighting of the classifier's "
-                   "loss instead). Large values give every sample the same attention (plain OSM)."),
+            Param("alpha", 1.2, 0.01, 2.0, help="Margin: negative pairs closer than alpha (a distance between "
+                  "unit vectors, at most 2; 1.2 is about 74 degrees) are pushed apart and weighted by how "
+                  "deep inside they are."),
+            Param("sigma_osm", 0.8, 0.05, 5.0, help="Width of the positive weights exp(−d²/σ²), the paper's "
+                  "form; smaller values concentrate the pull on the nearest positives. The authors' Caffe "
+                  "code writes exp(−d²/2σ²) with σ = 0.8, which is σ ≈ 1.13 here."),
+            Param("lambda", 0.5, 0.0, 1.0, help="Balance of the negative term against the positive term."),
+            Param("sigma_caa", 0.68, 0.01, 10.0, help="Width of the attention Gaussian on the classifier's "
+                  "probability of the true class (centred at 1, from the authors' code; the paper's "
+                  "sigma_CAA = 0.18 is, in that code, the width of a sample weighting of the classifier's "
+                  "loss instead). Large values give every sample the same attention (plain OSM)."),
         ),
         normalized=True,
         learns="weights",

@@ -12,7 +12,7 @@ from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.registry import register
 
 TRIPLET_MINERS = ("all", "semihard", "hard")
@@ -84,10 +84,10 @@ class HadsellContrastiveLoss(losses.ContrastiveLoss):
         paper=Paper("Hadsell, Chopra, LeCun", "Dimensionality Reduction by Learning an Invariant Mapping",
                     "CVPR", 2006),
         hparams=(
-            HParam("margin", 1.0, 0.01, 10.0, help="Distance m beyond which pairs of different classes stop "
-                   "being pushed; in raw feature units, it sets the size of the whole map."),
-            HParam("squared", True, help="True: the paper's squared hinges ½d² and ½[m − d]²₊. False: "
-                   "pytorch-metric-learning's plain hinges d and [m − d]₊, which pull with a constant force."),
+            Param("margin", 1.0, 0.01, 10.0, help="Distance m beyond which pairs of different classes stop "
+                  "being pushed; in raw feature units, it sets the size of the whole map."),
+            Param("squared", True, help="True: the paper's squared hinges ½d² and ½[m − d]²₊. False: "
+                  "pytorch-metric-learning's plain hinges d and [m − d]₊, which pull with a constant force."),
         ),
         normalized=False,
         learns="none",
@@ -107,8 +107,8 @@ class HadsellContrastiveLoss(losses.ContrastiveLoss):
             "class in the batch, or there is nothing to pull."
         ),
         recommended={
-            2: {"feature_dim": 2, "lr": 0.001, "hp.margin": 2.0},
-            3: {"feature_dim": 3, "lr": 0.001, "hp.margin": 2.0},
+            2: {"feature_dim": 2, "lr": 0.001, "loss_params": {"margin": 2.0}},
+            3: {"feature_dim": 3, "lr": 0.001, "loss_params": {"margin": 2.0}},
         },
         needs_pairs=True,
     )
@@ -139,12 +139,12 @@ class ContrastiveLoss(PMLPairLoss):
         paper=Paper("Schroff, Kalenichenko, Philbin", "FaceNet: A Unified Embedding for Face Recognition and "
                     "Clustering", "CVPR", 2015, "1503.03832"),
         hparams=(
-            HParam("margin", 0.2, 0.0, 4.0, help="Margin m between squared distances of unit vectors (which "
-                   "lie between 0 and 4); FaceNet uses 0.2."),
-            HParam("miner", "all", choices=TRIPLET_MINERS, help="Which triplets of the batch count. 'all': "
-                   "every triplet (batch-all). 'semihard': FaceNet's semi-hard triplets, whose negative is "
-                   "farther than the positive but inside the margin. 'hard': batch-hard (Hermans et al. "
-                   "2017), for each anchor only its farthest positive and nearest negative."),
+            Param("margin", 0.2, 0.0, 4.0, help="Margin m between squared distances of unit vectors (which "
+                  "lie between 0 and 4); FaceNet uses 0.2."),
+            Param("miner", "all", choices=TRIPLET_MINERS, help="Which triplets of the batch count. 'all': "
+                  "every triplet (batch-all). 'semihard': FaceNet's semi-hard triplets, whose negative is "
+                  "farther than the positive but inside the margin. 'hard': batch-hard (Hermans et al. "
+                  "2017), for each anchor only its farthest positive and nearest negative."),
         ),
         normalized=True,
         learns="none",
@@ -169,8 +169,8 @@ class ContrastiveLoss(PMLPairLoss):
         recommended={
             # Batches of 128: the default 32 (eight runs of 4 samples) forms the 2-D picture no faster and
             # leaves semi-hard mining fewer negatives to choose from.
-            2: {"feature_dim": 2, "lr": 0.001, "batch_size": 128, "hp.margin": 0.2, "hp.miner": "semihard"},
-            3: {"feature_dim": 3, "lr": 0.001, "batch_size": 128, "hp.margin": 0.2, "hp.miner": "all"},
+            2: {"feature_dim": 2, "lr": 0.001, "batch_size": 128, "loss_params": {"margin": 0.2, "miner": "semihard"}},
+            3: {"feature_dim": 3, "lr": 0.001, "batch_size": 128, "loss_params": {"margin": 0.2, "miner": "all"}},
         },
         needs_pairs=True,
     )
@@ -205,16 +205,16 @@ class TripletLoss(PMLPairLoss):
         paper=Paper("Wang, Han, Huang, Dong, Scott", "Multi-Similarity Loss with General Pair Weighting for "
                     "Deep Metric Learning", "CVPR", 2019, "1904.06627"),
         hparams=(
-            HParam("alpha", 2.0, 0.01, 100.0, help="Scale of the positive term: how sharply the least "
-                   "similar positives dominate."),
-            HParam("beta", 50.0, 0.01, 200.0, help="Scale of the negative term: how sharply the most "
-                   "similar negatives dominate (the official code uses 40, PML and Proxy-Anchor's code 50)."),
-            HParam("lambda", 0.5, -1.0, 1.0, help="Similarity threshold: positives are pulled above it, "
-                   "negatives pushed below it (PML calls it base)."),
-            HParam("mining", True, help="Keep only the informative pairs first, as the paper does: negatives "
-                   "more similar than the least similar positive minus epsilon, positives less similar than "
-                   "the most similar negative plus epsilon."),
-            HParam("epsilon", 0.1, 0.0, 1.0, help="Slack of the mining step (only used with mining)."),
+            Param("alpha", 2.0, 0.01, 100.0, help="Scale of the positive term: how sharply the least "
+                  "similar positives dominate."),
+            Param("beta", 50.0, 0.01, 200.0, help="Scale of the negative term: how sharply the most "
+                  "similar negatives dominate (the official code uses 40, PML and Proxy-Anchor's code 50)."),
+            Param("lambda", 0.5, -1.0, 1.0, help="Similarity threshold: positives are pulled above it, "
+                  "negatives pushed below it (PML calls it base)."),
+            Param("mining", True, help="Keep only the informative pairs first, as the paper does: negatives "
+                  "more similar than the least similar positive minus epsilon, positives less similar than "
+                  "the most similar negative plus epsilon."),
+            Param("epsilon", 0.1, 0.0, 1.0, help="Slack of the mining step (only used with mining)."),
         ),
         normalized=True,
         learns="none",
@@ -231,7 +231,7 @@ class TripletLoss(PMLPairLoss):
             "anchor whose positives are all more similar than its negatives by epsilon drops out of the loss."
         ),
         recommended={
-            2: {"feature_dim": 2, "lr": 0.001, "hp.beta": 4.0},
+            2: {"feature_dim": 2, "lr": 0.001, "loss_params": {"beta": 4.0}},
             3: {"feature_dim": 3, "lr": 0.001},
         },
         needs_pairs=True,
@@ -261,8 +261,8 @@ class MultiSimilarityLoss(PMLPairLoss):
         paper=Paper("Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan",
                     "Supervised Contrastive Learning", "NeurIPS", 2020, "2004.11362"),
         hparams=(
-            HParam("temperature", 0.1, 0.01, 1.0, help="tau: smaller values weight the hardest negatives "
-                   "more and pack classes tighter (the paper's best is 0.1; its code defaults to 0.07)."),
+            Param("temperature", 0.1, 0.01, 1.0, help="tau: smaller values weight the hardest negatives "
+                  "more and pack classes tighter (the paper's best is 0.1; its code defaults to 0.07)."),
         ),
         normalized=True,
         learns="none",
@@ -283,8 +283,8 @@ class MultiSimilarityLoss(PMLPairLoss):
             "spread out."
         ),
         recommended={
-            2: {"feature_dim": 2, "lr": 0.001, "hp.temperature": 0.1},
-            3: {"feature_dim": 3, "lr": 0.001, "hp.temperature": 0.1},
+            2: {"feature_dim": 2, "lr": 0.001, "loss_params": {"temperature": 0.1}},
+            3: {"feature_dim": 3, "lr": 0.001, "loss_params": {"temperature": 0.1}},
         },
         needs_pairs=True,
     )
@@ -314,10 +314,10 @@ class SupConLoss(PMLPairLoss):
         paper=Paper("Sun, Cheng, Zhang, Zhang, Zheng, Wang, Wei", "Circle Loss: A Unified Perspective of Pair "
                     "Similarity Optimization", "CVPR", 2020, "2002.10857"),
         hparams=(
-            HParam("m", 0.4, 0.0, 1.0, help="Relaxation margin: positives aim above 1 − m, negatives below m "
-                   "(the paper: 0.25 for faces, 0.4 for fine-grained retrieval)."),
-            HParam("gamma", 80.0, 1.0, 512.0, help="Scale of the similarities (the paper: 256 for faces, 80 "
-                   "for fine-grained retrieval)."),
+            Param("m", 0.4, 0.0, 1.0, help="Relaxation margin: positives aim above 1 − m, negatives below m "
+                  "(the paper: 0.25 for faces, 0.4 for fine-grained retrieval)."),
+            Param("gamma", 80.0, 1.0, 512.0, help="Scale of the similarities (the paper: 256 for faces, 80 "
+                  "for fine-grained retrieval)."),
         ),
         normalized=True,
         learns="none",
@@ -337,8 +337,8 @@ class SupConLoss(PMLPairLoss):
             "training jumpy; the presets use gamma = 32."
         ),
         recommended={
-            2: {"feature_dim": 2, "lr": 0.001, "hp.m": 0.8, "hp.gamma": 32.0},
-            3: {"feature_dim": 3, "lr": 0.001, "hp.m": 0.4, "hp.gamma": 32.0},
+            2: {"feature_dim": 2, "lr": 0.001, "loss_params": {"m": 0.8, "gamma": 32.0}},
+            3: {"feature_dim": 3, "lr": 0.001, "loss_params": {"m": 0.4, "gamma": 32.0}},
         },
         needs_pairs=True,
     )

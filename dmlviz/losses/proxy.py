@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance
 from dmlviz.losses.registry import register
 
@@ -60,9 +60,9 @@ class PMLProxyLoss(FeatureLoss):
         paper=Paper("Movshovitz-Attias, Toshev, Leung, Ioffe, Singh", "No Fuss Distance Metric Learning using "
                     "Proxies", "ICCV", 2017, "1703.07464"),
         hparams=(
-            HParam("scale", 1.0, 0.1, 20.0, help="Softmax scale s on the squared distances (PML's "
-                   "softmax_scale; an inverse temperature). 1 is the paper's loss; larger values pack "
-                   "classes tighter around their proxies."),
+            Param("scale", 1.0, 0.1, 20.0, help="Softmax scale s on the squared distances (PML's "
+                  "softmax_scale; an inverse temperature). 1 is the paper's loss; larger values pack "
+                  "classes tighter around their proxies."),
         ),
         normalized=True,
         learns="proxies",
@@ -81,8 +81,8 @@ class PMLProxyLoss(FeatureLoss):
         recommended={
             # With BatchNorm in the backbone, proxies at 10× the backbone's learning rate collapse the 2-D
             # features to a point: 21 % after half an epoch, 70 % without it; 86 and 93 % in 3-D.
-            2: {"feature_dim": 2, "norm": "none", "lr": 0.001, "loss_lr": 0.01, "hp.scale": 8.0},
-            3: {"feature_dim": 3, "norm": "none", "lr": 0.001, "loss_lr": 0.01, "hp.scale": 8.0},
+            2: {"feature_dim": 2, "norm": "none", "lr": 0.001, "loss_lr": 0.01, "loss_params": {"scale": 8.0}},
+            3: {"feature_dim": 3, "norm": "none", "lr": 0.001, "loss_lr": 0.01, "loss_params": {"scale": 8.0}},
         },
     )
 )
@@ -109,10 +109,10 @@ class ProxyNCALoss(PMLProxyLoss):
         paper=Paper("Kim, Kim, Cho, Kwak", "Proxy Anchor Loss for Deep Metric Learning", "CVPR", 2020,
                     "2003.13911"),
         hparams=(
-            HParam("margin", 0.1, 0.0, 1.0, help="delta: features are pulled above a cosine of delta to their "
-                   "proxy and pushed below −delta from the others."),
-            HParam("alpha", 32.0, 1.0, 256.0, help="Scale of the cosines: larger values weight the hardest "
-                   "features of each proxy more."),
+            Param("margin", 0.1, 0.0, 1.0, help="delta: features are pulled above a cosine of delta to their "
+                  "proxy and pushed below −delta from the others."),
+            Param("alpha", 32.0, 1.0, 256.0, help="Scale of the cosines: larger values weight the hardest "
+                  "features of each proxy more."),
         ),
         normalized=True,
         learns="proxies",
@@ -130,8 +130,8 @@ class ProxyNCALoss(PMLProxyLoss):
             "classes spread out. Only classes present in the batch pull their proxy. " + PROXY_LR_PITFALL
         ),
         recommended={
-            2: {"feature_dim": 2, "lr": 0.001, "loss_lr": 0.01, "hp.alpha": 1.0},
-            3: {"feature_dim": 3, "lr": 0.001, "loss_lr": 0.01, "hp.alpha": 4.0},
+            2: {"feature_dim": 2, "lr": 0.001, "loss_lr": 0.01, "loss_params": {"alpha": 1.0}},
+            3: {"feature_dim": 3, "lr": 0.001, "loss_lr": 0.01, "loss_params": {"alpha": 4.0}},
         },
     )
 )

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Param
 from dmlviz.losses.registry import register
 
 
@@ -39,8 +39,8 @@ register(
             "petals from the origin, long and thin, separable but not compact."
         ),
         formula=r"L = -\frac{1}{N}\sum_i \log \frac{e^{W_{y_i}^\top f_i + b_{y_i}}}{\sum_j e^{W_j^\top f_i + b_j}}",
-        hparams=(HParam("bias", True, help="Give the classifier a bias; without it every boundary passes "
-                        "through the origin and the geometry is purely angular."),),
+        hparams=(Param("bias", True, help="Give the classifier a bias; without it every boundary passes "
+                       "through the origin and the geometry is purely angular."),),
         normalized=False,
         learns="weights",
         implementation="torch.nn.functional.cross_entropy",
@@ -50,6 +50,9 @@ register(
             "the 2-D plot keeps zooming out. With the bias the boundaries need not pass through the origin, so "
             "near the origin the classes mix; without it (bias false) the petals all start at the origin."
         ),
-        recommended={2: {"feature_dim": 2, "hp.bias": True}, 3: {"feature_dim": 3, "hp.bias": True}},
+        recommended={
+            2: {"feature_dim": 2, "loss_params": {"bias": True}},
+            3: {"feature_dim": 3, "loss_params": {"bias": True}},
+        },
     )
 )(LinearClassifierLoss)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, HParam, LossOutput, LossSpec, Paper, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.center_based import MARGIN_HEADS
 from dmlviz.losses.registry import build_loss, get_spec, register
 
@@ -74,9 +74,9 @@ def simplex_vertices(num_classes: int, dim: int) -> torch.Tensor:
         paper=Paper("Pucci, Micheloni, Foresti, Martinel", "Fixed Simplex Coordinates for Angular Margin Loss in "
                     "CapsNet", "ICPR", 2020),
         hparams=(
-            HParam("margin", 0.5, 0.0, 1.5, unit="rad", help="m: the angle added to each feature's angle to its "
-                   "own vertex (ArcFace's additive angular margin); it opens gaps between the caps. 0 gives "
-                   "plain softmax over the fixed vertices (RePoNet)."),
+            Param("margin", 0.5, 0.0, 1.5, unit="rad", help="m: the angle added to each feature's angle to its "
+                  "own vertex (ArcFace's additive angular margin); it opens gaps between the caps. 0 gives "
+                  "plain softmax over the fixed vertices (RePoNet)."),
         ),
         normalized=True,
         learns="vertices",
@@ -167,13 +167,13 @@ def sparsemax_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                  r"\mathrm{sparsemax}(z) = [z - \tau(z)]_+,\ m(p) = m \min(1, p / \text{warmup})"),
         paper=Paper("Chan, Kittler", "Angular Sparsemax for Face Recognition", "ICPR", 2020),
         hparams=(
-            HParam("scale", 16.0, 1.0, 128.0, help="s: the cosines are multiplied by s before sparsemax. The loss "
-                   "is zero once the true class's score leads every other by 1, i.e. its cosine by 1/s: a larger "
-                   "s stops training sooner."),
-            HParam("margin", 0.3, 0.0, 1.5, unit="rad", help="m: the angle added to each feature's angle to its "
-                   "own class weight (ArcFace's additive angular margin)."),
-            HParam("warmup", 0.3, 0.0, 1.0, help="Share of the run over which the margin grows linearly from 0 to "
-                   "m (0: the full margin from the first step)."),
+            Param("scale", 16.0, 1.0, 128.0, help="s: the cosines are multiplied by s before sparsemax. The loss "
+                  "is zero once the true class's score leads every other by 1, i.e. its cosine by 1/s: a larger "
+                  "s stops training sooner."),
+            Param("margin", 0.3, 0.0, 1.5, unit="rad", help="m: the angle added to each feature's angle to its "
+                  "own class weight (ArcFace's additive angular margin)."),
+            Param("warmup", 0.3, 0.0, 1.0, help="Share of the run over which the margin grows linearly from 0 to "
+                  "m (0: the full margin from the first step)."),
         ),
         normalized=True,
         learns="weights",
@@ -192,7 +192,7 @@ def sparsemax_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         recommended={
             # BatchNorm in the backbone collapses the 2-D features to a point (21 % after half an epoch;
             # 61 % without it, 76 % without it at lr 1e-3).
-            2: {"feature_dim": 2, "norm": "none", "lr": 0.001, "hp.margin": 0.2},
+            2: {"feature_dim": 2, "norm": "none", "lr": 0.001, "loss_params": {"margin": 0.2}},
             3: {"feature_dim": 3},
         },
     )
@@ -279,12 +279,12 @@ ADVERSARY_BASES = (*MARGIN_HEADS, "center")
                     "Learning methods using General Discriminative Feature Learning and Class Adversarial Neural "
                     "Networks", "Applied Intelligence", 2022, "2106.06420"),
         hparams=(
-            HParam("base", "softmax", choices=ADVERSARY_BASES, help="The loss that learns the classes (with its "
-                   "own default settings)."),
-            HParam("lambda_max", 0.1, 0.0, 10.0, help="Final strength of the reversed gradient; it ramps up "
-                   "from 0 as in DANN, 2/(1 + exp(-10 p)) - 1 of it at progress p."),
-            HParam("hidden", 64, 4, 1024, help="Width of the adversary's hidden layer (features -> hidden -> "
-                   "classes, ReLU)."),
+            Param("base", "softmax", choices=ADVERSARY_BASES, help="The loss that learns the classes (with its "
+                  "own default settings)."),
+            Param("lambda_max", 0.1, 0.0, 10.0, help="Final strength of the reversed gradient; it ramps up "
+                  "from 0 as in DANN, 2/(1 + exp(-10 p)) - 1 of it at progress p."),
+            Param("hidden", 64, 4, 1024, help="Width of the adversary's hidden layer (features -> hidden -> "
+                  "classes, ReLU)."),
         ),
         normalized=False,
         learns="weights",
