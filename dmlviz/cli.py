@@ -25,7 +25,7 @@ from dmlviz.metrics import metric_spec
 from dmlviz.params import quote
 from dmlviz.snapshot import Snapshot
 from dmlviz.status import RunStatus
-from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, salvage
+from dmlviz.store import DB_NAME, RunStore, StoreError, StoreFault, StoreFull, parse_run_id, process_alive, salvage
 
 # Exit statuses (README, --help): 2 is for bad input only; a stop by a signal is 128 + its number.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_DISK_FULL = 0, 1, 2, 3, 4
@@ -366,7 +366,7 @@ def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
         return EXIT_OK
     if args.runs_command == "stop":
         return cmd_stop(store, record, args.wait)
-    if record.active and store.process_alive(record) and record.pid != os.getpid():
+    if record.active and process_alive(record.pid, record.updated_at) and record.pid != os.getpid():
         raise CliError(f"run {record.id} is {record.status}; stop it before deleting it "
                        f"(python -m dmlviz runs stop {record.id})")
     store.delete_run(record.id)
@@ -382,13 +382,13 @@ def cmd_stop(store: RunStore, record: Any, wait: float) -> int:
     if not record.active:
         print(f"run {run_id} is not running: it is {record.status}")
         return EXIT_OK
-    if not store.process_alive(record):
+    if not process_alive(record.pid, record.updated_at):
         store.mark_interrupted([run_id])
         print(f"run {run_id} was {record.status} but its process (pid {record.pid}) is gone: marked interrupted; "
               "what it recorded is kept")
         return EXIT_OK
     before = "stopped from the command line before it started"
-    if record.status == RunStatus.QUEUED and store.stop_queued(run_id, before):
+    if store.set_status(run_id, RunStatus.STOPPED, error=before, was={RunStatus.QUEUED}):
         print(f"run {run_id} was waiting in the queue of the app (pid {record.pid}): stopped; it will not start")
         return EXIT_OK
     record = store.get_run(run_id)  # it may have started meanwhile: its worker's pid now

@@ -28,7 +28,7 @@ from dmlviz.config import RunConfig
 from dmlviz.engine import Action
 from dmlviz.snapshot import Snapshot
 from dmlviz.status import RunStatus
-from dmlviz.store import RunStore, StoreError
+from dmlviz.store import RunStore, StoreError, process_alive
 
 RUN, PAUSE, STOP = 0, 1, 2
 _POLL = 0.02  # seconds between looks at the control while paused, and the runner's reaping tick
@@ -76,7 +76,7 @@ class SharedControl:
         now = time.monotonic()
         if now - self._owner_checked >= _OWNER_CHECK:
             self._owner_checked = now
-            if not _alive(self.owner_pid):
+            if not process_alive(self.owner_pid):
                 raise OwnerGone
 
     def gate(self) -> Action:
@@ -89,7 +89,7 @@ class SharedControl:
                 if self.paused:
                     self.paused = False
                     if not self._announce_pause:
-                        _set_status_of_active(self.store, self.run_ids, RunStatus.RUNNING)
+                        _set_status(self.store, self.run_ids, RunStatus.RUNNING)
                     self._announce_pause = False
                 if self._wait_for_pace():
                     continue
@@ -101,7 +101,7 @@ class SharedControl:
             if self._announce_pause:
                 # Only now: whoever sees "paused" finds the step it paused at already recorded.
                 self._announce_pause = False
-                _set_status_of_active(self.store, self.run_ids, RunStatus.PAUSED)
+                _set_status(self.store, self.run_ids, RunStatus.PAUSED)
             with self.credits.get_lock():
                 if self.credits.value > 0:
                     self.credits.value -= 1
@@ -123,16 +123,6 @@ class SharedControl:
         return True
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, data_dir: str,
           command: Synchronized, credits: Synchronized, pace: Synchronized, watched_until: Synchronized,
           owner_pid: int, threads: int) -> None:
@@ -141,8 +131,9 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
     store = RunStore(store_root)
     # A run stopped while it waited (`python -m dmlviz runs stop`, which marks it stopped in the store) does
     # not start; nor do the runs queued with it.
-    if not all([store.start_queued(run_id, os.getpid()) for run_id in run_ids]):
-        _set_status_of_active(store, run_ids, RunStatus.STOPPED, "stopped from the command line before it started")
+    if not all([store.set_status(run_id, RunStatus.RUNNING, pid=os.getpid(), was={RunStatus.QUEUED})
+                for run_id in run_ids]):
+        _set_status(store, run_ids, RunStatus.STOPPED, "stopped from the command line before it started")
         return
 
     def ended(index: int, result) -> None:
@@ -159,10 +150,10 @@ def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, da
         train_together([RunConfig.from_dict(c) for c in configs], Path(data_dir),
                        [StoreSink(store, run_id) for run_id in run_ids], control, threads=threads, on_end=ended)
     except OwnerGone:
-        _set_status_of_active(store, run_ids, RunStatus.INTERRUPTED,
+        _set_status(store, run_ids, RunStatus.INTERRUPTED,
                               "the app that started this run stopped; what it recorded is kept")
     except Exception as exc:  # noqa: BLE001 — any failure must end up in the run's record, not in a log
-        _set_status_of_active(store, run_ids, RunStatus.FAILED, _describe(exc))
+        _set_status(store, run_ids, RunStatus.FAILED, _describe(exc))
         traceback.print_exc(file=sys.stderr)
     finally:
         if previous is not None:
@@ -191,11 +182,11 @@ def _start(process: BaseProcess) -> None:
             sys.modules["__main__"] = main
 
 
-def _set_status_of_active(store: RunStore, run_ids: list[int], status: RunStatus, error: str | None = None) -> None:
-    """The status of those runs still active: in a comparison, one may have ended (diverged) before the others."""
+def _set_status(store: RunStore, run_ids: list[int], status: RunStatus, error: str | None = None) -> None:
+    """The status of those runs that may take it: in a comparison, one may have ended (diverged) before the
+    others, and keeps how it ended."""
     for run_id in run_ids:
-        if store.get_run(run_id).active:
-            store.set_status(run_id, status, error=error)
+        store.set_status(run_id, status, error=error)
 
 
 def _describe(exc: BaseException) -> str:
@@ -356,7 +347,7 @@ class Runner:
             if job in self._queue:
                 self._queue.remove(job)
                 for member in job.run_ids:
-                    self.store.set_status(member, RunStatus.STOPPED, error=None)
+                    self.store.set_status(member, RunStatus.STOPPED, was={RunStatus.QUEUED})
                     del self._jobs[member]
 
     def queue_position(self, run_id: int) -> int | None:
@@ -448,9 +439,9 @@ class Runner:
             code = job.process.exitcode
             for run_id in job.run_ids:
                 try:
-                    record = self.store.get_run(run_id)
-                    if record.active:
-                        self.store.set_status(run_id, RunStatus.FAILED, error=_exit_message(code, record.summary))
+                    # Only a run its worker left active: one that recorded its end keeps it.
+                    summary = self.store.get_run(run_id).summary
+                    self.store.set_status(run_id, RunStatus.FAILED, error=_exit_message(code, summary))
                 except StoreError as exc:
                     # A full disk or a damaged store must not stop the scheduling of other runs; the
                     # next start marks the run interrupted.

@@ -319,34 +319,24 @@ class RunStore:
             rows = db.execute(query + " ORDER BY id DESC", params).fetchall()
         return [_run_record(row) for row in rows]
 
-    def set_status(
-        self, run_id: int, status: RunStatus, *, error: str | None = None, pid: int | None = None
-    ) -> None:
-        """Change a run's status and error (``None`` clears it); ``pid``, when given, replaces its pid.
+    def set_status(self, run_id: int, status: RunStatus, *, error: str | None = None, pid: int | None = None,
+                   was: Iterable[RunStatus] | None = None) -> bool:
+        """Move a run to ``status`` with ``error`` (``None`` clears it) and, when given, a new ``pid``, if it is
+        in a status it may come from (``status.comes_from``, narrowed to ``was`` when given); False, with
+        nothing changed, if it is not (it ended meanwhile, or was started or stopped by someone else).
 
-        ``started_at`` is set the first time the run becomes running; ``finished_at`` is set when
-        it reaches a terminal status and cleared if it becomes active again (e.g. resumed).
+        The check and the change are one ``UPDATE … WHERE status IN (…)``, so two writers (a worker recording
+        its end, the app or the CLI marking it) never undo each other: a run that ended stays as it ended.
+        ``started_at`` is set the first time the run runs; ``finished_at`` when it ends.
         """
         status = _check_status(status)
-        now = time.time()
+        allowed = status.comes_from if was is None else status.comes_from & {_check_status(s) for s in was}
         with self._transaction(write=True) as db:
-            cur = db.execute(
-                "UPDATE runs SET status = ?, error = ?, updated_at = ?,"
-                " started_at = CASE WHEN ? THEN COALESCE(started_at, ?) ELSE started_at END,"
-                " finished_at = ?, pid = COALESCE(?, pid) WHERE id = ?",
-                (
-                    status,
-                    error,
-                    now,
-                    status == RunStatus.RUNNING,
-                    now,
-                    None if status.active else now,
-                    pid,
-                    run_id,
-                ),
-            )
-            if cur.rowcount == 0:
+            if _move(db, run_id, status, error, pid, allowed):
+                return True
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise StoreError(f"no run with id {run_id}")
+            return False
 
     def update_summary(self, run_id: int, summary: dict[str, float]) -> None:
         """Merge ``summary`` into the run's summary metrics."""
@@ -411,9 +401,8 @@ class RunStore:
                 tuple(ACTIVE),
             ).fetchall()
             rows = [row for row in rows if wanted is None or row[0] in wanted]
-            now = time.time()
             for run_id, pid, started_at, updated_at in rows:
-                if _process_alive(pid, updated_at):
+                if process_alive(pid, updated_at):
                     continue
                 last = db.execute(
                     "SELECT step FROM snapshots WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
@@ -425,37 +414,9 @@ class RunStore:
                 else:
                     kept = "it had not recorded anything yet"
                 error = f"the process running it stopped (app restart or crash); {kept}"
-                db.execute(
-                    "UPDATE runs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
-                    " WHERE id = ?",
-                    (RunStatus.INTERRUPTED, error, now, now, run_id),
-                )
-                marked.append(run_id)
+                if _move(db, run_id, RunStatus.INTERRUPTED, error, None, ACTIVE):
+                    marked.append(run_id)
         return marked
-
-    def start_queued(self, run_id: int, pid: int) -> bool:
-        """Mark a queued run running in process ``pid``; False (nothing changed) if it is no longer queued,
-        e.g. stopped by ``python -m dmlviz runs stop`` while it waited."""
-        now = time.time()
-        with self._transaction(write=True) as db:
-            cur = db.execute(
-                "UPDATE runs SET status = ?, error = NULL, updated_at = ?,"
-                " started_at = COALESCE(started_at, ?), finished_at = NULL, pid = ?"
-                " WHERE id = ? AND status = ?", (RunStatus.RUNNING, now, now, pid, run_id, RunStatus.QUEUED))
-            return cur.rowcount == 1
-
-    def stop_queued(self, run_id: int, error: str | None = None) -> bool:
-        """Mark a run that waits in a queue stopped, so that it never starts; False if it is not queued."""
-        now = time.time()
-        with self._transaction(write=True) as db:
-            cur = db.execute("UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ?"
-                             " WHERE id = ? AND status = ?",
-                             (RunStatus.STOPPED, error, now, now, run_id, RunStatus.QUEUED))
-            return cur.rowcount == 1
-
-    def process_alive(self, record: RunRecord) -> bool:
-        """Whether the process recorded as running ``record`` (its pid) is still that process."""
-        return _process_alive(record.pid, record.updated_at)
 
     # ----------------------------------------------------------------- run-level info
 
@@ -875,6 +836,23 @@ def _truncation(path: Path) -> str | None:
 # --------------------------------------------------------------------- helpers
 
 
+def _move(db: sqlite3.Connection, run_id: int, status: RunStatus, error: str | None, pid: int | None,
+          allowed: Iterable[RunStatus]) -> bool:
+    """Set a run's status if it is one of ``allowed``: the one statement that changes a run's status."""
+    allowed = tuple(allowed)
+    if not allowed:
+        return False
+    now = time.time()
+    cur = db.execute(
+        "UPDATE runs SET status = ?, error = ?, updated_at = ?,"
+        " started_at = CASE WHEN ? THEN COALESCE(started_at, ?) ELSE started_at END,"
+        " finished_at = ?, pid = COALESCE(?, pid)"
+        f" WHERE id = ? AND status IN ({', '.join('?' * len(allowed))})",
+        (status, error, now, status == RunStatus.RUNNING, now, None if status.active else now, pid, run_id, *allowed),
+    )
+    return cur.rowcount == 1
+
+
 def _check_status(status: str) -> RunStatus:
     """``status`` as a ``RunStatus``; ValueError naming the statuses there are if it is none of them."""
     try:
@@ -1120,8 +1098,9 @@ def _readable_rows(db: sqlite3.Connection, table: str, columns: str, probes: int
             return
 
 
-def _process_alive(pid: int | None, updated_at: float) -> bool:
-    """Whether ``pid`` is a live process that can still be the one that last updated the run."""
+def process_alive(pid: int | None, updated_at: float | None = None) -> bool:
+    """Whether ``pid`` is a live process (not a zombie) that can still be the one that last updated a run
+    at ``updated_at``: the one test of liveness, for a run's process, a worker's app and the CLI."""
     if pid is None or pid <= 0:  # os.kill(0, ...) would signal our own process group
         return False
     try:
@@ -1138,7 +1117,7 @@ def _process_alive(pid: int | None, updated_at: float) -> bool:
         return False
     # A process younger than the run's last update cannot have made it: its pid was reused.
     # The second of slack covers the clock-tick rounding of the start time.
-    return started_at is None or started_at <= updated_at + 1.0
+    return started_at is None or updated_at is None or started_at <= updated_at + 1.0
 
 
 def _proc_stat(pid: int) -> tuple[str, float | None] | None:

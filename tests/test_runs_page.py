@@ -70,16 +70,19 @@ def test_a_failed_run_with_nothing_recorded_says_why(stored):
     assert any("recorded nothing" in i.value for i in app.info)
 
 
-def test_an_interrupted_run_replays_what_it_recorded(stored):
-    store, (first, _), _ = stored
-    store.set_status(first, "interrupted", error="the app that started this run stopped; what it recorded is kept")
+def test_an_interrupted_run_replays_what_it_recorded(stored, tmp_path):
+    store, _, _ = stored
+    config = RunConfig(dataset="digits", device="cpu", steps=15, batch_size=32, probe_size=100, snapshot_steps=5)
+    run_id = store.create_run(config.to_dict(), status="running")
+    train(config, tmp_path / "data", StoreSink(store, run_id))  # its process then stops before it records its end
+    store.set_status(run_id, "interrupted", error="the app that started this run stopped; what it recorded is kept")
     app = runs_page()
-    app.session_state["runs_open"] = first
+    app.session_state["runs_open"] = run_id
     app.run()
     assert not app.exception
     assert any("interrupted" in w.value for w in app.warning)
     spec = app.get("plotly_chart")[0].proto.spec
-    assert all(f'"step {info.step:,}"' in spec for info in store.snapshot_index(first))
+    assert all(f'"step {info.step:,}"' in spec for info in store.snapshot_index(run_id))
 
 
 def test_tags_are_added_and_filter_the_history(stored):

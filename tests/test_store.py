@@ -139,9 +139,30 @@ def test_set_status_times_error_and_pid(store: RunStore) -> None:
     assert failed.status == "failed" and failed.error == "CUDA out of memory" and not failed.active
     assert failed.finished_at is not None and failed.duration == failed.finished_at - failed.started_at
 
-    store.set_status(run_id, "running")  # resumed: no longer finished, error cleared
-    resumed = store.get_run(run_id)
-    assert resumed.finished_at is None and resumed.error is None
+
+
+def test_a_status_follows_only_from_where_a_run_may_come(store: RunStore) -> None:
+    run_id = store.create_run({}, pid=1)
+    assert not store.set_status(run_id, "paused")  # a queued run starts before it can pause
+    assert store.set_status(run_id, "running", pid=7, was={"queued"})
+    assert not store.set_status(run_id, "running", was={"queued"})  # a second worker does not start it again
+    assert store.get_run(run_id).pid == 7
+    assert store.set_status(run_id, "paused") and store.set_status(run_id, "diverged", error="loss is nan")
+    for later in ("running", "paused", "failed", "interrupted", "stopped"):  # a run that ended stays as it ended
+        assert not store.set_status(run_id, later, error="late")
+    ended = store.get_run(run_id)
+    assert ended.status == "diverged" and ended.error == "loss is nan" and ended.finished_at is not None
+    assert store.mark_interrupted([run_id]) == []
+
+
+def test_a_worker_and_the_command_line_never_undo_each_other(store: RunStore) -> None:
+    """Two writers race for a queued run: whichever comes first decides, the other sees False."""
+    stopped, started = store.create_run({}), store.create_run({})
+    assert store.set_status(stopped, "stopped", was={"queued"})  # `runs stop` while it waits
+    assert not store.set_status(stopped, "running", pid=os.getpid(), was={"queued"})  # its worker then declines
+    assert store.set_status(started, "running", pid=os.getpid(), was={"queued"})  # the worker first
+    assert not store.set_status(started, "stopped", was={"queued"})  # then `runs stop` signals it instead
+    assert [store.get_run(i).status for i in (stopped, started)] == ["stopped", "running"]
 
 
 def test_invalid_status_and_missing_run(store: RunStore) -> None:
