@@ -14,6 +14,7 @@ from dmlviz.comparison import MAX_LOSSES, MIN_LOSSES, Comparison, differences
 from dmlviz.losses import get_spec
 from dmlviz.store import parse_run_id
 from ui import compare, compare_form, settings_form
+from ui.job import job
 from ui.resources import store
 
 PAGE_KEYS = ("runs",)
@@ -30,8 +31,8 @@ def settings_from_url() -> list[str]:
         ids = [parse_run_id(part) for part in runs.split(",")]
         if None in ids or not MIN_LOSSES <= len(ids) <= MAX_LOSSES:
             errors.append(f"runs must be {MIN_LOSSES} to {MAX_LOSSES} numbers of stored runs, like 3,4, got {runs!r}")
-        elif ids != st.session_state.get(compare.IDS):
-            compare.show(ids)
+        elif ids != job("compare").ids:
+            job("compare").show(ids)
     if query == st.session_state.get("compare_written_query") and compare_form.PREFIX + "count" in st.session_state:
         return errors
     if not query:
@@ -51,7 +52,7 @@ def write_url(comparison: Comparison | None) -> None:
     query = comparison.to_query() if comparison is not None else st.session_state.get("compare_written_query", {})
     st.session_state["compare_written_query"] = query
     page = {}
-    if ids := st.session_state.get(compare.IDS):
+    if ids := job("compare").ids:
         page["runs"] = st.session_state["compare_written_runs"] = ",".join(map(str, ids))
     if st.query_params.to_dict() != {**query, **page}:
         st.query_params.from_dict({**query, **page})
@@ -95,7 +96,7 @@ with st.expander("Or compare stored runs"):
         if found:
             st.warning("These runs differ in more than the loss, so the comparison is not on equal terms:\n\n"
                        + "\n".join(f"- {d}" for d in found))
-        st.button("Show these runs", key="compare_show", on_click=compare.show, args=(picked,))
+        st.button("Show these runs", key="compare_show", on_click=job("compare").show, args=(picked,))
 
 compare.controls(comparison)
 compare.live_view()

@@ -21,6 +21,7 @@ from dmlviz.config import ConfigError, RunConfig
 from dmlviz.store import MAX_NAME_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, StoreError
 from dmlviz.view import AXES, RunView
 from ui import live
+from ui.job import job
 from ui.resources import owns, store
 
 st.title("Runs")
@@ -87,8 +88,8 @@ else:
              "stayed small for a while, and the histogram fits each frame. Fixed: one view and one histogram "
              "range that hold the whole run, so sizes compare from frame to frame.") or "follow"
     # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
-    replay = live.cached("replay", (run_id, len(index), index[-1].seq, axes),
-                         lambda: view.replay(replace(view.default_options(), axes=axes), height=640))
+    replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, axes),
+                                lambda: view.replay(replace(view.default_options(), axes=axes), height=640))
     st.plotly_chart(replay, key=f"replay-{run_id}", config={
         "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
     st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "

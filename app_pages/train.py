@@ -14,6 +14,7 @@ from dmlviz.config import RunConfig
 from dmlviz.losses import get_spec
 from dmlviz.store import parse_run_id
 from ui import live, settings_form
+from ui.job import job
 
 # Query keys that are about the page, not the run.
 PAGE_KEYS = ("present", "run")
@@ -31,10 +32,8 @@ def settings_from_url() -> list[str]:
         run_id = parse_run_id(run)
         if run_id is None:
             errors.append(f"run must be the number of a stored run, like 3, got {run!r}")
-        elif run_id != st.session_state.get("run_id"):
-            st.session_state["run_id"] = run_id
-            st.session_state.pop("view", None)
-            st.session_state.pop("selected", None)  # a probe index of the previous run
+        elif [run_id] != job("train").ids:
+            job("train").show([run_id])
     if query == st.session_state.get("written_query") and settings_form.PREFIX + "loss" in st.session_state:
         return errors
     if not query and "written_query" in st.session_state:
@@ -50,8 +49,8 @@ def write_url(config: RunConfig | None, present: bool) -> None:
     query = config.to_query() if config is not None else st.session_state.get("written_query", {})
     st.session_state["written_query"] = query
     page = {"present": "1"} if present else {}
-    if (run_id := st.session_state.get("run_id")) is not None:
-        page["run"] = st.session_state["written_run"] = str(run_id)
+    if ids := job("train").ids:
+        page["run"] = st.session_state["written_run"] = str(ids[0])
     if st.query_params.to_dict() != {**query, **page}:
         st.query_params.from_dict({**query, **page})
 

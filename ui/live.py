@@ -2,16 +2,14 @@
 
 Training runs in the runner's worker; the page only sends commands and, inside an
 ``st.fragment(run_every=…)``, reads the newest snapshot and draws it. Nothing here waits for
-training.
+training. What the page keeps between reruns is its :class:`~ui.job.LiveJob` (``job("train")``).
 """
 
 from __future__ import annotations
 
 import gc
 import html
-from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
 
 import numpy as np
 import streamlit as st
@@ -21,19 +19,17 @@ from dmlviz import figures, settings
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import DataError, DatasetUnavailable, load_raw
 from dmlviz.metrics import live_numbers
-from dmlviz.runner import QueueFull
 from dmlviz.status import RunStatus
 from dmlviz.store import StoreError
 from dmlviz.view import AXES, Frame, RunView, ViewOptions
+from ui.job import LiveJob, control_buttons, job
 from ui.plotly_live import live_plotly_chart
-from ui.resources import owns, runner, store, visitor
+from ui.resources import runner, store
 
 # The server's own torch work (distances, projections) is small, and the training worker needs the
 # cores: with two threads here, each fragment rerun would wait on a core the worker holds. Set here,
 # with the pages that compute, not on the package's import, which a first page view would wait for.
 torch.set_num_threads(1)
-
-T = TypeVar("T")
 
 REFRESH_S = 0.5  # the page redraws twice a second while a run is active
 # A queued run only moves up the queue: its page asks less often, so that many pages waiting on a
@@ -90,122 +86,55 @@ def _speed() -> float | None:
 
 
 def start_run(config: RunConfig, paused: bool = False) -> None:
-    try:
-        run_id = runner().submit(config, paused=paused, visitor=visitor())
-    except (ConfigError, QueueFull, StoreError) as error:  # a server's limits, its share, a full disk
-        st.session_state["control_error"] = f"Not started: {error}"
-        return
-    if _speed() is not None:
-        runner().set_speed(run_id, _speed())
-    st.session_state["run_id"] = run_id
-    st.session_state["command"] = "pause" if paused else "run"
-    st.session_state["command_run"] = run_id
-    st.session_state.pop("view", None)
-    st.session_state.pop("selected", None)
-
-
-def _command(action: str) -> None:
-    run_id = st.session_state.get("run_id")
-    try:
-        if action == "pause":
-            runner().pause(run_id)
-        elif action == "resume":
-            runner().resume(run_id)
-        elif action == "step":
-            runner().step(run_id)
-        elif action == "stop":
-            runner().stop(run_id)
-    except KeyError:
-        st.session_state["control_error"] = "This run is no longer controlled by this app (it ended or was started " \
-                                            "elsewhere)."
-        return
-    st.session_state["command"] = {"resume": "run", "step": "pause"}.get(action, action)
+    """Train ``config`` in a new run and make it the Train page's (Home's demo and the Runs page's
+    "Train again" start runs this way too)."""
+    job("train").start([config], paused=paused, speed=_speed())
 
 
 def _reset() -> None:
     """The same run again from step 0, same seed, paused on its first frame."""
-    run_id = st.session_state.get("run_id")
-    record = store().get_run(run_id)
+    train = job("train")
+    record = store().get_run(train.ids[0])
     try:
         config = RunConfig.from_dict(record.config)
         config.check_limits()  # before the run on screen is stopped
     except ConfigError as error:  # recorded by an older version, or beyond this server's limits
-        st.session_state["control_error"] = f"This run cannot be trained again here: {error}"
+        train.error = f"This run cannot be trained again here: {error}"
         return
-    if run_id in runner().active_runs() and owns(record.owner):
-        runner().stop(run_id)
+    if train.state()[1]:
+        runner().stop(record.id)
     start_run(config, paused=True)
 
 
-def _apply_speed() -> None:
-    run_id = st.session_state.get("run_id")
-    if run_id in runner().active_runs() and owns(store().get_run(run_id).owner):
-        runner().set_speed(run_id, _speed())
-
-
-def _controlled(run_id: int | None) -> tuple[bool, bool]:
-    """Whether this app's runner still drives the run, and whether this visitor may (``owns``). The store
-    is asked too: a worker records how its run ended a moment before the runner notices its process is
-    gone, and an ended run has no controls."""
-    # runner() on every page load, run or not: it starts the worker processes' parent while the person
-    # is still choosing settings, so that Start is quick.
-    if run_id not in runner().active_runs():
-        return False, False
-    try:
-        record = store().get_run(run_id)
-    except StoreError:
-        return False, False
-    return record.active, record.active and owns(record.owner)
-
-
-def _last_command(run_id: int) -> str:
-    """This session's last command to the run ("run", "pause" or "stop"); for a run it has not commanded
-    (opened from a link or from Home), what the run is doing."""
-    if st.session_state.get("command_run") != run_id:
-        st.session_state["command"] = "pause" if store().get_run(run_id).status == RunStatus.PAUSED else "run"
-        st.session_state["command_run"] = run_id
-    return st.session_state["command"]
+def _shown_run(train: LiveJob) -> int | None:
+    return train.ids[0] if train.ids else None
 
 
 def controls(config: RunConfig | None, present: bool = False):
     """Start / pause / resume / step / stop / reset, and the speed, on one row; buttons act on this session's
     run. Returns the row, for the view options at its end."""
-    run_id = st.session_state.get("run_id")
-    active, controlled = _controlled(run_id)
-    command = _last_command(run_id) if controlled else None
+    train = job("train")
     row = st.container(horizontal=True, vertical_alignment="bottom", key="controls")
     with row:
-        if not controlled:
-            st.button("Start", key="start", type="primary", icon=":material/play_arrow:", disabled=config is None,
-                      on_click=start_run, args=(config,), help="Train the settings on the left in a new run.")
-        elif command == "stop":
-            # The worker ends the run after its current step and a last snapshot of the whole test set.
-            st.button("Stopping…", key="stopping", icon=":material/hourglass_top:", disabled=True)
-        elif command == "run":
-            st.button("Pause", key="pause", icon=":material/pause:", on_click=_command, args=("pause",))
-        else:
-            st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", on_click=_command,
-                      args=("resume",))
-        if controlled and command != "stop":
-            st.button("Step", key="step", icon=":material/skip_next:", on_click=_command, args=("step",),
-                      help="Pause, then train one batch.")
-            st.button("Stop", key="stop", icon=":material/stop:", on_click=_command, args=("stop",),
-                      help="End the run; everything it recorded is kept.")
-        if run_id is not None:
+        active, controlled = control_buttons(
+            train, start=lambda: start_run(config), can_start=config is not None, start_label="Start",
+            start_help="Train the settings on the left in a new run.", step_help="Pause, then train one batch.",
+            stop_help="End the run; everything it recorded is kept.")
+        if train.ids:
             st.button("Reset", key="reset", icon=":material/replay:", on_click=_reset,
                       help="The same run again from step 0 with the same seed, paused on its first frame.")
         st.session_state.setdefault("speed", "full speed")
         # 300 px: the narrowest a control may be, so that its label and values are never cut.
-        st.select_slider("Speed", list(SPEEDS), key="speed", on_change=_apply_speed, width=300,
+        st.select_slider("Speed", list(SPEEDS), key="speed", on_change=lambda: train.set_speed(_speed()), width=300,
                          label_visibility="collapsed" if present else "visible",
                          help="Slow motion for a class: at most this many training steps a second.")
     # Always in place, empty but for a refused command: a message that came and went would move the charts.
     with st.container(key="control_message"):
-        if message := st.session_state.pop("control_error", None):
-            st.warning(message)
+        if train.error:
+            train.say_error()
         elif active and not controlled:
-            st.caption(f"Run {run_id} was started by another visitor: you can watch it and export it, and only "
-                       "they can pause or stop it. Start trains your own run.")
+            st.caption(f"Run {train.ids[0]} was started by another visitor: you can watch it and export it, and "
+                       "only they can pause or stop it. Start trains your own run.")
     return row
 
 
@@ -218,15 +147,15 @@ def live_view(config: RunConfig | None, present: bool = False) -> None:
     worker keeps."""
     st.html(_LAYOUT_STYLE + (_PRESENT_STYLE if present else ""))  # style only: it takes no place on the page
     row = controls(config, present)
-    run_id = st.session_state.get("run_id")
+    train = job("train")
+    run_id = _shown_run(train)
     view, record = None, None
     if run_id is not None:
         try:
-            view = _view(run_id)
+            view = _view(train)
             record = view.refresh()
         except StoreError:
-            st.session_state.pop("run_id", None)
-            st.session_state.pop("view", None)
+            train.clear()
             st.warning(f"Run {run_id} is no longer in the store.")
             view = None
     with row:
@@ -237,29 +166,23 @@ def live_view(config: RunConfig | None, present: bool = False) -> None:
     st.fragment(run_every=every)(_draw)(run_id if view else None, record.status if record else None, present, options)
 
 
-def _view(run_id: int) -> RunView:
-    view = st.session_state.get("view")
-    if view is None or view.run_id != run_id:
-        view = st.session_state["view"] = RunView(store(), run_id)
-    return view
+def _view(train: LiveJob) -> RunView:
+    return train.view_of(lambda ids: RunView(store(), ids[0]))
 
 
 def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, options: ViewOptions) -> None:
     # The same elements in the same places whatever the state (no run, starting, running, ended): an
     # element that moves makes the charts after it mount afresh, reload plotly.js (a second or more)
     # and lose the user's zoom. So the charts are in place, empty, before Start is pressed.
-    view = _view(run_id) if run_id is not None else None
+    train = job("train")
+    view = _view(train) if run_id is not None else None
     record = view.refresh() if view is not None else None
-    if (record is not None and record.status != status_seen
-            and (status_seen == RunStatus.QUEUED or _controls_change(record))):
+    if record is not None and train.controls_change([status_seen], [record]):
         # The controls outside this fragment show the old state, or the fragment polls at a queued
         # run's pace: redraw the whole page once.
         st.rerun()
-    if record is not None and record.status == RunStatus.RUNNING and run_id in runner().active_runs():
-        try:
-            runner().watch(run_id)  # snapshots come at the page's pace while it watches
-        except KeyError:
-            pass  # ended just now
+    if record is not None:
+        train.watch([record])
     index = view.snapshots() if view is not None else []
     # The stage: the feature chart at the top, the histogram beside it (below it in a narrow window).
     # On a projector the step and loss stand in big type above the histogram, and the chart starts
@@ -273,16 +196,19 @@ def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, opti
         left, right = _stage(present)
     drawable = bool(index) and view is not None and view.info is not None
     with timeline_slot:
-        position = _timeline(index, record.status) if drawable else None
+        position = train.timeline(
+            list(range(len(index))), live=record.status in (RunStatus.RUNNING, RunStatus.QUEUED),
+            live_value=len(index) - 1, label="Timeline", help="Scrub back through the run's snapshots.",
+            format_func=lambda i: f"step {index[i].step} (epoch {index[i].epoch:.2f})") if drawable else None
     if record is not None and record.status == RunStatus.RUNNING and options.method != "pca":
         options = replace(options, method="pca")  # UMAP / t-SNE only while paused or ended
-    selected = st.session_state.get("selected")
+    selected = train.selected
     height = PRESENT_HEIGHT if present else CHART_HEIGHT
     histogram_height = PRESENT_HISTOGRAM_HEIGHT if present else CHART_HEIGHT
     frame = None
     if position is not None:
         # Figures are built once per snapshot; a poll that finds no new one sends the same ones again.
-        frame = cached("frame", (run_id, index[position].seq, options, selected, height, histogram_height),
+        frame = train.cached("frame", (run_id, index[position].seq, options, selected, height, histogram_height),
                        lambda: _sized(view.frame(index, position, options, selected=selected, height=height),
                                       histogram_height))
     with status_slot:
@@ -297,7 +223,7 @@ def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, opti
         if frame is None:
             live_plotly_chart(_placeholder("features", waiting, height), key="features_chart", fill=fill)
         else:
-            live_plotly_chart(frame.features_figure, key="features_chart", on_click=_select,
+            live_plotly_chart(frame.features_figure, key="features_chart", on_click=train.select,
                               camera_key=frame.features_figure.layout.uirevision, fill=fill)
         # Every number of the snapshot, under the feature chart (beside the inspector, when it is open).
         with st.container(key="metrics"):
@@ -308,7 +234,7 @@ def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, opti
                           else _placeholder("histogram", waiting, histogram_height), key="histogram_chart",
                           fill=PRESENT_HISTOGRAM_FILL if present else None)
         if frame is not None:
-            _inspector(view, frame, frame.points.shape[1] == 2)
+            _inspector(train, view, frame, frame.points.shape[1] == 2)
     curves_height = 420 if present else 380
     if frame is None:
         curves = _placeholder("curves", waiting, curves_height)
@@ -318,7 +244,7 @@ def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, opti
         # every snapshot. Paused or ended, they follow every snapshot too (single steps).
         latest = index[-1]
         version = int(latest.elapsed // CURVES_EVERY_S) if record.status == RunStatus.RUNNING else latest.seq
-        curves = cached("curves", (run_id, record.status, version, curves_height),
+        curves = train.cached("curves", (run_id, record.status, version, curves_height),
                         lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
 
@@ -336,38 +262,12 @@ def _sized(frame: Frame | None, histogram_height: int) -> Frame | None:
     return frame
 
 
-def _controls_change(record) -> bool:
-    """Whether a new status changes the buttons: the run ended, or it was paused or resumed elsewhere
-    (another tab). Queued → running changes nothing there."""
-    if not record.active:
-        return True
-    command = st.session_state.get("command")
-    expected = {RunStatus.PAUSED: "pause", RunStatus.RUNNING: "run"}.get(record.status)
-    if expected is not None and command not in (expected, "stop"):
-        st.session_state["command"] = expected
-        return True
-    return False
-
-
 @st.cache_resource(max_entries=8)
 def _placeholder(kind: str, text: str, height: int | None = None):
     """The empty figure in a chart's place before a run has a frame (shared by all sessions)."""
     notes = {"features": f"{text}: the probe images' features appear here",
              "histogram": "distances within and between classes", "curves": "loss, accuracy and geometry over time"}
     return figures.placeholder_figure(notes[kind], height=height, webgl=kind == "features")
-
-
-def _select(index: int) -> None:
-    """A clicked probe point: ringed in the chart and shown in the inspector on the rerun the click starts."""
-    st.session_state["selected"] = index
-
-
-def cached(name: str, key: tuple, build: Callable[[], T]) -> T:
-    """``build()``, or what it returned last time for ``name`` with the same ``key`` (this session's)."""
-    cache = st.session_state.setdefault("live_cache", {})
-    if name not in cache or cache[name][0] != key:
-        cache[name] = (key, build())
-    return cache[name][1]
 
 
 def _status(view: RunView, index: list, headline: Frame | None = None) -> None:
@@ -429,22 +329,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _timeline(index: list, status: RunStatus) -> int:
-    """The snapshot to draw: the newest while training, any of them when paused or ended."""
-    last = len(index) - 1
-    if status in (RunStatus.RUNNING, RunStatus.QUEUED) or last == 0:
-        st.session_state.pop("timeline", None)
-        return last
-    # Follow new snapshots (a single step while paused) unless the person scrubbed back.
-    shown = st.session_state.get("timeline")
-    if shown is None or shown > last or shown == st.session_state.get("timeline_end"):
-        st.session_state["timeline"] = last
-    st.session_state["timeline_end"] = last
-    return st.select_slider("Timeline", options=range(len(index)), key="timeline",
-                            format_func=lambda i: f"step {index[i].step} (epoch {index[i].epoch:.2f})",
-                            help="Scrub back through the run's snapshots.")
-
-
 def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOptions:
     """How to draw the run: in a popover at the end of the controls' row (always there, so nothing after it
     moves when a run appears). A projector gets the defaults and no popover."""
@@ -495,11 +379,11 @@ def _metrics(frame: Frame) -> None:
     st.markdown(f"{_METRICS_STYLE}<div class='dmlviz-metrics'>{cells}</div>", unsafe_allow_html=True)
 
 
-def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
+def _inspector(train: LiveJob, view: RunView, frame: Frame, two_d: bool) -> None:
     """The selected probe image and its nearest neighbours in the feature space, with distances."""
     labels, names, _ = view.classes
     with st.container(border=True, key="inspector"):
-        selected = st.number_input("Inspect probe image #", 0, len(labels) - 1, value=st.session_state.get("selected"),
+        selected = st.number_input("Inspect probe image #", 0, len(labels) - 1, value=train.selected,
                                    placeholder="click a point" if two_d else "a probe index",
                                    help="Click a point in the 2-D view, or type its index (hover shows it). "
                                         "Its nearest neighbours are found in the feature space itself: by "
@@ -507,7 +391,7 @@ def _inspector(view: RunView, frame: Frame, two_d: bool) -> None:
         if selected is None:
             st.caption("Select a point to see its image and its nearest neighbours in the feature space.")
             return
-        st.session_state["selected"] = int(selected)
+        train.selected = int(selected)
         neighbours, distances = view.neighbours(frame.snapshot, int(selected), k=6)
         try:
             images = _probe_images(view.record.config["dataset"], np.asarray(view.info["probe_index"]))

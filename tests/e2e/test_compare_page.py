@@ -54,7 +54,7 @@ def test_a_preset_comparison_trains_both_losses_side_by_side_and_scrubs_together
     assert len(final["titles"]) == 2
 
     # The one timeline: back to the first step moves both panels there.
-    slider = page.locator(".st-key-compare_step input[type='range']")
+    slider = page.locator(".st-key-compare_timeline input[type='range']")
     slider.focus()
     page.keyboard.press("Home")
     wait_until(page, lambda: (g := page.evaluate(GRID_JS)) and all(t.endswith("step 0") for t in g["titles"]),
