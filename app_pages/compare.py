@@ -51,11 +51,11 @@ def settings_from_url() -> list[str]:
 def write_url(comparison: Comparison | None) -> None:
     query = comparison.to_query() if comparison is not None else st.session_state.get("compare_written_query", {})
     st.session_state["compare_written_query"] = query
-    page = {}
+    page_keys = {}
     if ids := job("compare").ids:
-        page["runs"] = st.session_state["compare_written_runs"] = ",".join(map(str, ids))
-    if st.query_params.to_dict() != {**query, **page}:
-        st.query_params.from_dict({**query, **page})
+        page_keys["runs"] = st.session_state["compare_written_runs"] = ",".join(map(str, ids))
+    if st.query_params.to_dict() != {**query, **page_keys}:
+        st.query_params.from_dict({**query, **page_keys})
 
 
 def fairness(comparison: Comparison) -> str:
@@ -71,32 +71,37 @@ def fairness(comparison: Comparison) -> str:
     return text
 
 
-url_errors = settings_from_url()
-with st.sidebar:
-    compare_form.render()
-comparison, errors = compare_form.read()
-write_url(comparison)
+def page() -> None:
+    """The losses in the sidebar, the fairness note, stored runs to pick, then the live comparison."""
+    url_errors = settings_from_url()
+    with st.sidebar:
+        compare_form.render()
+    comparison, errors = compare_form.read()
+    write_url(comparison)
 
-st.title("Compare")
-settings_form.show_problems("Some of this link's settings are not valid and were left out", url_errors)
-settings_form.show_problems("Fix these settings to start the comparison", errors)
-if not errors:
-    st.caption(fairness(comparison))
-    if note := st.session_state.get("compare_note"):
-        st.info(f"**{note[0]}** — {note[1]}")
+    st.title("Compare")
+    settings_form.show_problems("Some of this link's settings are not valid and were left out", url_errors)
+    settings_form.show_problems("Fix these settings to start the comparison", errors)
+    if not errors:
+        st.caption(fairness(comparison))
+        if note := st.session_state.get("compare_note"):
+            st.info(f"**{note[0]}** — {note[1]}")
 
-with st.expander("Or compare stored runs"):
-    runs = store().list_runs()
-    labels = {run.id: f"#{run.id} · {run.name or run.config.get('loss')} · {run.config.get('dataset')} · "
-                      f"{run.config.get('feature_dim')}-D · {run.status}" for run in runs}
-    picked = st.multiselect("Runs (2 to 4)", list(labels), format_func=labels.get, max_selections=4,
-                            key="compare_pick", placeholder="Pick runs from the store")
-    if picked and len(picked) >= 2:
-        found = differences([store().get_run(run_id).config for run_id in picked])
-        if found:
-            st.warning("These runs differ in more than the loss, so the comparison is not on equal terms:\n\n"
-                       + "\n".join(f"- {d}" for d in found))
-        st.button("Show these runs", key="compare_show", on_click=job("compare").show, args=(picked,))
+    with st.expander("Or compare stored runs"):
+        runs = store().list_runs()
+        labels = {run.id: f"#{run.id} · {run.name or run.config.get('loss')} · {run.config.get('dataset')} · "
+                          f"{run.config.get('feature_dim')}-D · {run.status}" for run in runs}
+        picked = st.multiselect("Runs (2 to 4)", list(labels), format_func=labels.get, max_selections=4,
+                                key="compare_pick", placeholder="Pick runs from the store")
+        if picked and len(picked) >= 2:
+            found = differences([store().get_run(run_id).config for run_id in picked])
+            if found:
+                st.warning("These runs differ in more than the loss, so the comparison is not on equal terms:\n\n"
+                           + "\n".join(f"- {d}" for d in found))
+            st.button("Show these runs", key="compare_show", on_click=job("compare").show, args=(picked,))
 
-compare.controls(comparison)
-compare.live_view()
+    compare.controls(comparison)
+    compare.live_view()
+
+
+page()

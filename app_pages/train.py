@@ -48,35 +48,40 @@ def settings_from_url() -> list[str]:
 def write_url(config: RunConfig | None, present: bool) -> None:
     query = config.to_query() if config is not None else st.session_state.get("written_query", {})
     st.session_state["written_query"] = query
-    page = {"present": "1"} if present else {}
+    page_keys = {"present": "1"} if present else {}
     if ids := job("train").ids:
-        page["run"] = st.session_state["written_run"] = str(ids[0])
-    if st.query_params.to_dict() != {**query, **page}:
-        st.query_params.from_dict({**query, **page})
+        page_keys["run"] = st.session_state["written_run"] = str(ids[0])
+    if st.query_params.to_dict() != {**query, **page_keys}:
+        st.query_params.from_dict({**query, **page_keys})
 
 
-present = st.query_params.get("present") in ("1", "true", "yes")
-url_errors = settings_from_url()
-with st.sidebar:
-    settings_form.render()
-config, errors = settings_form.read()
-write_url(config, present)
+def page() -> None:
+    """The settings in the sidebar, the stage, then what the run is and how to reproduce it."""
+    present = st.query_params.get("present") in ("1", "true", "yes")
+    url_errors = settings_from_url()
+    with st.sidebar:
+        settings_form.render()
+    config, errors = settings_form.read()
+    write_url(config, present)
 
-settings_form.show_problems("Some of this link's settings are not valid, so they are left at their defaults",
-                            url_errors)
-settings_form.show_problems("Fix these settings to start a run", errors)
-# The stage first: the buttons on one row, then the feature space at the top of the screen. A projector
-# (present=1) gets nothing else on its first screen: no sidebar, no header.
-live.live_view(config, present)
-if not errors and not present:
-    # What the run is and how to reproduce it, below the stage, for whoever scrolls to read it.
-    spec = get_spec(config.loss)
-    note = st.session_state.get("preset_note")
-    st.caption(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features, "
-               f"{config.epochs:g} epochs, seed {config.seed}. {spec.description}")
-    if note:
-        st.info(f"**{note[0]}** — {note[1]}")
-    with st.expander("Reproduce from a terminal"):
-        st.caption("Save as `run.yaml` and run `python -m dmlviz train --config run.yaml`; the page's URL "
-                   "reproduces it too.")
-        st.code(config.to_yaml(), language="yaml")
+    settings_form.show_problems("Some of this link's settings are not valid, so they are left at their defaults",
+                                url_errors)
+    settings_form.show_problems("Fix these settings to start a run", errors)
+    # The stage first: the buttons on one row, then the feature space at the top of the screen. A projector
+    # (present=1) gets nothing else on its first screen: no sidebar, no header.
+    live.live_view(config, present)
+    if not errors and not present:
+        # What the run is and how to reproduce it, below the stage, for whoever scrolls to read it.
+        spec = get_spec(config.loss)
+        note = st.session_state.get("preset_note")
+        st.caption(f"**{spec.display_name}** on **{config.dataset}**, {config.feature_dim}-D features, "
+                   f"{config.epochs:g} epochs, seed {config.seed}. {spec.description}")
+        if note:
+            st.info(f"**{note[0]}** — {note[1]}")
+        with st.expander("Reproduce from a terminal"):
+            st.caption("Save as `run.yaml` and run `python -m dmlviz train --config run.yaml`; the page's URL "
+                       "reproduces it too.")
+            st.code(config.to_yaml(), language="yaml")
+
+
+page()
