@@ -12,50 +12,24 @@ import streamlit as st
 
 from dmlviz.comparison import MAX_LOSSES, MIN_LOSSES, Comparison, differences
 from dmlviz.losses import get_spec
-from dmlviz.store import parse_run_id
 from ui import compare, compare_form, settings_form
 from ui.job import job
 from ui.resources import store
 
-PAGE_KEYS = ("runs",)
-
 
 def settings_from_url() -> list[str]:
-    """Seed the widgets from the URL when it changed from outside (a first visit, a shared link); return
-    the URL's problems, if any."""
-    query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
-    errors = []
-    runs = st.query_params.get("runs")
-    if runs is not None and runs != st.session_state.get("compare_written_runs"):
-        st.session_state["compare_written_runs"] = runs
-        ids = [parse_run_id(part) for part in runs.split(",")]
-        if None in ids or not MIN_LOSSES <= len(ids) <= MAX_LOSSES:
-            errors.append(f"runs must be {MIN_LOSSES} to {MAX_LOSSES} numbers of stored runs, like 3,4, got {runs!r}")
-        elif ids != job("compare").ids:
-            job("compare").show(ids)
-    if query == st.session_state.get("compare_written_query") and compare_form.PREFIX + "count" in st.session_state:
-        return errors
+    """Show the runs the URL names and seed the widgets from its settings when it changed from outside (a
+    first visit, a shared link); return the URL's problems, if any."""
+    shown = job("compare")
+    errors = shown.runs_from_url("runs", range(MIN_LOSSES, MAX_LOSSES + 1))
+    query = shown.settings_from_url(("runs",), seeded=compare_form.PREFIX + "count" in st.session_state)
     if not query:
-        if "compare_written_query" in st.session_state:
-            query = st.session_state["compare_written_query"]  # back from another page
-        else:
-            return errors
+        return errors
     # A hand-edited link loses only its mistakes: the valid settings and losses are kept.
     comparison, problems = Comparison.salvage(query)
     if comparison is not None:
         compare_form.seed(comparison)
-    st.session_state["compare_written_query"] = query  # the URL keeps it while the widgets make no valid one
     return errors + problems
-
-
-def write_url(comparison: Comparison | None) -> None:
-    query = comparison.to_query() if comparison is not None else st.session_state.get("compare_written_query", {})
-    st.session_state["compare_written_query"] = query
-    page_keys = {}
-    if ids := job("compare").ids:
-        page_keys["runs"] = st.session_state["compare_written_runs"] = ",".join(map(str, ids))
-    if st.query_params.to_dict() != {**query, **page_keys}:
-        st.query_params.from_dict({**query, **page_keys})
 
 
 def fairness(comparison: Comparison) -> str:
@@ -77,7 +51,7 @@ def page() -> None:
     with st.sidebar:
         compare_form.render()
     comparison, errors = compare_form.read()
-    write_url(comparison)
+    job("compare").write_url(comparison.to_query() if comparison is not None else None, "runs")
 
     st.title("Compare")
     settings_form.show_problems("Some of this link's settings are not valid and were left out", url_errors)

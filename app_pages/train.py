@@ -12,47 +12,24 @@ import streamlit as st
 
 from dmlviz.config import RunConfig
 from dmlviz.losses import get_spec
-from dmlviz.store import parse_run_id
 from ui import live, settings_form
 from ui.job import job
 
-# Query keys that are about the page, not the run.
-PAGE_KEYS = ("present", "run")
+PAGE_KEYS = ("present", "run")  # query keys about the page, not the run
 
 
 def settings_from_url() -> list[str]:
-    """Seed the widgets from the URL when it changed from outside (first visit, a link, a preset
-    link from Learn); return the URL's problems, if any."""
-    query = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_KEYS}
-    errors = []
-    run = st.query_params.get("run")
-    if run is not None and run != st.session_state.get("written_run"):
-        # A link to a run (from Home, or shared): show that run.
-        st.session_state["written_run"] = run
-        run_id = parse_run_id(run)
-        if run_id is None:
-            errors.append(f"run must be the number of a stored run, like 3, got {run!r}")
-        elif [run_id] != job("train").ids:
-            job("train").show([run_id])
-    if query == st.session_state.get("written_query") and settings_form.PREFIX + "loss" in st.session_state:
+    """Show the run the URL names and seed the widgets from its settings when it changed from outside
+    (first visit, a link, a preset link from Learn); return the URL's problems, if any."""
+    train = job("train")
+    errors = train.runs_from_url("run", range(1, 2))
+    query = train.settings_from_url(PAGE_KEYS, seeded=settings_form.PREFIX + "loss" in st.session_state)
+    if query is None:
         return errors
-    if not query and "written_query" in st.session_state:
-        query = st.session_state["written_query"]  # back from another page: the URL lost its settings
     # A hand-edited link loses only its mistakes: the valid settings are kept, the others take their defaults.
     config, problems = RunConfig.salvage(query)
     settings_form.seed(config)
-    st.session_state["written_query"] = query  # the URL keeps it while the widgets make no valid config
     return errors + problems
-
-
-def write_url(config: RunConfig | None, present: bool) -> None:
-    query = config.to_query() if config is not None else st.session_state.get("written_query", {})
-    st.session_state["written_query"] = query
-    page_keys = {"present": "1"} if present else {}
-    if ids := job("train").ids:
-        page_keys["run"] = st.session_state["written_run"] = str(ids[0])
-    if st.query_params.to_dict() != {**query, **page_keys}:
-        st.query_params.from_dict({**query, **page_keys})
 
 
 def page() -> None:
@@ -62,7 +39,8 @@ def page() -> None:
     with st.sidebar:
         settings_form.render()
     config, errors = settings_form.read()
-    write_url(config, present)
+    job("train").write_url(config.to_query() if config is not None else None, "run",
+                           **({"present": "1"} if present else {}))
 
     settings_form.show_problems("Some of this link's settings are not valid, so they are left at their defaults",
                                 url_errors)

@@ -3,8 +3,9 @@
 The runner treats a run as a comparison of one, and so do the pages: the Train page's job holds one run,
 the Compare page's two to four trained together. A job keeps what the page needs between reruns: the runs
 on screen, the last command this session gave them, the timeline's place, the selected probe point, the
-view that reads them and the figures built for their latest snapshot. Its buttons (:func:`control_buttons`) are
-the same on both pages; only their keys' prefix differs.
+view that reads them, the figures built for their latest snapshot, and what the page last wrote in its
+URL (its settings, and the runs on screen under ``run=`` or ``runs=``), so that a link is read once. Its
+buttons (:func:`control_buttons`) are the same on both pages; only their keys' prefix differs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import streamlit as st
 from dmlviz.config import ConfigError, RunConfig
 from dmlviz.runner import QueueFull
 from dmlviz.status import RunStatus
-from dmlviz.store import RunRecord, StoreError
+from dmlviz.store import RunRecord, StoreError, parse_run_id
 from ui.resources import owns, runner, store, visitor
 
 T = TypeVar("T")
@@ -41,6 +42,8 @@ class LiveJob:
     timeline_end: int | None = None  # the timeline's last option when the page last drew it
     view: Any = None  # the RunView or ComparisonView that reads the runs, kept between reruns
     cache: dict[str, tuple[tuple, Any]] = field(default_factory=dict)
+    url_query: dict[str, str] | None = None  # the settings the page last wrote in its URL
+    url_ids: str | None = None  # the runs it last wrote there ("3", "3,4")
 
     # -- which runs ------------------------------------------------------------------------------
 
@@ -73,6 +76,46 @@ class LiveJob:
         if self.view is None:
             self.view = make(self.ids)
         return self.view
+
+    # -- the URL ----------------------------------------------------------------------------------
+
+    def runs_from_url(self, key: str, counts: range) -> list[str]:
+        """Put the runs the URL names under ``key`` (``run=3``, ``runs=3,4``) on screen when it names other
+        runs than the page last wrote there (a link, Home's "open in the live view"); the problem if they
+        are not ``counts`` run numbers."""
+        text = st.query_params.get(key)
+        if text is None or text == self.url_ids:
+            return []
+        self.url_ids = text
+        ids = [parse_run_id(part) for part in text.split(",")]
+        if None in ids or len(ids) not in counts:
+            if len(counts) == 1 and counts[0] == 1:
+                return [f"{key} must be the number of a stored run, like 3, got {text!r}"]
+            return [f"{key} must be {counts[0]} to {counts[-1]} numbers of stored runs, like 3,4, got {text!r}"]
+        if ids != self.ids:
+            self.show(ids)
+        return []
+
+    def settings_from_url(self, page_keys: Sequence[str], seeded: bool) -> dict[str, str] | None:
+        """The URL's settings (without ``page_keys``) when the widgets must take them: they changed from
+        outside (a first visit, a link) or the page came back from another page (whose URL lost them: the
+        ones last written); None when the widgets (``seeded``) already hold them."""
+        query = {k: v for k, v in st.query_params.to_dict().items() if k not in page_keys}
+        if query == self.url_query and seeded:
+            return None
+        if not query and self.url_query is not None:
+            query = self.url_query
+        self.url_query = query  # the URL keeps it while the widgets make no valid settings
+        return query
+
+    def write_url(self, query: dict[str, str] | None, ids_key: str, **page: str) -> None:
+        """Put the settings (``query``; None: the last valid ones), the page's own keys and the runs on
+        screen in the URL, so that it reproduces what the page shows."""
+        self.url_query = query if query is not None else (self.url_query or {})
+        if self.ids:
+            page[ids_key] = self.url_ids = ",".join(map(str, self.ids))
+        if st.query_params.to_dict() != {**self.url_query, **page}:
+            st.query_params.from_dict({**self.url_query, **page})
 
     # -- driving them -----------------------------------------------------------------------------
 
