@@ -45,18 +45,18 @@ def page() -> None:
     st.subheader(f"Run {run_id}{': ' + record.name if record.name else ''}")
     if record.error:
         st.warning(f"{record.status}: {record.error}")
-    index, axes = _replay(run_id)
+    index, axes, regions = _replay(run_id)
     config = _actions(record, all_tags)
     st.markdown("**Export the whole run**")
     with st.container(horizontal=True, key="run_exports"):
-        _export_buttons(run_id, index, config, "run", export.ExportOptions(axes=axes))
+        _export_buttons(run_id, index, config, "run", export.ExportOptions(axes=axes, regions=regions))
     if index:
         st.markdown("**Export one snapshot**")
         position = st.select_slider("Snapshot", range(len(index)), value=len(index) - 1,
                                     format_func=lambda i: f"step {index[i].step:,} · epoch {index[i].epoch:.2f}",
                                     key=f"export_snapshot-{run_id}")
         with st.container(horizontal=True, key="snapshot_exports"):
-            _export_buttons(run_id, index, config, "snapshot", export.ExportOptions(snapshot=position),
+            _export_buttons(run_id, index, config, "snapshot", export.ExportOptions(snapshot=position, regions=regions),
                             step=index[position].step)
     _delete(record)
 
@@ -99,11 +99,13 @@ def _history(runs: list[RunRecord], all_tags: list[str]) -> int:
     return run_id
 
 
-def _replay(run_id: int) -> tuple[list, str]:
-    """The run played back in the browser; returns its snapshots and how the replay's axes move."""
+def _replay(run_id: int) -> tuple[list, str, bool]:
+    """The run played back in the browser; returns its snapshots, how the replay's axes move and whether it
+    shades the decision regions (its exports do as it does)."""
     view = RunView(store(), run_id)
     index = view.snapshots()
     axes = "follow"  # how the replay's (and its exports') axes move: see dmlviz.view.AXES
+    regions = False
     if view.info is None or not index:
         st.info("This run recorded nothing to draw.")
     else:
@@ -112,14 +114,19 @@ def _replay(run_id: int) -> tuple[list, str]:
             help="Follow: the view zooms out as soon as the features would leave it and back in once they have "
                  "stayed small for a while, and the histogram fits each frame. Fixed: one view and one histogram "
                  "range that hold the whole run, so sizes compare from frame to frame.") or "follow"
+        regions = view.feature_dim == 2 and st.toggle(
+            "Decision regions", key="replay_regions",
+            help="Where the loss's classifier picks each class, with the boundaries and a margin loss's band, "
+                 "in the replay and in its exports.")
         # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
-        replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, axes),
-                                    lambda: view.replay(replace(view.default_options(), axes=axes), height=640))
+        replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, axes, regions),
+                                    lambda: view.replay(replace(view.default_options(), axes=axes, regions=regions),
+                                                        height=640))
         st.plotly_chart(replay, key=f"replay-{run_id}", config={
             "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
         st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "
                    "trails and the distance histogram of each. The camera icon saves the frame shown as a PNG.")
-    return index, axes
+    return index, axes, regions
 
 
 def change_or_say_why(change: Callable[[], object]) -> None:

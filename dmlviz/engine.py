@@ -26,9 +26,10 @@ from dmlviz import geometry, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import TrainingData, prepare
 from dmlviz.losses import FeatureLoss, build_loss, get_spec
-from dmlviz.metrics import schedule_metric
+from dmlviz.metrics import active_metric, schedule_metric, term_metric
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import build_optimizer, lr_factor
+from dmlviz.regions import decision_map
 from dmlviz.snapshot import Snapshot
 from dmlviz.status import RunStatus
 
@@ -151,6 +152,9 @@ class Trainer:
         self.backbone_hash = backbone_hash(self.model)
         # Running sums on the device, read only at snapshots: no host sync per step on a GPU.
         self._loss_sum = torch.zeros((), device=device)
+        # The loss's terms and active shares by metric name: their sums and the steps that reported them.
+        self._part_sums: dict[str, torch.Tensor] = {}
+        self._part_steps: dict[str, int] = {}
         self._correct = torch.zeros((), device=device, dtype=torch.long)
         self._seen = 0
         self._classified = 0
@@ -208,12 +212,24 @@ class Trainer:
         self.step += 1
         loss = out.loss.detach()
         self._loss_sum += loss
+        self._add_parts({**{term_metric(name): value for name, value in out.terms.items()},
+                         **{active_metric(name): value for name, value in out.active.items()}})
         if out.logits is not None:
             self._correct += (out.logits.detach().argmax(1) == labels).sum()
             self._classified += len(labels)
         self._seen += len(labels)
         self._steps_since += 1
         return loss
+
+    @torch.no_grad()
+    def _add_parts(self, parts: dict[str, torch.Tensor]) -> None:
+        """Add a step's terms and active shares to their running sums, on the device."""
+        for name, value in parts.items():
+            if name in self._part_sums:
+                self._part_sums[name] += value.detach().float()
+            else:
+                self._part_sums[name] = value.detach().float().clone()
+            self._part_steps[name] = self._part_steps.get(name, 0) + 1
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -227,19 +243,21 @@ class Trainer:
         return torch.nn.functional.normalize(features, dim=1) if self.normalized else features
 
     @torch.no_grad()
-    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float | None:
-        """Accuracy on features whose labels are training-class indices: the loss's classifier, or
-        the nearest class mean of the training features seen since the previous snapshot."""
-        if len(labels) == 0:
-            return None
+    def scores(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Training-class scores of features, as accuracy is measured: the loss's classifier, or the nearest
+        class mean of the training features seen up to the previous snapshot (None before there are any)."""
         self.loss_fn.eval()
         if self.has_classifier:
-            scores = self.loss_fn.predict(features)
-        elif self._class_means is None:
+            return self.loss_fn.predict(features)
+        if self._class_means is None:
             return None
-        else:
-            scores = -torch.cdist(self._directions(features), self._class_means)
-        return (scores.argmax(1) == labels).float().mean().item()
+        return -torch.cdist(self._directions(features), self._class_means)
+
+    @torch.no_grad()
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float | None:
+        """Accuracy on features whose labels are training-class indices (see :meth:`scores`)."""
+        scores = self.scores(features) if len(labels) else None
+        return None if scores is None else (scores.argmax(1) == labels).float().mean().item()
 
     def _update_class_means(self) -> None:
         seen = self._class_counts > 0
@@ -283,18 +301,27 @@ class Trainer:
             if self._classified:
                 metrics["train_acc"] = self._correct.item() / self._classified
             metrics["images_per_s"] = self._seen / interval if interval > 0 else math.nan
+        if self._part_sums:
+            # One read from the device for all of them.
+            parts = torch.stack([total / self._part_steps[name] for name, total in self._part_sums.items()])
+            metrics.update(zip(self._part_sums, parts.tolist(), strict=True))
         seen = data.to_train_label[data.probe_labels]
         probe_acc = self.accuracy(features[seen >= 0], seen[seen >= 0])
         if probe_acc is not None:
             metrics["probe_acc"] = probe_acc
         metrics.update(self._geometry(features, seen >= 0))
+        # From the loss's own parameters on a grid, no pass through the network (dmlviz.regions).
+        decision = decision_map(features, self.scores, self.loss_fn.training_logits)
         self._loss_sum.zero_()
+        self._part_sums.clear()
+        self._part_steps.clear()
         self._correct.zero_()
         self._seen = self._classified = self._steps_since = 0
         return Snapshot(
             step=self.step, epoch=self.epoch, elapsed=elapsed, kind=kind, metrics=metrics,
             features=features.cpu().numpy(), class_means=means.cpu().numpy(),
             class_vectors={k: v.detach().float().cpu().numpy() for k, v in self.loss_fn.class_vectors().items()},
+            decision=decision,
         )
 
     def _geometry(self, features: torch.Tensor, seen: torch.Tensor) -> dict[str, float]:

@@ -77,15 +77,16 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
     return path
 
 
-def _options(view, axes: str):
-    """The run's own view options (directions for a normalised loss, …) with the axes asked for."""
+def _options(view, axes: str = "follow", regions: bool = False):
+    """The run's own view options (directions for a normalised loss, …) with the axes asked for, and the
+    decision regions of a 2-D run if asked for."""
     from dataclasses import replace
 
-    return replace(view.default_options(), axes=axes)
+    return replace(view.default_options(), axes=axes, regions=regions)
 
 
 def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REPLAY_FRAMES,
-                 axes: str = "follow") -> Path:
+                 axes: str = "follow", regions: bool = False) -> Path:
     """The run's feature space and distance histogram over time as one standalone HTML file (plotly.js
     inside: it plays offline), with play / pause and a slider over up to ``max_frames`` snapshots.
     ``axes``: "follow" (the view follows the run, the histogram fits each frame) or "fixed" (one view
@@ -93,14 +94,14 @@ def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REP
     from dmlviz.view import RunView
 
     view = RunView(store, run_id)
-    figure = view.replay(_options(view, axes), max_frames=max_frames, height=720)
+    figure = view.replay(_options(view, axes, regions), max_frames=max_frames, height=720)
     figure.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False,
                       config={"displaylogo": False})
     return path
 
 
 def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: int = MOVIE_FRAMES,
-                fps: int = MOVIE_FPS, axes: str = "follow") -> Path:
+                fps: int = MOVIE_FPS, axes: str = "follow", regions: bool = False) -> Path:
     """The feature space over the run as an animated GIF or an H.264 MP4 for slides: up to
     ``max_frames`` snapshots spread over it, with trails, each titled with the loss, the dataset and
     the step. ``axes``: "follow" (the view follows the run; still images keep the origin in the
@@ -112,7 +113,7 @@ def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: 
     if fmt not in MOVIE_FORMATS:
         raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
     view = RunView(store, run_id)
-    played = view.replay_frames(_options(view, axes), max_frames=max_frames, histograms=False)
+    played = view.replay_frames(_options(view, axes, regions), max_frames=max_frames, histograms=False)
     labels, names, trained = view.classes
     extents = [float(np.abs(box).max()) for box in played.views] or [played.extent] * len(played.panels)
     images = (render.feature_image(panel, labels, names, trained, extent=extent,
@@ -154,7 +155,8 @@ def _write_mp4(images: Iterator[np.ndarray], path: Path, fps: int) -> None:
             writer.close()
 
 
-def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features", snapshot: int | None = None) -> Path:
+def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features", snapshot: int | None = None,
+              regions: bool = False) -> Path:
     """One figure at a snapshot as a PNG: the feature space (with its trails), the distance histogram,
     or the curves with a line at the snapshot's step."""
     from dmlviz import geometry, render
@@ -166,7 +168,7 @@ def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features"
     seq = snapshot_seq(store, run_id, snapshot)
     index = view.snapshots()
     position = next(i for i, info in enumerate(index) if info.seq == seq)
-    options = view.default_options()
+    options = _options(view, regions=regions)
     labels, names, trained = view.classes
     shot = index[position]
     title = f"{view.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}"
@@ -252,6 +254,7 @@ class ExportOptions:
     axes: str = "follow"  # html, gif, mp4: the view follows the run, or one view holds it all ("fixed")
     frames: int | None = None  # html, gif, mp4: at most this many snapshots (None: REPLAY_FRAMES, MOVIE_FRAMES)
     fps: int = MOVIE_FPS  # gif, mp4
+    regions: bool = False  # html, gif, mp4, png: shade a 2-D run's decision regions and margin band
     data_dir: Path | None = None  # tensorboard: the dataset cache, for the sprite of the probe images
 
 
@@ -294,7 +297,7 @@ def _movie(fmt: str, mime: str) -> Exporter:
     return Exporter(fmt, f"Animation ({fmt.upper()})", f".{fmt}", mime, "run", _MOVIE_HELP,
                     lambda store, run_id, path, options: write_movie(store, run_id, path, fmt,
                                                                      options.frames or MOVIE_FRAMES, options.fps,
-                                                                     options.axes))
+                                                                     options.axes, options.regions))
 
 
 def _table(fmt: str, label: str, mime: str) -> Exporter:
@@ -308,7 +311,7 @@ EXPORTERS: dict[str, Exporter] = {exporter.format: exporter for exporter in (
     Exporter("html", "Replay (HTML)", ".html", "text/html", "run",
              "The replay as one page that plays offline: plotly.js is inside.",
              lambda store, run_id, path, options: write_replay(store, run_id, path, options.frames or REPLAY_FRAMES,
-                                                               options.axes)),
+                                                               options.axes, options.regions)),
     _movie("gif", "image/gif"),
     _movie("mp4", "video/mp4"),
     Exporter("yaml", "Config (YAML)", ".yaml", "application/yaml", "run",
@@ -317,7 +320,8 @@ EXPORTERS: dict[str, Exporter] = {exporter.format: exporter for exporter in (
     Exporter("png", "{figure} (PNG)", ".png", "image/png", "snapshot",
              "A figure at the snapshot: the feature space with its trails, the distance histogram, or the curves "
              "with a line at its step.",
-             lambda store, run_id, path, options: write_png(store, run_id, path, options.figure, options.snapshot),
+             lambda store, run_id, path, options: write_png(store, run_id, path, options.figure, options.snapshot,
+                                                            options.regions),
              figures=PNG_FIGURES),
     _table("csv", "CSV", "text/csv"),
     _table("parquet", "Parquet", "application/vnd.apache.parquet"),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from dmlviz import regions
 from dmlviz.metrics import PANELS, SCHEDULES, MetricSpec, metric_spec, order
 
 #: The class colours: Matthew Petroff's ten-colour sequence ("Accessible Color Sequences for Data
@@ -211,11 +212,66 @@ def placements(points: np.ndarray, train_classes: Sequence[int], *, normalized: 
     return now, past
 
 
+def decision_traces(decision: Mapping[str, np.ndarray], train_classes: Sequence[int]) -> list[dict[str, Any]]:
+    """A 2-D decision map (:mod:`dmlviz.regions`) under the features: every cell shaded lightly in the colour
+    of the class that wins it, a margin loss's band (where the winner still loses once its margin counts)
+    shaded grey, and the boundaries between classes as thin lines. Always these three traces, empty where
+    the map has nothing to show, so that the frames of a replay hold the same traces."""
+    empty = {"showscale": False, "hoverinfo": "skip", "showlegend": False}
+    if "winner" not in decision:
+        return [{"type": "heatmap", "z": [[None]], "name": "decision regions", **empty},
+                {"type": "heatmap", "z": [[None]], "name": "margin band", **empty},
+                {"type": "scattergl", "mode": "lines", "x": [], "y": [], "name": "decision boundaries", **empty}]
+    box, winner = np.asarray(decision["box"], dtype=float), np.asarray(decision["winner"])
+    rows, cols = winner.shape
+    dx, dy = (box[0, 1] - box[0, 0]) / cols, (box[1, 1] - box[1, 0]) / rows
+    grid = {"x0": box[0, 0] + dx / 2, "dx": dx, "y0": box[1, 0] + dy / 2, "dy": dy, "zsmooth": False,
+            "showscale": False, "hoverinfo": "skip", "showlegend": False}
+    count = len(train_classes)
+    # One flat step of the colour scale per training class: cell value i is class train_classes[i]'s colour.
+    steps = [[edge / count, class_color(int(train_classes[i]))] for i in range(count) for edge in (i, i + 1)]
+    traces = [{"type": "heatmap", "z": winner, "zmin": -0.5, "zmax": count - 0.5, "colorscale": steps,
+               "opacity": 0.16, "name": "decision regions", **grid}]
+    band = regions.band_of(decision)
+    band = np.where(band, 1.0, np.nan) if band is not None else [[None]]
+    traces.append({"type": "heatmap", "z": band, "zmin": 0, "zmax": 1, "opacity": 0.22,
+                   "colorscale": [[0, "#444444"], [1, "#444444"]], "name": "margin band", **grid})
+    traces.append({"type": "scattergl", "mode": "lines", **boundary_lines(winner, box),
+                   "line": {"color": "rgba(60, 60, 60, 0.55)", "width": 1}, "name": "decision boundaries",
+                   "hoverinfo": "skip", "showlegend": False})
+    return traces
+
+
+def boundary_lines(winner: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
+    """The edges between cells won by different classes, as one line trace's x and y (NaN between lines);
+    edges that continue one another are one line, so a straight boundary costs two points, not a hundred."""
+    rows, cols = winner.shape
+    xs = np.linspace(box[0, 0], box[0, 1], cols + 1)
+    ys = np.linspace(box[1, 0], box[1, 1], rows + 1)
+    # Vertical lines between columns c and c + 1, over runs of rows; horizontal ones between rows r and r + 1.
+    column, start, stop = _runs(winner[:, 1:] != winner[:, :-1])
+    vertical = np.stack([np.stack([xs[column + 1]] * 2, 1), np.stack([ys[start], ys[stop]], 1)], 2)
+    row, start, stop = _runs((winner[1:, :] != winner[:-1, :]).T)
+    horizontal = np.stack([np.stack([xs[start], xs[stop]], 1), np.stack([ys[row + 1]] * 2, 1)], 2)
+    lines = np.concatenate([vertical, horizontal])  # L × 2 ends × (x, y)
+    line = np.concatenate([lines, np.full((len(lines), 1, 2), np.nan)], 1).reshape(-1, 2)
+    return {"x": line[:, 0], "y": line[:, 1]}
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True down each column of ``mask``: (column, first row, row after the last) of each."""
+    steps = np.diff(np.pad(mask, ((1, 1), (0, 0))).astype(np.int8), axis=0).T  # columns × rows + 1
+    starts, stops = np.argwhere(steps == 1), np.argwhere(steps == -1)  # both in (column, row) order: they pair
+    return starts[:, 0], starts[:, 1], stops[:, 1]
+
+
 def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
-                   selected: int | None = None) -> list[dict[str, Any]]:
-    """The traces of :func:`feature_figure` (without the unit sphere), for one panel or several."""
+                   selected: int | None = None, decision: Mapping[str, np.ndarray] | None = None
+                   ) -> list[dict[str, Any]]:
+    """The traces of :func:`feature_figure` (without the unit sphere), for one panel or several; a 2-D
+    ``decision`` map (:func:`decision_traces`) goes under everything else."""
     points = np.asarray(points, dtype=float)
     labels = np.asarray(labels)
     if points.ndim != 2 or points.shape[1] not in (2, 3):
@@ -224,7 +280,7 @@ def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     trained = {int(c) for c in train_classes}
     names = {c: str(class_names[c]) + ("" if c in trained else " (unseen)") for c in range(len(class_names))}
 
-    traces = []
+    traces = decision_traces(decision, train_classes) if decision is not None and not three_d else []
     for c in np.unique(labels).tolist():
         index = np.flatnonzero(labels == c)
         traces.append(_class_points(points[index], index, names[c], c, c not in trained, three_d))
@@ -249,7 +305,8 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
                    selected: int | None = None, uirevision: str = "features", height: int | None = None,
-                   title: str | None = None, axis_range: np.ndarray | None = None) -> go.Figure:
+                   title: str | None = None, axis_range: np.ndarray | None = None,
+                   decision: Mapping[str, np.ndarray] | None = None) -> go.Figure:
     """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
 
     Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
@@ -264,7 +321,8 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     moves, while an autoranged axis that they zoomed stays as they left it (``uirevision``) until they reset it.
     """
     traces = feature_traces(points, labels, class_names, train_classes, normalized=normalized,
-                            class_vectors=class_vectors, class_means=class_means, trails=trails, selected=selected)
+                            class_vectors=class_vectors, class_means=class_means, trails=trails, selected=selected,
+                            decision=decision)
     three_d = np.shape(points)[1] == 3
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
                               "title": {"text": title} if title else None,
@@ -366,6 +424,7 @@ class FeaturePanel:
     class_vectors: Mapping[str, np.ndarray] | None = None
     class_means: np.ndarray | None = None
     trails: Mapping[str, np.ndarray] | None = None
+    decision: Mapping[str, np.ndarray] | None = None  # a 2-D decision map to shade under the points
 
 
 def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_names: Sequence[str],
@@ -399,7 +458,7 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
         suffix = "" if i == 0 else str(i + 1)
         panel_traces = feature_traces(panel.points, labels, class_names, train_classes, normalized=panel.normalized,
                                       class_vectors=panel.class_vectors, class_means=panel.class_means,
-                                      trails=panel.trails, selected=selected)
+                                      trails=panel.trails, selected=selected, decision=panel.decision)
         if three_d and panel.normalized:
             panel_traces.append(_sphere())
         for trace in panel_traces:

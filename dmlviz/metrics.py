@@ -3,7 +3,8 @@
 The engine records metrics by name (``Snapshot.metrics``, the store's series); the curves, the live
 numbers, the comparison table and the CLI read their label, unit, panel and better direction here,
 so a metric is added in one place: a row of ``METRICS``. A loss's scheduled hyperparameters are
-recorded as ``schedule.<name>`` and described by :func:`metric_spec` without a row of their own.
+recorded as ``schedule.<name>``, its terms as ``term.<name>`` and its active shares as ``active.<name>``,
+all described by :func:`metric_spec` without a row of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from typing import Literal
 SCHEDULES = "Schedules (÷ max)"
 #: How the engine names a loss's scheduled hyperparameter in a snapshot's metrics: ``schedule.margin``.
 SCHEDULE_PREFIX = "schedule."
+#: The curve panel of a loss's named parts, each with its weight: the center term against the softmax term.
+TERMS = "Loss terms"
+#: How the engine names a loss's term in a snapshot's metrics: ``term.center``.
+TERM_PREFIX = "term."
+#: The curve panel of the shares of pairs or triplets that contribute to a mining or hinged loss.
+ACTIVE = "Active pairs"
+#: How the engine names a loss's active share in a snapshot's metrics: ``active.negative pairs``.
+ACTIVE_PREFIX = "active."
 #: What losses' schedules were recorded as before they carried the prefix: kept readable in older stores.
 _BARE_SCHEDULES = frozenset({"margin", "lambda", "scale", "c", "radius", "lambda_adv"})
 
@@ -86,8 +95,11 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("lr", "learning rate", SCHEDULES, short="lr", kind="schedule",
                help="The optimizer's learning rate as its schedule sets it."),
 )}
-#: The curve panels in the order they are drawn; a panel not listed here comes after them.
-PANELS: tuple[str, ...] = tuple(dict.fromkeys(spec.panel for spec in METRICS.values() if spec.panel))
+_CATALOG_PANELS = tuple(dict.fromkeys(spec.panel for spec in METRICS.values() if spec.panel))
+_AFTER_LOSS = _CATALOG_PANELS.index("Loss") + 1
+#: The curve panels in the order they are drawn, a loss's terms and active shares right after the loss;
+#: a panel not listed here comes after them.
+PANELS: tuple[str, ...] = (*_CATALOG_PANELS[:_AFTER_LOSS], TERMS, ACTIVE, *_CATALOG_PANELS[_AFTER_LOSS:])
 
 
 def schedule_metric(hparam: str) -> str:
@@ -95,14 +107,35 @@ def schedule_metric(hparam: str) -> str:
     return SCHEDULE_PREFIX + hparam
 
 
+def term_metric(name: str) -> str:
+    """The name a loss's term is recorded under: ``term.center``."""
+    return TERM_PREFIX + name
+
+
+def active_metric(name: str) -> str:
+    """The name a loss's share of contributing pairs or triplets is recorded under: ``active.triplets``."""
+    return ACTIVE_PREFIX + name
+
+
 def metric_spec(name: str) -> MetricSpec:
-    """The catalog's row for ``name``; a loss's schedule; or, for a name the catalog does not know
-    (a loss's own term, say), a plain spec that draws it in a panel of its own."""
+    """The catalog's row for ``name``; a loss's schedule, term or active share; or, for a name the
+    catalog does not know, a plain spec that draws it in a panel of its own."""
     if name in METRICS:
         return METRICS[name]
     if name.startswith(SCHEDULE_PREFIX) or name in _BARE_SCHEDULES:
         hparam = name.removeprefix(SCHEDULE_PREFIX)
         return MetricSpec(name, hparam, SCHEDULES, kind="schedule", help=f"The loss's {hparam} as the run sets it.")
+    # Not live: a loss of several terms would crowd the live numbers, which the curves show side by side.
+    if name.startswith(TERM_PREFIX):
+        term = name.removeprefix(TERM_PREFIX)
+        return MetricSpec(name, f"{term} term", TERMS, short=term, higher_is_better=False, live=False,
+                          help=f"The loss's {term} term with its weight, averaged over the steps since the "
+                          "previous snapshot; the terms add up to the loss.")
+    if name.startswith(ACTIVE_PREFIX):
+        what = name.removeprefix(ACTIVE_PREFIX)
+        return MetricSpec(name, f"active {what}", ACTIVE, short=what, fraction=True, live=False,
+                          help=f"The share of the batch's {what} that contribute a non-zero loss, averaged over "
+                          "the steps since the previous snapshot.")
     return MetricSpec(name, name, name)
 
 

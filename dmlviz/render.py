@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dmlviz import figures
+from dmlviz import figures, regions
 from dmlviz.metrics import SCHEDULES, metric_spec
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
     figure, canvas = _canvas(size)
     axes = figure.add_axes((0.06, 0.06, 0.68, 0.84), projection="3d" if three_d else None)
     trained = {int(c) for c in train_classes}
+    if panel.decision and "winner" in panel.decision and not three_d:
+        _decision(axes, panel.decision, train_classes)
     handles = []
     for c in np.unique(labels).tolist():
         color, shape, rows = figures.class_color(c), _MARKERS[figures.class_symbol(c)], points[labels == c]
@@ -88,6 +91,20 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
     figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.76, 0.9), frameon=False, fontsize=10)
     figure.suptitle(title, fontsize=13)
     return _pixels(canvas)
+
+
+def _decision(axes: Axes, decision: Mapping[str, np.ndarray], train_classes: Sequence[int]) -> None:
+    """The decision map under the points, as the pages shade it (``figures.decision_traces``)."""
+    box, winner = np.asarray(decision["box"], dtype=float), np.asarray(decision["winner"])
+    colours = np.array([to_rgb(figures.class_color(int(c))) for c in train_classes])
+    extent = (box[0, 0], box[0, 1], box[1, 0], box[1, 1])
+    axes.imshow(colours[winner], extent=extent, origin="lower", alpha=0.16, interpolation="nearest", zorder=0)
+    if (cells := regions.band_of(decision)) is not None:
+        band = np.zeros((*winner.shape, 4))
+        band[cells] = (0.27, 0.27, 0.27, 0.22)
+        axes.imshow(band, extent=extent, origin="lower", interpolation="nearest", zorder=0)
+    line = figures.boundary_lines(winner, box)
+    axes.plot(line["x"], line["y"], color=(0.24, 0.24, 0.24, 0.55), linewidth=0.6, zorder=0)
 
 
 def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndarray, three_d: bool) -> Line2D:

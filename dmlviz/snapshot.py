@@ -25,7 +25,8 @@ class Snapshot:
     every class of the dataset (K × d, NaN rows for classes absent from the probe).
     ``metrics`` holds scalar numbers such as ``loss``, ``train_acc``, ``test_acc``, ``lr``,
     ``images_per_s`` and the current value of any scheduled hyperparameter (``schedule.margin``);
-    :mod:`dmlviz.metrics` describes each.
+    :mod:`dmlviz.metrics` describes each. ``decision`` is a 2-D run's decision map (:mod:`dmlviz.regions`:
+    ``box``, ``winner`` and, for a margin loss, ``band``); empty for wider features.
     """
 
     step: int
@@ -36,3 +37,4 @@ class Snapshot:
     features: np.ndarray
     class_means: np.ndarray
     class_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    decision: dict[str, np.ndarray] = field(default_factory=dict)

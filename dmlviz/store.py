@@ -38,7 +38,7 @@ from dmlviz.status import ACTIVE, RunStatus
 T = TypeVar("T")
 
 DB_NAME = "runs.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Free disk space that a store keeps spare: below it, no run starts and a running one stops, while
 #: there is still room to record how it ended.
 MIN_FREE_BYTES = 100 * 2**20
@@ -76,7 +76,8 @@ _SCHEMA = (
         metrics TEXT NOT NULL,
         features BLOB NOT NULL,
         class_means BLOB NOT NULL,
-        class_vectors BLOB NOT NULL
+        class_vectors BLOB NOT NULL,
+        decision BLOB
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_run_seq ON snapshots (run_id, seq)",
     """CREATE TABLE IF NOT EXISTS series (
@@ -107,9 +108,11 @@ _RUN_COLUMNS = (
     "id, name, config, config_hash, status, created_at, started_at, finished_at, updated_at, error,"
     " summary, pid, tags, owner"
 )
-#: What each older format needs to become the current one (format 1 had no tags, format 2 no owner).
+#: What each older format needs to become the current one (format 1 had no tags, format 2 no owner, format 3
+#: no decision maps).
 _MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",),
-               2: ("ALTER TABLE runs ADD COLUMN owner TEXT",)}
+               2: ("ALTER TABLE runs ADD COLUMN owner TEXT",),
+               3: ("ALTER TABLE snapshots ADD COLUMN decision BLOB",)}
 MAX_TAG_LENGTH = 40
 MAX_TAGS = 20  # tags a run may have
 MAX_NAME_LENGTH = 200  # characters of a run's name (RunConfig's name is held to it too)
@@ -458,6 +461,7 @@ class RunStore:
             _npy(snapshot.features, "features"),
             _npy(snapshot.class_means, "class_means"),
             _npz(snapshot.class_vectors),
+            _npz(snapshot.decision, compressed=True) if snapshot.decision else None,
         )
         series = [(name, float(value)) for name, value in metrics.items() if name not in SERIES_AXES]
         self.check_space()
@@ -468,7 +472,7 @@ class RunStore:
             ).fetchone()
             db.execute(
                 "INSERT INTO snapshots (run_id, seq, step, epoch, elapsed, kind, metrics, features,"
-                " class_means, class_vectors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " class_means, class_vectors, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, seq, step, epoch, elapsed, snapshot.kind, _dumps(metrics, "metrics"), *blobs),
             )
             db.executemany(
@@ -513,7 +517,7 @@ class RunStore:
         """The run's snapshot number ``seq``; StoreError if there is none."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors"
+                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision"
                 " FROM snapshots WHERE run_id = ? AND seq = ?",
                 (run_id, seq),
             ).fetchone()
@@ -526,7 +530,7 @@ class RunStore:
         """The run's most recent snapshot, or None if it has none yet."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors"
+                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision"
                 " FROM snapshots WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
@@ -920,10 +924,18 @@ def _npy(array: np.ndarray, what: str) -> bytes:
     return buffer.getvalue()
 
 
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+def _npz(arrays: dict[str, np.ndarray], compressed: bool = False) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: _check_plain(a, f"class_vectors[{name!r}]") for name, a in arrays.items()})
+    save = np.savez_compressed if compressed else np.savez  # a decision map is mostly runs of one class
+    save(buffer, **{name: _check_plain(a, f"array {name!r}") for name, a in arrays.items()})
     return buffer.getvalue()
+
+
+def _load_npz(blob: bytes | None) -> dict[str, np.ndarray]:
+    if blob is None:
+        return {}
+    with _NPY_LOCK, np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 # NumPy parses .npy headers with ast.literal_eval, and CPython 3.11 before 3.11.8 can raise
@@ -938,9 +950,7 @@ def _load_npy(blob: bytes) -> np.ndarray:
 
 
 def _snapshot(row: tuple) -> Snapshot:
-    step, epoch, elapsed, kind, metrics, features, class_means, class_vectors = row
-    with _NPY_LOCK, np.load(io.BytesIO(class_vectors), allow_pickle=False) as npz:
-        vectors = {name: npz[name] for name in npz.files}
+    step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision = row
     return Snapshot(
         step=int(step),
         epoch=float(epoch),
@@ -949,7 +959,8 @@ def _snapshot(row: tuple) -> Snapshot:
         metrics=json.loads(metrics),
         features=_load_npy(features),
         class_means=_load_npy(class_means),
-        class_vectors=vectors,
+        class_vectors=_load_npz(class_vectors),
+        decision=_load_npz(decision),
     )
 
 
@@ -1053,6 +1064,8 @@ def salvage(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
             except (ValueError, TypeError, AttributeError):
                 pass
     columns = "run_id, seq, step, epoch, elapsed, kind, metrics, features, class_means, class_vectors"
+    if "snapshots" in tables and "decision" in {row[1] for row in db.execute("PRAGMA table_info(snapshots)")}:
+        columns += ", decision"
     if "snapshots" in tables:
         for row in copy("snapshots", columns, _readable_rows(db, "snapshots", columns, probes)):
             record = run(row[0])

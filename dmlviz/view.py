@@ -43,6 +43,7 @@ class ViewOptions:
     # Features wider than 3-D: "pca" (live), or "umap" / "tsne" on request (seconds per frame).
     method: str = "pca"
     axes: str = "follow"  # or "fixed": see AXES
+    regions: bool = False  # shade a 2-D run's decision regions and margin band under the features
 
     def __post_init__(self) -> None:
         if self.axes not in AXES:
@@ -264,6 +265,7 @@ class RunView:
             drawing.panel.points, labels, names, trained,
             normalized=options.directions, class_vectors=drawing.panel.class_vectors,
             class_means=drawing.panel.class_means, trails=drawing.panel.trails, selected=selected,
+            decision=drawing.panel.decision,
             uirevision=f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}", height=height,
             title=title, axis_range=self.axis_range([drawing.panel], options, key=current.seq),
         )
@@ -297,8 +299,16 @@ class RunView:
             trails = self._trails(index[max(0, position - options.trail):position + 1], to_view)
             if explained is not None:
                 note = f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
-        panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails)
+        panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails,
+                                     self._decision(snapshot, options))
         return Drawing(snapshot, panel, explained, note)
+
+    def _decision(self, snapshot: Snapshot, options: ViewOptions) -> dict[str, np.ndarray] | None:
+        """The snapshot's decision map when it is asked for and means something in the drawing: 2-D features
+        drawn as they are, or as directions when the loss reads only those (its regions are then sectors)."""
+        if not options.regions or self.feature_dim != 2 or (options.directions and not self.normalized):
+            return None
+        return snapshot.decision
 
     def follower(self, options: ViewOptions, dims: int) -> AxisFollower:
         """The axes' memory for one way of drawing the run (kept between frames, like the projection)."""
@@ -381,7 +391,7 @@ class RunView:
                                                         strict=True)):
             traces = figures.feature_traces(panel.points, labels, names, trained, normalized=panel.normalized,
                                             class_vectors=panel.class_vectors, class_means=panel.class_means,
-                                            trails=panel.trails)
+                                            trails=panel.trails, decision=panel.decision)
             frames.append(figures.ReplayFrame(f"step {snapshot.step:,}", traces, hist,
                                               f"step {snapshot.step:,} · epoch {snapshot.epoch:.2f}",
                                               played.views[i] if follow else None))

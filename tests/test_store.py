@@ -94,21 +94,24 @@ def test_tags_are_trimmed_kept_once_and_bounded(store: RunStore) -> None:
         store.set_tags(999, ["a"])
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_store_of_an_older_format_gains_the_new_columns_and_keeps_its_runs(tmp_path: Path, version: int) -> None:
     from dmlviz.store import _SCHEMA
 
     folder = tmp_path / "old"
     folder.mkdir()
     db = sqlite3.connect(folder / "runs.db")
-    # Format 1: the same tables, without the tags and owner columns; format 2: without the owner.
-    runs_table = _SCHEMA[0].replace(",\n        owner TEXT", "")
+    # Format 1: the same tables, without the tags, owner and decision columns; format 2: without the owner
+    # and decision maps; format 3: without decision maps.
+    runs_table = _SCHEMA[0]
+    if version < 3:
+        runs_table = runs_table.replace(",\n        owner TEXT", "")
     if version == 1:
         runs_table = runs_table.replace(",\n        tags TEXT NOT NULL DEFAULT '[]'", "")
-    assert "owner" not in runs_table and ("tags" in runs_table) == (version == 2)
+    assert ("owner" in runs_table) == (version == 3) and ("tags" in runs_table) == (version >= 2)
     db.execute(runs_table)
     for statement in _SCHEMA[1:]:
-        db.execute(statement)
+        db.execute(statement.replace(",\n        decision BLOB", ""))
     db.execute("INSERT INTO runs (name, config, status, created_at, updated_at) VALUES ('old', '{}', 'finished', 1, 1)")
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()
@@ -120,6 +123,10 @@ def test_a_store_of_an_older_format_gains_the_new_columns_and_keeps_its_runs(tmp
     assert RunStore(folder).get_run(old.id).tags == ["kept"]
     new = store.create_run({}, owner="visitor-1")
     assert RunStore(folder).get_run(new).owner == "visitor-1"
+    shot = make_snapshot(0)
+    shot.decision = {"box": np.zeros((2, 2)), "winner": np.eye(4, dtype=np.uint8)}
+    store.add_snapshot(new, shot)
+    assert np.array_equal(RunStore(folder).get_snapshot(new, 0).decision["winner"], np.eye(4))
 
 
 def test_set_status_times_error_and_pid(store: RunStore) -> None:

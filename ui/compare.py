@@ -8,6 +8,8 @@ the page keeps between reruns is its :class:`~ui.job.LiveJob` (``job("compare")`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
@@ -94,10 +96,16 @@ def _draw(ids: tuple[int, ...], seen: tuple[RunStatus, ...]) -> None:
                             label="Timeline (every run)", format_func=lambda s: f"step {s:,}",
                             help="Scrub back: every panel, the histograms and the table move to this step.")
     options = view.views[0].default_options()
+    if view.views[0].feature_dim == 2 and st.toggle(
+            "Decision regions", key="compare_regions",
+            help="In every panel: where its loss's classifier picks each class, with the boundaries and a margin "
+                 "loss's band."):
+        options = replace(options, regions=True)
     selected = compare.selected
-    frame = compare.cached("compare-frame", (ids, step, tuple(len(i) for i in indexes) if running else None, selected),
-                    lambda: view.frame(indexes, step, options, selected=selected,
-                                       height=_grid_height(len(ids))))
+    frame = compare.cached("compare-frame", (ids, step, options.regions,
+                                             tuple(len(i) for i in indexes) if running else None, selected),
+                           lambda: view.frame(indexes, step, options, selected=selected,
+                                              height=_grid_height(len(ids))))
     live_plotly_chart(frame.features_figure, key="compare_chart", on_click=compare.select,
                       camera_key=frame.features_figure.layout.uirevision)
     # The table and the histogram each take the whole width, one under the other: beside each other, the

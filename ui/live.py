@@ -355,6 +355,11 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
                 method = "umap" if choice == "UMAP" else "tsne"
                 if live:
                     st.caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
+        regions = view.feature_dim == 2 and st.toggle(
+            "Decision regions", key="regions",
+            help="Where the loss's classifier picks each class (the nearest class mean for a loss without one), "
+                 "shaded in the class colours with the boundaries between them, and, for a margin loss, the band "
+                 "where a sample of the winning class would still lose once its margin counts.")
         trail = st.slider("Trail", 0, 60, 20, key="trail", width=320,  # wide enough to aim at a value
                           help="How many earlier snapshots the class trails reach back.")
         histogram = st.segmented_control("Distances", ("euclidean", "angular"),
@@ -364,7 +369,8 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
                                     help="Follow: zoom out as soon as the features would leave the view, back in "
                                          "once they have stayed small for a while. Fixed: keep the view of the "
                                          "moment.") or "follow"
-    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method, axes=axes)
+    return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method, axes=axes,
+                       regions=regions)
 
 
 def _metrics(frame: Frame) -> None:

@@ -92,10 +92,22 @@ class LossSpec:
 
 @dataclass
 class LossOutput:
-    """The loss value and, for losses with a classifier head, the logits used for accuracy."""
+    """The loss value and, for losses with a classifier head, the logits used for accuracy.
+
+    ``terms``: the loss's named parts, each already multiplied by its weight, so that they add up to
+    ``loss``; empty for a loss of one part. ``active``: for a loss that mines or hinges, the share
+    (0 to 1) of the batch's pairs or triplets that contribute a non-zero loss, by what they are
+    ("negative pairs", "triplets"). Both hold device tensors, read only when the engine records them.
+    """
 
     loss: torch.Tensor
     logits: torch.Tensor | None = None
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    active: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def parts(self, name: str) -> dict[str, torch.Tensor]:
+        """The terms, or the whole loss as the one term ``name`` when it has none (for a loss built on it)."""
+        return self.terms or {name: self.loss}
 
 
 class FeatureLoss(nn.Module):
@@ -119,6 +131,12 @@ class FeatureLoss(nn.Module):
 
     def predict(self, features: torch.Tensor) -> torch.Tensor | None:
         """Class scores for accuracy, or None when the loss has no classifier."""
+        return None
+
+    def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The logits its cross-entropy sees for samples of classes ``labels``, margins applied: where they
+        pick another class than ``labels``, a sample still loses (the margin band of ``dmlviz.regions``).
+        None for a loss without a margin."""
         return None
 
     def set_progress(self, progress: float) -> dict[str, float]:

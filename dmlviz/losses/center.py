@@ -26,7 +26,8 @@ CENTER_RULE = Param("center_rule", "paper", choices=CENTER_RULES,
 class CenterClassifierLoss(LinearClassifierLoss):
     """Softmax cross-entropy plus ``lambda`` times a term on features and class centers.
 
-    Subclasses define :meth:`center_term`. Two center rules:
+    Subclasses define :meth:`center_term` and name it in :attr:`term_name` (the loss's terms are
+    ``softmax`` and that name). Two center rules:
 
     * ``"paper"``: centers are a buffer; after each training forward, each center moves towards the
       mean of its class in the batch by the paper's Algorithm 1 (rate ``alpha``).
@@ -34,6 +35,8 @@ class CenterClassifierLoss(LinearClassifierLoss):
       lambda, so they move at the loss learning rate whatever lambda is (as the reference PyTorch
       port does by dividing the centers' gradient by the loss weight).
     """
+
+    term_name = "center"
 
     def __init__(self, num_classes: int, dim: int, weight: float, alpha: float, center_rule: str) -> None:
         super().__init__(num_classes, dim)
@@ -62,11 +65,13 @@ class CenterClassifierLoss(LinearClassifierLoss):
             # other reaches only the centers and adds zero to the value, which stays CE + lambda * term.
             pull = self.center_term(features, labels, self.centers.detach())
             track = self.center_term(features.detach(), labels, self.centers)
-            return LossOutput(out.loss + self.weight * pull + (track - track.detach()), out.logits)
-        term = self.center_term(features, labels, self.centers)
+            weighted = self.weight * pull
+            return LossOutput(out.loss + weighted + (track - track.detach()), out.logits,
+                              terms={"softmax": out.loss, self.term_name: weighted})
+        weighted = self.weight * self.center_term(features, labels, self.centers)
         if self.training:
             self._paper_update(features.detach(), labels)
-        return LossOutput(out.loss + self.weight * term, out.logits)
+        return LossOutput(out.loss + weighted, out.logits, terms={"softmax": out.loss, self.term_name: weighted})
 
     @torch.no_grad()
     def _paper_update(self, features: torch.Tensor, labels: torch.Tensor) -> None:

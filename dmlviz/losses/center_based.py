@@ -89,6 +89,8 @@ def _check_classes(name: str, num_classes: int) -> None:
 class IELoss(CenterClassifierLoss):
     """L = CE + lambda * mean_i softplus(m + d_{i,y_i} - mean_{j != y_i} d_ij)  (reconstructed, see the spec)."""
 
+    term_name = "ie"
+
     def __init__(self, num_classes: int, dim: int, center_rule: str = "paper", scale_free: bool = False,
                  **hp: float) -> None:
         _check_classes("IE loss", num_classes)
@@ -161,6 +163,8 @@ class IELoss(CenterClassifierLoss):
 class ContrastiveCenterLoss(CenterClassifierLoss):
     """L = CE + lambda/(2N) * sum_i d_{i,y_i} / (sum_{j != y_i} d_ij + delta)."""
 
+    term_name = "contrastive-center"
+
     def __init__(self, num_classes: int, dim: int, center_rule: str = "paper", **hp: float) -> None:
         _check_classes("Contrastive-center loss", num_classes)
         super().__init__(num_classes, dim, hp["lambda"], hp["alpha"], center_rule)
@@ -220,6 +224,7 @@ class RingLoss(FeatureLoss):
         if base not in MARGIN_HEADS:
             raise ValueError(f"ring loss goes on one of {', '.join(MARGIN_HEADS)}, got {base!r}")
         self.base = build_loss(base, num_classes, dim)
+        self.base_name = base
         self.weight = float(hp["lambda"])
         self.radius = nn.Parameter(torch.zeros(()))
         self.radius_set = False
@@ -231,11 +236,15 @@ class RingLoss(FeatureLoss):
             with torch.no_grad():
                 self.radius.copy_(norms.mean())
             self.radius_set = True
-        ring = 0.5 * (norms - self.radius).pow(2).mean()
-        return LossOutput(out.loss + self.weight * ring, out.logits)
+        ring = self.weight * (0.5 * (norms - self.radius).pow(2).mean())
+        return LossOutput(out.loss + ring, out.logits, terms={**out.parts(self.base_name), "ring": ring},
+                          active=out.active)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor | None:
         return self.base.predict(features)
+
+    def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        return self.base.training_logits(features, labels)
 
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return self.base.class_vectors()

@@ -124,6 +124,9 @@ class CosineHead(FeatureLoss):
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * self.cosine(features)
 
+    def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.margin_logits(self.cosine(features), labels)
+
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weight}
 
@@ -259,7 +262,8 @@ class MultipleAngleHead(FeatureLoss):
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weight}
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+    def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The plain logits W_j·f with the target's replaced by (λ·W_y·f + ‖W_y‖‖f‖ψ(θ)) / (1 + λ)."""
         weights = self.weights()
         logits = features @ weights.T
         w_y = weights[labels]
@@ -267,8 +271,11 @@ class MultipleAngleHead(FeatureLoss):
         psi = features.norm(dim=1) * w_y.norm(dim=1) * multiple_angle_target(cos, self.margin)
         index = labels[:, None]
         target = (self.lam * logits.gather(1, index).squeeze(1) + psi) / (1 + self.lam)
-        margin_logits = logits.scatter(1, index, target[:, None])
-        return LossOutput(F.cross_entropy(margin_logits, labels), logits)
+        return logits.scatter(1, index, target[:, None])
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        margin_logits = self.training_logits(features, labels)
+        return LossOutput(F.cross_entropy(margin_logits, labels), self.predict(features))
 
 
 def _integer_margin(help: str) -> Param:
@@ -748,8 +755,8 @@ class IntraLoss(AdditiveMarginHead):
         cos = self.cosine(features)
         out = self.loss_from_cosine(cos, labels)
         theta = angle(cos.gather(1, labels[:, None]).squeeze(1))
-        return LossOutput(out.loss + self.weight_term * (self.sample_weights(theta, labels) * theta).mean(),
-                          out.logits)
+        intra = self.weight_term * (self.sample_weights(theta, labels) * theta).mean()
+        return LossOutput(out.loss + intra, out.logits, terms={self.base: out.loss, "intra": intra})
 
     @torch.no_grad()
     def sample_weights(self, theta: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

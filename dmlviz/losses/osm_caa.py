@@ -117,5 +117,10 @@ class OSMCAALoss(FeatureLoss):
         w_pos, w_neg = w * pos, w * neg
         pull = (w_pos * 0.5 * sq_dist).sum() / w_pos.sum().clamp(min=1e-12)
         push = (w_neg * 0.5 * (self.alpha - dist).clamp(min=0) ** 2).sum() / w_neg.sum().clamp(min=1e-12)
-        metric = (1 - self.balance) * pull + self.balance * push
-        return LossOutput(metric + F.cross_entropy(logits, labels), logits)
+        positive, negative = (1 - self.balance) * pull, self.balance * push
+        softmax = F.cross_entropy(logits, labels)
+        # A negative pair inside the margin alpha is pushed; the others add nothing.
+        pushed = ((dist < self.alpha) & neg).sum() / neg.sum().clamp(min=1)
+        return LossOutput(positive + negative + softmax, logits,
+                          terms={"positive": positive, "negative": negative, "softmax": softmax},
+                          active={"negative pairs": pushed})

@@ -7,10 +7,14 @@ directions use PML's distances with our floored normalisation (:func:`unit`), se
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
-from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.reducers import MeanReducer, MultipleReducers
+from pytorch_metric_learning.utils import common_functions as c_f
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
 from dmlviz.losses.registry import register
@@ -38,6 +42,44 @@ class UnitCosineSimilarity(UnitNormalize, CosineSimilarity):
     """PML's CosineSimilarity with the floored normalisation."""
 
 
+#: What the terms of PML's sub-losses are called among a loss's terms.
+SUB_LOSS_TERMS = {"pos_loss": "positive", "neg_loss": "negative"}
+
+
+def pml_forward(loss: losses.BaseMetricLossFunction, features: torch.Tensor, labels: torch.Tensor,
+                indices: tuple[torch.Tensor, ...] | None = None) -> tuple[LossOutput, dict[str, Any]]:
+    """PML's ``loss(features, labels, indices)``, with each sub-loss's reduced value as a term.
+
+    The steps of PML's BaseMetricLossFunction.forward, except that a loss of several sub-losses
+    (a positive and a negative one) has them reduced one by one before PML's sum, so that they can
+    be reported. Also returns PML's loss dict: its per-pair or per-triplet losses give the active shares.
+    """
+    loss.reset_stats()
+    loss_dict = loss.compute_loss(features, labels, indices, features, labels)
+    loss.add_embedding_regularization_to_loss_dict(loss_dict, features)
+    reducer = loss.reducer
+    if not isinstance(reducer, MultipleReducers):
+        return LossOutput(reducer(loss_dict, features, labels)), loss_dict
+    parts = {name: (reducer.reducers[name] if name in reducer.reducers else reducer.default_reducer)(
+        {name: info}, features, labels) for name, info in loss_dict.items()}
+    value = reducer.sub_loss_reduction(torch.stack(list(parts.values())), features, labels)
+    return LossOutput(value, terms={SUB_LOSS_TERMS.get(name, name): part for name, part in parts.items()}), loss_dict
+
+
+def nonzero_share(loss_info: dict[str, Any], total: torch.Tensor) -> torch.Tensor:
+    """The share of ``total`` pairs or triplets whose loss in PML's ``loss_info`` is above zero."""
+    per_item = loss_info["losses"]
+    count = (per_item > 0).sum() if torch.is_tensor(per_item) else torch.zeros((), device=total.device)
+    return count / total.clamp(min=1)
+
+
+def pair_counts(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The numbers of the batch's ordered positive pairs, negative pairs and triplets (anchor, positive, negative)."""
+    same = torch.bincount(labels)[labels]  # each sample's class size, itself included
+    positives, negatives = same - 1, len(labels) - same
+    return positives.sum(), negatives.sum(), (positives * negatives).sum()
+
+
 class PMLPairLoss(FeatureLoss):
     """A PML loss on the pairs (or triplets) of the batch, optionally restricted by a PML miner."""
 
@@ -49,7 +91,14 @@ class PMLPairLoss(FeatureLoss):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         mined = self.miner(features, labels) if self.miner is not None else None
-        return LossOutput(self.loss(features, labels, mined))
+        out, loss_dict = pml_forward(self.loss, features, labels, mined)
+        out.active = self.active(loss_dict, labels, mined)
+        return out
+
+    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
+               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
+        """The shares of the batch's pairs or triplets that contribute to the loss (none by default)."""
+        return {}
 
 
 class HadsellContrastiveLoss(losses.ContrastiveLoss):
@@ -119,6 +168,12 @@ class ContrastiveLoss(PMLPairLoss):
         super().__init__(num_classes, dim, pml_loss(pos_margin=0.0, neg_margin=margin,
                                                     distance=LpDistance(normalize_embeddings=False)))
 
+    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
+               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
+        positives, negatives, _ = pair_counts(labels)
+        return {"positive pairs": nonzero_share(loss_dict["pos_loss"], positives),
+                "negative pairs": nonzero_share(loss_dict["neg_loss"], negatives)}
+
 
 @register(
     LossSpec(
@@ -186,6 +241,11 @@ class TripletLoss(PMLPairLoss):
             mine = None
         super().__init__(num_classes, dim, losses.TripletMarginLoss(margin, distance=distance), mine)
 
+    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
+               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
+        # Out of all the batch's triplets, so that a miner's selection counts as well as the margin.
+        return {"triplets": nonzero_share(loss_dict["loss"], pair_counts(labels)[2])}
+
 
 @register(
     LossSpec(
@@ -241,8 +301,37 @@ class MultiSimilarityLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, alpha: float = 2.0, beta: float = 50.0, mining: bool = True,
                  epsilon: float = 0.1, **hp: float) -> None:
         miner = miners.MultiSimilarityMiner(epsilon, distance=UnitCosineSimilarity()) if mining else None
-        loss = losses.MultiSimilarityLoss(alpha, beta, hp["lambda"], distance=UnitCosineSimilarity())
+        loss = SplitMultiSimilarityLoss(alpha, beta, hp["lambda"], distance=UnitCosineSimilarity())
         super().__init__(num_classes, dim, loss, miner)
+
+    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
+               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
+        if mined is None:  # every pair is in the soft-max of its anchor
+            return {}
+        positives, negatives, _ = pair_counts(labels)
+        return {"positive pairs": positives.new_tensor(len(mined[0])) / positives.clamp(min=1),
+                "negative pairs": negatives.new_tensor(len(mined[2])) / negatives.clamp(min=1)}
+
+
+class SplitMultiSimilarityLoss(losses.MultiSimilarityLoss):
+    """PML's MultiSimilarityLoss with its positive and negative terms as two sub-losses.
+
+    PML returns their sum per anchor; apart, each is averaged over the anchors (the mean of the
+    sum, split), so that the engine can show them side by side. The terms are PML's own lines.
+    """
+
+    def _compute_loss(self, mat: torch.Tensor, pos_mask: torch.Tensor,
+                      neg_mask: torch.Tensor) -> dict[str, dict[str, Any]]:
+        pos_exp = self.distance.margin(mat, self.base)
+        neg_exp = self.distance.margin(self.base, mat)
+        pos_loss = (1.0 / self.alpha) * lmu.logsumexp(self.alpha * pos_exp, keep_mask=pos_mask.bool(), add_one=True)
+        neg_loss = (1.0 / self.beta) * lmu.logsumexp(self.beta * neg_exp, keep_mask=neg_mask.bool(), add_one=True)
+        anchors = c_f.torch_arange_from_size(mat)
+        return {"pos_loss": {"losses": pos_loss, "indices": anchors, "reduction_type": "element"},
+                "neg_loss": {"losses": neg_loss, "indices": anchors, "reduction_type": "element"}}
+
+    def _sub_loss_names(self) -> list[str]:
+        return ["pos_loss", "neg_loss"]
 
 
 @register(

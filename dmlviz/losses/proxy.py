@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
 from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
-from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance
+from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance, pml_forward
 from dmlviz.losses.registry import register
 
 PROXY_LR_PITFALL = (
@@ -41,7 +41,9 @@ class PMLProxyLoss(FeatureLoss):
         return {"proxies": self.proxies}
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        return LossOutput(self.loss(features, labels), self.predict(features))
+        out, _ = pml_forward(self.loss, features, labels)
+        out.logits = self.predict(features)
+        return out
 
 
 @register(

@@ -316,6 +316,7 @@ class ClassAdversarialLoss(FeatureLoss):
         if base not in ADVERSARY_BASES:
             raise ValueError(f"the class-adversarial head goes on one of {', '.join(ADVERSARY_BASES)}, got {base!r}")
         self.base = build_loss(base, num_classes, dim)
+        self.base_name = base
         self.directions_only = get_spec(base).normalized
         self.adversary = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
         self.lambda_max = float(lambda_max)
@@ -325,10 +326,15 @@ class ClassAdversarialLoss(FeatureLoss):
         out = self.base(features, labels)
         seen = unit(features) if self.directions_only else features
         adversary_logits = self.adversary(reverse_gradient(seen, self.lambda_adv))
-        return LossOutput(out.loss + F.cross_entropy(adversary_logits, labels), out.logits)
+        adversarial = F.cross_entropy(adversary_logits, labels)
+        return LossOutput(out.loss + adversarial, out.logits,
+                          terms={**out.parts(self.base_name), "adversarial": adversarial}, active=out.active)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor | None:
         return self.base.predict(features)
+
+    def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        return self.base.training_logits(features, labels)
 
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return self.base.class_vectors()

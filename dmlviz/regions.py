@@ -1,0 +1,86 @@
+"""The decision map of a 2-D feature space: the class a run's classifier picks at every place, and the band
+where a margin loss still makes that class lose.
+
+A 2-D run records one with each snapshot, computed from the loss's own parameters on a grid over the
+features (no pass through the network): the scores the run's accuracy is measured with (the loss's
+classifier, or the nearest class mean for losses without one) pick the class of each cell; a margin loss's
+training logits (``FeatureLoss.training_logits``) with that class as the label say whether a sample there
+would still lose to another class, which is the band the margin asks a sample to clear. The pages shade the
+map under the features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # the pages read maps without torch; the engine, which makes them, has it
+    import torch
+
+GRID = 96  # cells per side: a cell is about 6 px of a laptop's feature chart
+SPARE = 0.25  # the grid reaches this share of the features' span beyond them on every side
+# The box always holds the unit square, where a normalised loss's directions are drawn.
+UNIT_BOX = np.array([[-1.0, 1.0], [-1.0, 1.0]])
+
+Scores = Callable[["torch.Tensor"], "torch.Tensor | None"]
+MarginLogits = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor | None"]
+
+
+def grid_box(features: np.ndarray) -> np.ndarray:
+    """The 2 × 2 box (low, high of x and y) the grid covers: the features and the unit square, with
+    ``SPARE`` of the span to spare on every side, so that a view that follows the features stays shaded."""
+    finite = features[np.all(np.isfinite(features), axis=1)]
+    box = UNIT_BOX.copy()
+    if len(finite):
+        box = np.stack([np.minimum(box[:, 0], finite.min(0)), np.maximum(box[:, 1], finite.max(0))], axis=1)
+    spare = SPARE * (box[:, 1] - box[:, 0]).max()
+    return box + np.array([-spare, spare])
+
+
+def cell_centres(box: np.ndarray, size: int = GRID) -> np.ndarray:
+    """The centres of the grid's cells, size² × 2, row by row from the lowest y (as an image's rows)."""
+    xs = box[0, 0] + (np.arange(size) + 0.5) * (box[0, 1] - box[0, 0]) / size
+    ys = box[1, 0] + (np.arange(size) + 0.5) * (box[1, 1] - box[1, 0]) / size
+    x, y = np.meshgrid(xs, ys)
+    return np.stack([x.ravel(), y.ravel()], axis=1)
+
+
+def decision_map(features: torch.Tensor, scores: Scores, margin_logits: MarginLogits | None = None,
+                 size: int = GRID) -> dict[str, np.ndarray]:
+    """The map of a 2-D run at one snapshot: ``box`` (2 × 2), ``winner`` (size × size: the training class
+    picked in each cell, rows from the lowest y) and, for a margin loss, ``band`` (True where the winner
+    still loses once its margin counts, packed 8 cells a byte: :func:`band_of` unpacks it). Empty for
+    features that are not 2-D, or when ``scores`` has nothing to pick with (no classifier and no class
+    means yet)."""
+    if features.ndim != 2 or features.shape[1] != 2:
+        return {}
+    import torch
+
+    box = grid_box(features.detach().float().cpu().numpy())
+    with torch.no_grad():
+        points = torch.as_tensor(cell_centres(box, size), dtype=torch.float32, device=features.device)
+        picked = scores(points)
+        if picked is None:
+            return {}
+        winner = picked.argmax(1)
+        margined = margin_logits(points, winner) if margin_logits is not None else None
+    kind = np.uint8 if picked.shape[1] <= 256 else np.int16
+    found = {"box": box, "winner": winner.reshape(size, size).cpu().numpy().astype(kind)}
+    if margined is not None and (band := margined.argmax(1) != winner).any():  # none while a margin warms up
+        found["band"] = np.packbits(band.cpu().numpy())
+    return found
+
+
+def band_of(decision: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """A map's margin band as a boolean grid of the winner's shape, or None if it has none."""
+    if "band" not in decision:
+        return None
+    shape = np.shape(decision["winner"])
+    return np.unpackbits(np.asarray(decision["band"]), count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def map_bytes(classes: int, size: int = GRID) -> int:
+    """The most a decision map takes in the store (uncompressed; it is stored compressed)."""
+    return size * size * (1 if classes <= 256 else 2) + size * size // 8 + 2 * 2 * 8 + 1024  # + the headers

@@ -1,0 +1,140 @@
+"""Decision regions and margin bands of a 2-D feature space, against the formulas they are drawn from."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmlviz import figures, regions
+from dmlviz.losses import build_loss
+
+BOX = np.array([[-2.0, 2.0], [-2.0, 2.0]])
+
+
+def two_class_head(name: str, **hp) -> torch.nn.Module:
+    """A margin head with its class weights along the x axis (class 0) and the y axis (class 1)."""
+    loss = build_loss(name, 2, 2, warmup=0.0, **hp)
+    with torch.no_grad():
+        loss.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    return loss
+
+
+def margined(loss):
+    return lambda points, labels: loss.margin_logits(loss.cosine(points), labels)
+
+
+def angles(decision: dict) -> np.ndarray:
+    """The angle of every cell's centre from the x axis, as the grid lays them out."""
+    centres = regions.cell_centres(decision["box"])
+    return np.arctan2(centres[:, 1], centres[:, 0]).reshape(decision["winner"].shape)
+
+
+def test_the_grid_covers_the_features_and_the_unit_square_with_room_to_spare():
+    box = regions.grid_box(np.array([[0.0, 0.0], [3.0, 0.5]]))
+    assert box[0, 0] < -1 and box[0, 1] > 3 and box[1, 0] < -1 and box[1, 1] > 1
+    centres = regions.cell_centres(box, 4)
+    assert centres.shape == (16, 2) and np.all(np.diff(centres[:4, 0]) > 0)  # a row runs along x
+    assert centres[0, 1] < centres[4, 1]  # rows from the lowest y
+
+
+def test_softmax_regions_are_split_where_the_logits_are_equal():
+    """The drawn boundary between classes i and j lies where (W_i − W_j)·x + b_i − b_j = 0, within a cell."""
+    torch.manual_seed(0)
+    loss = build_loss("softmax", 2, 2)
+    w, b = loss.classifier.weight.detach().numpy(), loss.classifier.bias.detach().numpy()
+    decision = regions.decision_map(torch.tensor([[-1.5, -1.5], [1.5, 1.5]]), loss.predict)
+    assert decision["winner"].shape == (regions.GRID, regions.GRID) and "band" not in decision
+    centres = regions.cell_centres(decision["box"])
+    expected = np.argmax(centres @ w.T + b, axis=1).reshape(decision["winner"].shape)
+    assert np.array_equal(decision["winner"], expected)
+    line = figures.boundary_lines(decision["winner"], decision["box"])
+    ends = np.stack([line["x"], line["y"]], 1)
+    ends = ends[np.isfinite(ends).all(1)]
+    assert len(ends) >= 2
+    normal = w[0] - w[1]
+    distance = np.abs(ends @ normal + b[0] - b[1]) / np.linalg.norm(normal)
+    cell = np.hypot(*(decision["box"][:, 1] - decision["box"][:, 0])) / regions.GRID
+    assert distance.max() <= cell
+
+
+def test_arcface_band_is_where_the_target_angle_plus_its_margin_passes_the_other():
+    """Class 0 wins below 45°; a sample there still loses with ArcFace's margin where θ_0 + m > θ_1, i.e.
+    above (90° − m) / 2."""
+    m = 0.5
+    loss = two_class_head("arcface", scale=16.0, margin=m)
+    decision = regions.decision_map(torch.tensor(BOX.T), loss.predict, margined(loss))
+    phi = angles(decision)
+    first = (phi > 0) & (phi < math.pi / 2)
+    assert np.array_equal(decision["winner"][first], (phi[first] > math.pi / 4).astype(np.uint8))
+    inside = first & (decision["winner"] == 0) & (np.abs(phi - (math.pi / 2 - m) / 2) > 1e-6)
+    assert np.array_equal(regions.band_of(decision)[inside], phi[inside] > (math.pi / 2 - m) / 2)
+    assert regions.band_of(decision)[inside].any() and not regions.band_of(decision)[inside].all()
+
+
+def test_cosface_band_is_where_the_target_cosine_less_its_margin_falls_below_the_other():
+    m = 0.35
+    loss = two_class_head("cosface", scale=16.0, margin=m)
+    decision = regions.decision_map(torch.tensor(BOX.T), loss.predict, margined(loss))
+    phi = angles(decision)
+    inside = (phi > 0) & (phi < math.pi / 4) & (np.abs(np.cos(phi) - m - np.sin(phi)) > 1e-6)
+    assert np.array_equal(regions.band_of(decision)[inside], (np.cos(phi) - m < np.sin(phi))[inside])
+
+
+def test_no_map_without_two_dimensions_or_a_classifier():
+    assert regions.decision_map(torch.zeros(5, 3), lambda points: points) == {}
+    assert regions.decision_map(torch.zeros(5, 2), lambda points: None) == {}
+
+
+def test_the_map_is_drawn_under_the_points_with_the_same_traces_whatever_it_holds():
+    loss = two_class_head("arcface", scale=16.0, margin=0.5)
+    decision = regions.decision_map(torch.tensor(BOX.T), loss.predict, margined(loss))
+    points, labels = np.array([[1.0, 0.2], [0.1, 1.0]]), np.array([0, 1])
+    figure = figures.feature_figure(points, labels, ["zero", "one"], [0, 1], decision=decision)
+    names = [trace.name for trace in figure.data]
+    assert names[:3] == ["decision regions", "margin band", "decision boundaries"]
+    assert figure.data[0].z.shape == decision["winner"].shape
+    empty = figures.feature_traces(points, labels, ["zero", "one"], [0, 1], decision={})
+    assert [trace["name"] for trace in empty[:3]] == names[:3]  # a frame without a map keeps the replay's traces
+    assert "decision regions" not in [t["name"] for t in figures.feature_traces(points, labels, ["a", "b"], [0, 1])]
+
+
+@pytest.mark.parametrize("classes", [2, 10, 300])
+def test_a_map_takes_no_more_than_its_budget(classes):
+    winner = np.random.default_rng(0).integers(0, classes, (regions.GRID, regions.GRID))
+    kind = np.uint8 if classes <= 256 else np.int16
+    stored = {"box": BOX, "winner": winner.astype(kind), "band": np.packbits(winner % 2 == 0)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **stored)  # uncompressed: the most it can take
+    assert len(buffer.getvalue()) <= regions.map_bytes(classes)
+
+
+@pytest.mark.parametrize("loss", ["center", "arcface", "triplet"])
+def test_a_2d_run_records_the_map_its_accuracy_is_measured_with(tmp_path, one_thread, loss):
+    """Each probe point lies in a cell won by the class its run's classifier (or nearest class mean) picks,
+    but for points within a cell of a boundary; the map survives the store."""
+    from dmlviz.config import RunConfig
+    from dmlviz.engine import train
+    from dmlviz.runner import StoreSink
+    from dmlviz.store import RunStore
+
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 40, "probe_size": 200,
+                                  "snapshot_steps": 20, "batch_size": 32})
+    store = RunStore(tmp_path / "store")
+    run_id = store.create_run(config.to_dict())
+    assert train(config, tmp_path / "data", StoreSink(store, run_id), threads=1).outcome == "finished"
+    final = store.latest_snapshot(run_id)
+    decision = final.decision
+    assert final.class_means.shape == (10, 2)  # the loss's terms recorded beside them leave them whole
+    assert decision["winner"].shape == (regions.GRID, regions.GRID)
+    box = decision["box"]
+    cells = np.floor((final.features - box[:, 0]) / (box[:, 1] - box[:, 0]) * regions.GRID).astype(int)
+    picked = decision["winner"][cells[:, 1], cells[:, 0]]
+    labels = np.asarray(store.get_info(run_id, "probe_labels"))
+    accuracy = final.metrics["probe_acc"]
+    assert abs(np.mean(picked == labels) - accuracy) <= 0.05
+    if loss == "arcface":  # its margin warms up over the first 30 % of the run
+        band = regions.band_of(decision)
+        assert band is not None and band.shape == decision["winner"].shape and band.any()
+    assert store.get_snapshot(run_id, 0).decision.get("winner") is not None or loss == "triplet"
