@@ -311,7 +311,7 @@ class Trainer:
             metrics["probe_acc"] = probe_acc
         metrics.update(self._geometry(features, seen >= 0))
         # From the loss's own parameters on a grid, no pass through the network (dmlviz.regions).
-        decision = decision_map(features, self.scores, self.loss_fn.training_logits)
+        decision = decision_map(features, self.scores, self.loss_fn.training_logits, directions=self.normalized)
         self._loss_sum.zero_()
         self._part_sums.clear()
         self._part_steps.clear()

@@ -28,12 +28,13 @@ Scores = Callable[["torch.Tensor"], "torch.Tensor | None"]
 MarginLogits = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor | None"]
 
 
-def grid_box(features: np.ndarray) -> np.ndarray:
-    """The 2 × 2 box (low, high of x and y) the grid covers: the features and the unit square, with
-    ``SPARE`` of the span to spare on every side, so that a view that follows the features stays shaded."""
+def grid_box(features: np.ndarray, directions: bool = False) -> np.ndarray:
+    """The 2 × 2 box (low, high of x and y) the grid covers: the features (only their directions, on the unit
+    circle, for a loss that reads only those) and the unit square, with ``SPARE`` of the span to spare on
+    every side, so that a view that follows the features stays shaded."""
     finite = features[np.all(np.isfinite(features), axis=1)]
     box = UNIT_BOX.copy()
-    if len(finite):
+    if len(finite) and not directions:
         box = np.stack([np.minimum(box[:, 0], finite.min(0)), np.maximum(box[:, 1], finite.max(0))], axis=1)
     spare = SPARE * (box[:, 1] - box[:, 0]).max()
     return box + np.array([-spare, spare])
@@ -47,18 +48,19 @@ def cell_centres(box: np.ndarray, size: int = GRID) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
-def decision_map(features: torch.Tensor, scores: Scores, margin_logits: MarginLogits | None = None,
-                 size: int = GRID) -> dict[str, np.ndarray]:
+def decision_map(features: torch.Tensor, scores: Scores, margin_logits: MarginLogits | None = None, *,
+                 directions: bool = False, size: int = GRID) -> dict[str, np.ndarray]:
     """The map of a 2-D run at one snapshot: ``box`` (2 × 2), ``winner`` (size × size: the training class
     picked in each cell, rows from the lowest y) and, for a margin loss, ``band`` (True where the winner
     still loses once its margin counts, packed 8 cells a byte: :func:`band_of` unpacks it). Empty for
     features that are not 2-D, or when ``scores`` has nothing to pick with (no classifier and no class
-    means yet)."""
+    means yet). ``directions``: the loss reads only the features' directions, which the pages draw on the
+    unit circle; the grid then covers the circle, not the features' lengths."""
     if features.ndim != 2 or features.shape[1] != 2:
         return {}
     import torch
 
-    box = grid_box(features.detach().float().cpu().numpy())
+    box = grid_box(features.detach().float().cpu().numpy(), directions)
     with torch.no_grad():
         points = torch.as_tensor(cell_centres(box, size), dtype=torch.float32, device=features.device)
         picked = scores(points)

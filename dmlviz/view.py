@@ -304,9 +304,9 @@ class RunView:
         return Drawing(snapshot, panel, explained, note)
 
     def _decision(self, snapshot: Snapshot, options: ViewOptions) -> dict[str, np.ndarray] | None:
-        """The snapshot's decision map when it is asked for and means something in the drawing: 2-D features
-        drawn as they are, or as directions when the loss reads only those (its regions are then sectors)."""
-        if not options.regions or self.feature_dim != 2 or (options.directions and not self.normalized):
+        """The snapshot's decision map when it is asked for and drawn as the loss reads the features: as they
+        are, or as directions (on the unit circle, where its map lies) for a loss that reads only those."""
+        if not options.regions or self.feature_dim != 2 or options.directions != self.normalized:
             return None
         return snapshot.decision
 
