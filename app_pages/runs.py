@@ -118,10 +118,13 @@ def _replay(run_id: int) -> tuple[list, str, bool]:
             "Decision regions", key="replay_regions",
             help="Where the loss's classifier picks each class, with the boundaries and a margin loss's band, "
                  "in the replay and in its exports.")
+        forces = view.feature_dim <= 3 and st.toggle(
+            "Forces", key="replay_forces", help="Arrows in the replay: where the loss pushed some probe images "
+                                                "at each snapshot.")
         # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
-        replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, axes, regions),
-                                    lambda: view.replay(replace(view.default_options(), axes=axes, regions=regions),
-                                                        height=640))
+        options = replace(view.default_options(), axes=axes, regions=regions, forces=forces)
+        replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, options),
+                                    lambda: view.replay(options, height=640))
         st.plotly_chart(replay, key=f"replay-{run_id}", config={
             "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
         st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "

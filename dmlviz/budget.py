@@ -27,7 +27,7 @@ from dmlviz.data import CUSTOM_PREFIX, DATASETS
 from dmlviz.engine import FORMATION_GROWTH, FORMATION_SPAN, resolve_device
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import optimizer_spec
-from dmlviz.regions import map_bytes
+from dmlviz.regions import force_bytes, map_bytes
 from dmlviz.store import KEEP_TICKS, THIN_EVERY
 
 MB = 1_000_000
@@ -83,7 +83,8 @@ def estimate(config: RunConfig) -> RunBudget:
 
     vectors = classes * d * FLOAT * 2  # class means, and the loss's class vectors (weights, centers, proxies)
     decision = map_bytes(classes) if d == 2 else 0  # a 2-D run's decision map, at most (it is compressed)
-    snapshot_bytes = probe * d * FLOAT + vectors + decision + SNAPSHOT_OVERHEAD
+    forces = force_bytes(d) if d <= 3 else 0
+    snapshot_bytes = probe * d * FLOAT + vectors + decision + forces + SNAPSHOT_OVERHEAD
     if config.snapshot_steps:
         taken = steps // config.snapshot_steps + epochs + 2
         kept = min(taken, KEEP_TICKS + THIN_EVERY + epochs + 2)

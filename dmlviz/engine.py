@@ -20,6 +20,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 
 from dmlviz import geometry, settings
@@ -29,7 +30,7 @@ from dmlviz.losses import FeatureLoss, build_loss, get_spec
 from dmlviz.metrics import active_metric, schedule_metric, term_metric
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import build_optimizer, lr_factor
-from dmlviz.regions import decision_map
+from dmlviz.regions import decision_map, force_sample
 from dmlviz.snapshot import Snapshot
 from dmlviz.status import RunStatus
 
@@ -312,6 +313,7 @@ class Trainer:
         metrics.update(self._geometry(features, seen >= 0))
         # From the loss's own parameters on a grid, no pass through the network (dmlviz.regions).
         decision = decision_map(features, self.scores, self.loss_fn.training_logits, directions=self.normalized)
+        forces = self.forces(features, seen) if features.shape[1] <= 3 else {}
         self._loss_sum.zero_()
         self._part_sums.clear()
         self._part_steps.clear()
@@ -321,8 +323,26 @@ class Trainer:
             step=self.step, epoch=self.epoch, elapsed=elapsed, kind=kind, metrics=metrics,
             features=features.cpu().numpy(), class_means=means.cpu().numpy(),
             class_vectors={k: v.detach().float().cpu().numpy() for k, v in self.loss_fn.class_vectors().items()},
-            decision=decision,
+            decision=decision, forces=forces,
         )
+
+    def forces(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        """Where the loss pushes some probe points now: −∂L/∂f of each, the loss evaluated on those points
+        (``regions.force_sample``) as its batch, in evaluation mode (no center or scale updates), times the
+        batch size, so that a loss averaged over the batch gives each point its own pull. The loss alone,
+        from its current parameters: no pass through the network."""
+        rows = torch.as_tensor(force_sample(labels.cpu().numpy()), device=features.device)
+        if len(rows) < 2:
+            return {}
+        points = features[rows].detach().float().clone().requires_grad_(True)
+        self.loss_fn.eval()
+        with torch.enable_grad():
+            loss = self.loss_fn(points, labels[rows]).loss
+            (gradient,) = torch.autograd.grad(loss, points, allow_unused=True)
+        if gradient is None:  # a loss whose value does not depend on the features
+            gradient = torch.zeros_like(points)
+        pull = torch.nan_to_num(-gradient * len(rows), nan=0.0, posinf=0.0, neginf=0.0)
+        return {"rows": rows.cpu().numpy(), "vectors": pull.cpu().numpy()}
 
     def _geometry(self, features: torch.Tensor, seen: torch.Tensor) -> dict[str, float]:
         """Retrieval, separation and angles of the probe's training classes, and how well the

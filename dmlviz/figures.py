@@ -242,6 +242,45 @@ def decision_traces(decision: Mapping[str, np.ndarray], train_classes: Sequence[
     return traces
 
 
+@dataclass(frozen=True, eq=False)
+class Forces:
+    """Where a loss pushes some points, in drawing coordinates: ``bases`` and ``vectors`` (n × k each),
+    the points' classes ``labels`` (n)."""
+
+    bases: np.ndarray
+    vectors: np.ndarray
+    labels: np.ndarray
+
+
+#: The longest arrows (the 90th percentile of their lengths) are this share of the points' span: long enough
+#: to see a direction, short enough not to hide the points.
+ARROW_SHARE = 0.08
+
+
+def force_traces(forces: Forces, points: np.ndarray) -> list[dict[str, Any]]:
+    """Arrows from each point of ``forces`` along its push, scaled together (``ARROW_SHARE``), so lengths
+    compare within a frame: one line trace of the shafts and one of dots at their heads. Always these two
+    traces, empty without forces, so that the frames of a replay hold the same traces."""
+    three_d = forces.bases.shape[1] == 3
+    kind = "scatter3d" if three_d else "scattergl"
+    common = {"type": kind, "hoverinfo": "skip", "showlegend": False, "legendgroup": "forces"}
+    lengths = np.linalg.norm(forces.vectors, axis=1)
+    if not len(lengths) or not np.isfinite(lengths).all() or np.percentile(lengths, 90) <= 0:
+        return [{**common, "mode": "lines", **_xyz(np.empty((0, 3 if three_d else 2))), "name": "forces"},
+                {**common, "mode": "markers", **_xyz(np.empty((0, 3 if three_d else 2))), "name": "force heads"}]
+    finite = np.asarray(points, dtype=float)
+    finite = finite[np.all(np.isfinite(finite), axis=1)]
+    span = float((finite.max(0) - finite.min(0)).max()) if len(finite) else 1.0
+    heads = forces.bases + forces.vectors * (ARROW_SHARE * span / np.percentile(lengths, 90))
+    shafts = np.concatenate([np.stack([forces.bases, heads], 1),
+                             np.full((len(heads), 1, heads.shape[1]), np.nan)], 1).reshape(-1, heads.shape[1])
+    return [{**common, "mode": "lines", **_xyz(shafts), "name": "forces",
+             "line": {"color": "rgba(30, 30, 30, 0.65)", "width": 3 if three_d else 1.5}},
+            {**common, "mode": "markers", **_xyz(heads), "name": "force heads",
+             "marker": {"size": 3 if three_d else 5, "color": [class_color(int(c)) for c in forces.labels],
+                        "line": {"color": "rgba(30, 30, 30, 0.8)", "width": 1}}}]
+
+
 def boundary_lines(winner: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
     """The edges between cells won by different classes, as one line trace's x and y (NaN between lines);
     edges that continue one another are one line, so a straight boundary costs two points, not a hundred."""
@@ -268,10 +307,11 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], train_classes: Sequence[int],
                    *, normalized: bool = False, class_vectors: Mapping[str, np.ndarray] | None = None,
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
-                   selected: int | None = None, decision: Mapping[str, np.ndarray] | None = None
-                   ) -> list[dict[str, Any]]:
+                   selected: int | None = None, decision: Mapping[str, np.ndarray] | None = None,
+                   forces: Forces | None = None) -> list[dict[str, Any]]:
     """The traces of :func:`feature_figure` (without the unit sphere), for one panel or several; a 2-D
-    ``decision`` map (:func:`decision_traces`) goes under everything else."""
+    ``decision`` map (:func:`decision_traces`) goes under everything else, ``forces`` (:func:`force_traces`)
+    over the points."""
     points = np.asarray(points, dtype=float)
     labels = np.asarray(labels)
     if points.ndim != 2 or points.shape[1] not in (2, 3):
@@ -292,6 +332,8 @@ def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     for kind, (rows, positions) in vectors.items():
         traces += _class_vector_traces(kind, positions, rows, names, three_d)
 
+    if forces is not None:
+        traces += force_traces(forces, points)
     if selected is not None and 0 <= selected < len(points):
         ring = {"color": "#111111", "size": 12 if three_d else 18, "symbol": "circle-open",
                 "line": {"color": "#111111", "width": 2}}
@@ -306,7 +348,7 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
                    class_means: np.ndarray | None = None, trails: Mapping[str, np.ndarray] | None = None,
                    selected: int | None = None, uirevision: str = "features", height: int | None = None,
                    title: str | None = None, axis_range: np.ndarray | None = None,
-                   decision: Mapping[str, np.ndarray] | None = None) -> go.Figure:
+                   decision: Mapping[str, np.ndarray] | None = None, forces: Forces | None = None) -> go.Figure:
     """The probe features (P × 2 or P × 3), one trace per class, with what the loss learns drawn on top.
 
     Classes outside ``train_classes`` are unseen: hollow markers, named "… (unseen)". Each point's
@@ -322,7 +364,7 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     """
     traces = feature_traces(points, labels, class_names, train_classes, normalized=normalized,
                             class_vectors=class_vectors, class_means=class_means, trails=trails, selected=selected,
-                            decision=decision)
+                            decision=decision, forces=forces)
     three_d = np.shape(points)[1] == 3
     layout: dict[str, Any] = {"template": _TEMPLATE, "uirevision": uirevision, "height": height,
                               "title": {"text": title} if title else None,
@@ -425,6 +467,7 @@ class FeaturePanel:
     class_means: np.ndarray | None = None
     trails: Mapping[str, np.ndarray] | None = None
     decision: Mapping[str, np.ndarray] | None = None  # a 2-D decision map to shade under the points
+    forces: Forces | None = None  # arrows on some of the points: where the loss pushes them
 
 
 def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_names: Sequence[str],
@@ -458,7 +501,8 @@ def comparison_figure(panels: Sequence[FeaturePanel], labels: np.ndarray, class_
         suffix = "" if i == 0 else str(i + 1)
         panel_traces = feature_traces(panel.points, labels, class_names, train_classes, normalized=panel.normalized,
                                       class_vectors=panel.class_vectors, class_means=panel.class_means,
-                                      trails=panel.trails, selected=selected, decision=panel.decision)
+                                      trails=panel.trails, selected=selected, decision=panel.decision,
+                                      forces=panel.forces)
         if three_d and panel.normalized:
             panel_traces.append(_sphere())
         for trace in panel_traces:
@@ -876,3 +920,28 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
     figure = go.Figure(data=first, layout=layout, frames=[{"name": frame.label, "data": data(frame),
                                                            "layout": frame_layout(frame)} for frame in frames])
     return figure.update_layout(frame_layout(frames[0]))
+
+
+def target_logit_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, reference_scale: float = 1.0,
+                        y_title: str = "target logit ÷ s", height: int | None = None) -> go.Figure:
+    """Target logits against θ in degrees (0–180), one line per entry of ``curves`` (a label to θ in
+    radians and the values), over a dashed grey reference ``reference_scale``·cos θ: the plain
+    normalised softmax, from which every margin bends the curve down."""
+    reference = np.linspace(0.0, np.pi, 181)
+    name = "cos θ" if reference_scale == 1 else f"{reference_scale:g}·cos θ"
+    traces = [{"type": "scatter", "mode": "lines", "x": np.degrees(reference), "y": reference_scale * np.cos(reference),
+               "name": name, "line": {"color": "#777777", "dash": "dash", "width": 1.5},
+               "hovertemplate": f"{name}: %{{y:.3f}}<extra></extra>"}]
+    for slot, (label, (thetas, values)) in enumerate(curves.items()):
+        traces.append({"type": "scatter", "mode": "lines", "x": np.degrees(np.asarray(thetas, dtype=float)),
+                       "y": np.asarray(values, dtype=float), "name": label,
+                       "line": {"color": PALETTE[slot % len(PALETTE)], "width": 2},
+                       "hovertemplate": f"{label}: %{{y:.3f}}<extra></extra>"})
+    layout: dict[str, Any] = {
+        "template": _TEMPLATE, "height": height, "margin": {**_MARGIN, "t": MODEBAR_PX + 30}, "hovermode": "x unified",
+        "xaxis": {"title": {"text": "θ, angle to the own class weight (°)"}, "range": [0, 180], "dtick": 30},
+        "yaxis": {"title": {"text": y_title}},
+        # In a row above the plot, as the distance histograms' legend, so the plot keeps the chart's width.
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+    }
+    return go.Figure(data=traces, layout=layout)

@@ -19,8 +19,9 @@ import numpy as np
 if TYPE_CHECKING:  # the pages read maps without torch; the engine, which makes them, has it
     import torch
 
-GRID = 96  # cells per side: a cell is about 6 px of a laptop's feature chart
-SPARE = 0.25  # the grid reaches this share of the features' span beyond them on every side
+FORCE_POINTS = 128  # probe points whose forces a snapshot records: one batch of them, about 13 of each class
+GRID = 128  # cells per side: a cell is about 5 px of a laptop's feature chart
+SPARE = 0.5  # the grid reaches this share of the features' span beyond them on every side (the view's margins)
 # The box always holds the unit square, where a normalised loss's directions are drawn.
 UNIT_BOX = np.array([[-1.0, 1.0], [-1.0, 1.0]])
 
@@ -81,6 +82,20 @@ def band_of(decision: Mapping[str, np.ndarray]) -> np.ndarray | None:
         return None
     shape = np.shape(decision["winner"])
     return np.unpackbits(np.asarray(decision["band"]), count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def force_sample(labels: np.ndarray, count: int = FORCE_POINTS) -> np.ndarray:
+    """The probe rows whose forces a run records: up to ``count`` of the rows with a label (≥ 0: a training
+    class), as many of each class as the count allows, the same ones at every snapshot."""
+    rows = np.flatnonzero(labels >= 0)
+    by_class = [rows[labels[rows] == c] for c in np.unique(labels[rows])]
+    each = max(1, count // max(1, len(by_class)))
+    return np.sort(np.concatenate([members[:each] for members in by_class]))[:count] if by_class else rows
+
+
+def force_bytes(dim: int, count: int = FORCE_POINTS) -> int:
+    """The most a snapshot's forces take in the store."""
+    return count * (dim * 4 + 8) + 1024  # float32 vectors, int64 rows, the arrays' headers
 
 
 def map_bytes(classes: int, size: int = GRID) -> int:

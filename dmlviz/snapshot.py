@@ -26,7 +26,9 @@ class Snapshot:
     ``metrics`` holds scalar numbers such as ``loss``, ``train_acc``, ``test_acc``, ``lr``,
     ``images_per_s`` and the current value of any scheduled hyperparameter (``schedule.margin``);
     :mod:`dmlviz.metrics` describes each. ``decision`` is a 2-D run's decision map (:mod:`dmlviz.regions`:
-    ``box``, ``winner`` and, for a margin loss, ``band``); empty for wider features.
+    ``box``, ``winner`` and, for a margin loss, ``band``); empty for wider features. ``forces``: where
+    the loss pushes some probe points (``rows``, their probe rows, and ``vectors``, −∂L/∂f of each; see
+    ``engine.Trainer.forces``); empty for features wider than 3-D.
     """
 
     step: int
@@ -38,3 +40,4 @@ class Snapshot:
     class_means: np.ndarray
     class_vectors: dict[str, np.ndarray] = field(default_factory=dict)
     decision: dict[str, np.ndarray] = field(default_factory=dict)
+    forces: dict[str, np.ndarray] = field(default_factory=dict)

@@ -77,7 +77,8 @@ _SCHEMA = (
         features BLOB NOT NULL,
         class_means BLOB NOT NULL,
         class_vectors BLOB NOT NULL,
-        decision BLOB
+        decision BLOB,
+        forces BLOB
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_run_seq ON snapshots (run_id, seq)",
     """CREATE TABLE IF NOT EXISTS series (
@@ -109,10 +110,10 @@ _RUN_COLUMNS = (
     " summary, pid, tags, owner"
 )
 #: What each older format needs to become the current one (format 1 had no tags, format 2 no owner, format 3
-#: no decision maps).
+#: no decision maps and forces).
 _MIGRATIONS = {1: ("ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",),
                2: ("ALTER TABLE runs ADD COLUMN owner TEXT",),
-               3: ("ALTER TABLE snapshots ADD COLUMN decision BLOB",)}
+               3: ("ALTER TABLE snapshots ADD COLUMN decision BLOB", "ALTER TABLE snapshots ADD COLUMN forces BLOB")}
 MAX_TAG_LENGTH = 40
 MAX_TAGS = 20  # tags a run may have
 MAX_NAME_LENGTH = 200  # characters of a run's name (RunConfig's name is held to it too)
@@ -462,6 +463,7 @@ class RunStore:
             _npy(snapshot.class_means, "class_means"),
             _npz(snapshot.class_vectors),
             _npz(snapshot.decision, compressed=True) if snapshot.decision else None,
+            _npz(snapshot.forces) if snapshot.forces else None,
         )
         series = [(name, float(value)) for name, value in metrics.items() if name not in SERIES_AXES]
         self.check_space()
@@ -472,7 +474,7 @@ class RunStore:
             ).fetchone()
             db.execute(
                 "INSERT INTO snapshots (run_id, seq, step, epoch, elapsed, kind, metrics, features,"
-                " class_means, class_vectors, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " class_means, class_vectors, decision, forces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, seq, step, epoch, elapsed, snapshot.kind, _dumps(metrics, "metrics"), *blobs),
             )
             db.executemany(
@@ -517,7 +519,7 @@ class RunStore:
         """The run's snapshot number ``seq``; StoreError if there is none."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision"
+                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision, forces"
                 " FROM snapshots WHERE run_id = ? AND seq = ?",
                 (run_id, seq),
             ).fetchone()
@@ -530,7 +532,7 @@ class RunStore:
         """The run's most recent snapshot, or None if it has none yet."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision"
+                "SELECT step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision, forces"
                 " FROM snapshots WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
@@ -950,7 +952,7 @@ def _load_npy(blob: bytes) -> np.ndarray:
 
 
 def _snapshot(row: tuple) -> Snapshot:
-    step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision = row
+    step, epoch, elapsed, kind, metrics, features, class_means, class_vectors, decision, forces = row
     return Snapshot(
         step=int(step),
         epoch=float(epoch),
@@ -961,6 +963,7 @@ def _snapshot(row: tuple) -> Snapshot:
         class_means=_load_npy(class_means),
         class_vectors=_load_npz(class_vectors),
         decision=_load_npz(decision),
+        forces=_load_npz(forces),
     )
 
 
@@ -1065,7 +1068,7 @@ def salvage(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
                 pass
     columns = "run_id, seq, step, epoch, elapsed, kind, metrics, features, class_means, class_vectors"
     if "snapshots" in tables and "decision" in {row[1] for row in db.execute("PRAGMA table_info(snapshots)")}:
-        columns += ", decision"
+        columns += ", decision, forces"
     if "snapshots" in tables:
         for row in copy("snapshots", columns, _readable_rows(db, "snapshots", columns, probes)):
             record = run(row[0])

@@ -44,6 +44,7 @@ class ViewOptions:
     method: str = "pca"
     axes: str = "follow"  # or "fixed": see AXES
     regions: bool = False  # shade a 2-D run's decision regions and margin band under the features
+    forces: bool = False  # arrows: where the loss pushes some probe points now (features up to 3-D)
 
     def __post_init__(self) -> None:
         if self.axes not in AXES:
@@ -265,7 +266,7 @@ class RunView:
             drawing.panel.points, labels, names, trained,
             normalized=options.directions, class_vectors=drawing.panel.class_vectors,
             class_means=drawing.panel.class_means, trails=drawing.panel.trails, selected=selected,
-            decision=drawing.panel.decision,
+            decision=drawing.panel.decision, forces=drawing.panel.forces,
             uirevision=f"run-{self.run_id}-{options.directions}-{options.dims}-{options.method}", height=height,
             title=title, axis_range=self.axis_range([drawing.panel], options, key=current.seq),
         )
@@ -300,8 +301,26 @@ class RunView:
             if explained is not None:
                 note = f" · PCA of {self.feature_dim}-D, {explained:.0%} of variance"
         panel = figures.FeaturePanel(title, points, options.directions, class_vectors, means, trails,
-                                     self._decision(snapshot, options))
+                                     self._decision(snapshot, options), self._forces(snapshot, points, options))
         return Drawing(snapshot, panel, explained, note)
+
+    def _forces(self, snapshot: Snapshot, points: np.ndarray, options: ViewOptions) -> figures.Forces | None:
+        """The snapshot's forces in drawing coordinates when they are asked for (features up to 3-D, drawn
+        as they are): for directions on the circle or sphere, the push on each feature's direction,
+        (I − f̂f̂ᵀ)·g / ‖f‖, the part of the force that turns it."""
+        if not options.forces or self.feature_dim > 3 or options.method != "pca":
+            return None
+        if not snapshot.forces:
+            return figures.Forces(np.empty((0, points.shape[1])), np.empty((0, points.shape[1])), np.empty(0, int))
+        rows, pull = snapshot.forces["rows"], np.asarray(snapshot.forces["vectors"], dtype=float)
+        if options.directions:
+            raw = np.asarray(snapshot.features[rows], dtype=float)
+            length = np.linalg.norm(raw, axis=1, keepdims=True).clip(min=1e-12)
+            unit = raw / length
+            pull = (pull - (pull * unit).sum(1, keepdims=True) * unit) / length
+        pull = np.pad(pull, ((0, 0), (0, points.shape[1] - pull.shape[1])))
+        labels = np.asarray(self.info["probe_labels"])[rows]
+        return figures.Forces(points[rows], pull, labels)
 
     def _decision(self, snapshot: Snapshot, options: ViewOptions) -> dict[str, np.ndarray] | None:
         """The snapshot's decision map when it is asked for and drawn as the loss reads the features: as they
@@ -391,7 +410,7 @@ class RunView:
                                                         strict=True)):
             traces = figures.feature_traces(panel.points, labels, names, trained, normalized=panel.normalized,
                                             class_vectors=panel.class_vectors, class_means=panel.class_means,
-                                            trails=panel.trails, decision=panel.decision)
+                                            trails=panel.trails, decision=panel.decision, forces=panel.forces)
             frames.append(figures.ReplayFrame(f"step {snapshot.step:,}", traces, hist,
                                               f"step {snapshot.step:,} · epoch {snapshot.epoch:.2f}",
                                               played.views[i] if follow else None))

@@ -26,6 +26,7 @@ def test_the_budget_bounds_what_a_real_run_stores(tmp_path: Path, one_thread, se
     db = store._db()
     sizes = [row[0] for row in db.execute(
         "SELECT length(features) + length(class_means) + length(class_vectors) + coalesce(length(decision), 0)"
+        " + coalesce(length(forces), 0)"
         " + length(metrics) + 100"
         " FROM snapshots WHERE run_id = ?", (run_id,))]
     (series,) = db.execute("SELECT count(*) FROM series WHERE run_id = ?", (run_id,)).fetchone()
@@ -52,7 +53,8 @@ def test_the_hostile_run_is_counted_in_tens_of_gigabytes_and_a_default_run_in_me
     assert hostile.snapshot_bytes == pytest.approx(10_000 * 4096 * 4, rel=0.01)
     assert hostile.store_bytes > 50e9 and hostile.memory_bytes > 1e9
     default = budget.estimate(RunConfig.from_dict({"dataset": "mnist", "epochs": 1}))
-    assert default.store_bytes < 20e6 and default.memory_bytes < 1e9
+    # 2-D: the decision maps are counted at their uncompressed size (19 kB a snapshot), stored in a few kB.
+    assert default.store_bytes < 30e6 and default.memory_bytes < 1e9
     wider = budget.estimate(RunConfig.from_dict({"dataset": "mnist", "epochs": 1, "feature_dim": 128}))
     assert wider.snapshot_bytes > default.snapshot_bytes and wider.memory_bytes > default.memory_bytes
 

@@ -141,3 +141,89 @@ def test_a_2d_run_records_the_map_its_accuracy_is_measured_with(tmp_path, one_th
         band = regions.band_of(decision)
         assert band is not None and band.shape == decision["winner"].shape and band.any()
     assert store.get_snapshot(run_id, 0).decision.get("winner") is not None or loss == "triplet"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Softmax and center-loss trainers on digits in 2-D, a few steps in."""
+    from dmlviz.config import RunConfig
+    from dmlviz.engine import setup
+
+    torch.set_num_threads(1)
+    trainers = {}
+    for loss in ("softmax", "center"):
+        config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 40,
+                                      "probe_size": 200})
+        trainer = setup(config, tmp_path_factory.mktemp("data"))
+        for _ in range(20):
+            trainer.train_step()
+        trainers[loss] = trainer
+    return trainers
+
+
+def probe(trainer):
+    features = trainer.embed(trainer.data.probe_batch())
+    return features, trainer.data.to_train_label[trainer.data.probe_labels]
+
+
+def test_softmax_forces_are_minus_the_gradient_of_each_samples_cross_entropy(trained):
+    """−∂CE/∂f = −Wᵀ(p − onehot(y)) for each sample, p = softmax(W f + b)."""
+    trainer = trained["softmax"]
+    features, labels = probe(trainer)
+    forces = trainer.forces(features, labels)
+    rows = forces["rows"]
+    assert 2 <= len(rows) <= regions.FORCE_POINTS and np.all(labels.numpy()[rows] >= 0)
+    w, b = trainer.loss_fn.classifier.weight.detach(), trainer.loss_fn.classifier.bias.detach()
+    f = features[rows]
+    p = torch.softmax(f @ w.T + b, dim=1)
+    expected = -(p - torch.nn.functional.one_hot(labels[rows], w.shape[0]).float()) @ w
+    np.testing.assert_allclose(forces["vectors"], expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_center_loss_forces_add_the_pull_towards_the_center(trained):
+    """The center term λ·½·mean‖f − c_y‖² adds −λ(f − c_y) to each sample's softmax force."""
+    trainer = trained["center"]
+    features, labels = probe(trainer)
+    rows = trainer.forces(features, labels)["rows"]
+    loss = trainer.loss_fn
+    w, b = loss.classifier.weight.detach(), loss.classifier.bias.detach()
+    f, y = features[rows], labels[rows]
+    p = torch.softmax(f @ w.T + b, dim=1)
+    expected = -(p - torch.nn.functional.one_hot(y, w.shape[0]).float()) @ w - loss.weight * (f - loss.centers[y])
+    np.testing.assert_allclose(trainer.forces(features, labels)["vectors"], expected.detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    assert torch.equal(loss.centers, trainer.loss_fn.centers)  # evaluating the forces moved no center
+
+
+def test_arrows_are_scaled_together_and_turn_directions_along_the_circle():
+    bases = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    vectors = np.array([[0.0, 1.0], [0.0, 4.0], [2.0, 0.0]])
+    points = np.array([[-5.0, -5.0], [5.0, 5.0]])
+    shafts, heads = figures.force_traces(figures.Forces(bases, vectors, np.array([0, 1, 2])), points)
+    lengths = np.linalg.norm(np.stack([heads["x"], heads["y"]], 1) - bases, axis=1)
+    assert np.percentile(lengths, 90) == pytest.approx(figures.ARROW_SHARE * 10)
+    assert lengths[1] / lengths[0] == pytest.approx(4)  # lengths compare within a frame
+    assert np.isnan(shafts["x"][2::3]).all()  # one shaft per arrow
+    empty = figures.force_traces(figures.Forces(np.empty((0, 2)), np.empty((0, 2)), np.empty(0)), points)
+    assert [t["name"] for t in empty] == ["forces", "force heads"] and len(empty[0]["x"]) == 0
+
+
+def test_the_view_draws_a_normalised_loss_s_forces_along_the_circle(tmp_path, one_thread):
+    from dmlviz.config import RunConfig
+    from dmlviz.engine import train
+    from dmlviz.runner import StoreSink
+    from dmlviz.store import RunStore
+    from dmlviz.view import RunView, ViewOptions
+
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": "normface", "steps": 10,
+                                  "probe_size": 100, "snapshot_steps": 10})
+    store = RunStore(tmp_path / "store")
+    run_id = store.create_run(config.to_dict())
+    train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+    view = RunView(store, run_id)
+    index = view.snapshots()
+    drawing = view.drawing(index, len(index) - 1, ViewOptions(directions=True, forces=True))
+    forces = drawing.panel.forces
+    assert len(forces.bases) > 0 and np.allclose(np.linalg.norm(forces.bases, axis=1), 1, atol=1e-5)
+    assert np.allclose((forces.bases * forces.vectors).sum(1), 0, atol=1e-5)  # tangent: they turn the direction
+    assert view.drawing(index, len(index) - 1, ViewOptions(directions=True)).panel.forces is None

@@ -111,7 +111,7 @@ def test_a_store_of_an_older_format_gains_the_new_columns_and_keeps_its_runs(tmp
     assert ("owner" in runs_table) == (version == 3) and ("tags" in runs_table) == (version >= 2)
     db.execute(runs_table)
     for statement in _SCHEMA[1:]:
-        db.execute(statement.replace(",\n        decision BLOB", ""))
+        db.execute(statement.replace(",\n        decision BLOB,\n        forces BLOB", ""))
     db.execute("INSERT INTO runs (name, config, status, created_at, updated_at) VALUES ('old', '{}', 'finished', 1, 1)")
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()

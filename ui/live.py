@@ -360,6 +360,10 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
             help="Where the loss's classifier picks each class (the nearest class mean for a loss without one), "
                  "shaded in the class colours with the boundaries between them, and, for a margin loss, the band "
                  "where a sample of the winning class would still lose once its margin counts.")
+        forces = view.feature_dim <= 3 and method == "pca" and st.toggle(
+            "Forces", key="forces",
+            help="Arrows on about 13 probe images of each class: where the loss pushes each feature now (minus its "
+                 "gradient, from the loss's current parameters, those images as its batch), scaled together.")
         trail = st.slider("Trail", 0, 60, 20, key="trail", width=320,  # wide enough to aim at a value
                           help="How many earlier snapshots the class trails reach back.")
         histogram = st.segmented_control("Distances", ("euclidean", "angular"),
@@ -370,7 +374,7 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
                                          "once they have stayed small for a while. Fixed: keep the view of the "
                                          "moment.") or "follow"
     return ViewOptions(directions=directions, dims=dims, trail=trail, histogram=histogram, method=method, axes=axes,
-                       regions=regions)
+                       regions=regions, forces=forces)
 
 
 def _metrics(frame: Frame) -> None:

@@ -339,3 +339,38 @@ def test_a_run_whose_tab_is_closed_replays_its_formation_without_gaps(app, page)
             page.goto(f"{app.url}/train?run={run_id}")
             wait_until(page, lambda: shown(page, "stop"), "the run's Stop button")
             stop_run(app, page)
+
+
+TRACES_JS = """(key) => {
+  const frame = document.querySelector('.st-key-' + key + ' iframe');
+  const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullData) return null;
+  return gd._fullData.map((t) => ({name: t.name, type: t.type,
+                                    size: t.z ? t.z.length : (t.x ? t.x.length : 0)}));
+}"""
+
+
+def test_decision_regions_and_forces_are_drawn_on_request(app, page, e2e_output):
+    """A paused 2-D run: View ▸ Decision regions shades the classifier's regions under the points, View ▸
+    Forces draws arrows on them, in the browser's own chart."""
+    try:
+        start_run(app, page, feature_dim=2)
+        press(page, "pause")
+        paused_step(app, page)
+
+        def traces() -> dict[str, dict[str, Any]]:
+            return {t["name"]: t for t in page.evaluate(TRACES_JS, "features_chart") or []}
+
+        assert "decision regions" not in traces() and "forces" not in traces()
+        for label in ("Decision regions", "Forces"):
+            page.locator(".st-key-view_options button").filter(visible=True).first.click()
+            page.get_by_text(label, exact=True).filter(visible=True).first.click()
+            page.keyboard.press("Escape")
+        drawn = wait_until(page, lambda: (found := traces()) and found.get("decision regions", {}).get("size", 0) > 0
+                           and found.get("forces", {}).get("size", 0) > 0 and found,
+                           "the decision regions and the forces in the feature chart")
+        assert drawn["decision regions"]["type"] == "heatmap"
+        assert drawn["decision boundaries"]["size"] > 0
+        page.locator(".st-key-features_chart").screenshot(path=str(e2e_output / "train_regions_forces.png"))
+    finally:
+        stop_run(app, page)
