@@ -1,9 +1,9 @@
-"""What a 2-D run's decision map adds to a snapshot (``python -m bench.regions``).
+"""What a 2-D run's decision map and forces add to a snapshot (``python -m bench.regions``).
 
 For a loss of each kind (a linear classifier, a margin head with its band, a pair loss's nearest class
 mean), MNIST, 2,000 probe images, the default light LeNet++ on this CPU: the median time of a live snapshot
-with its decision map and without it (the map switched off), measured alternately in one process after a
-few training steps. Goal (issue "Show why"): the map adds under 10 % of a snapshot's cost. Results are
+with its decision map and forces and without them (both switched off), measured alternately in one process
+after a few training steps. Goal (issue "Show why"): they add under 10 % of a snapshot's cost. Results are
 printed and written to ``bench/results/regions.json``.
 """
 
@@ -27,17 +27,19 @@ from dmlviz.losses.catalog import preset
 LOSSES = ("softmax", "arcface", "triplet")
 
 
-def snapshot_ms(trainer: engine.Trainer, with_map: bool) -> float:
-    """One live snapshot's wall time, with the decision map or without it."""
+def snapshot_ms(trainer: engine.Trainer, with_extras: bool) -> float:
+    """One live snapshot's wall time, with the decision map and forces or without them."""
     original = engine.decision_map
-    if not with_map:
+    if not with_extras:
         engine.decision_map = lambda *args, **kwargs: {}
+        trainer.forces = lambda *args, **kwargs: {}
     try:
         start = time.perf_counter()
         trainer.snapshot("tick", 0.0, 1.0)
         return (time.perf_counter() - start) * 1000
     finally:
         engine.decision_map = original
+        vars(trainer).pop("forces", None)
 
 
 def main() -> None:
@@ -54,14 +56,14 @@ def main() -> None:
         for _ in range(30):
             trainer.train_step()
         trainer.snapshot("tick", 0.0, 1.0)  # warm-up
-        with_map, without = [], []
+        with_extras, without = [], []
         for repeat in range(args.repeats):
             for flag in (True, False) if repeat % 2 == 0 else (False, True):
-                (with_map if flag else without).append(snapshot_ms(trainer, flag))
-        results[name] = {"snapshot_ms": median(with_map), "without_map_ms": median(without),
-                         "map_share": (median(with_map) - median(without)) / median(without)}
-        print(f"{name:10} snapshot {median(with_map):7.1f} ms, without the map {median(without):7.1f} ms: "
-              f"the map adds {results[name]['map_share']:+.1%}")
+                (with_extras if flag else without).append(snapshot_ms(trainer, flag))
+        results[name] = {"snapshot_ms": median(with_extras), "without_map_and_forces_ms": median(without),
+                         "added_share": (median(with_extras) - median(without)) / median(without)}
+        print(f"{name:10} snapshot {median(with_extras):7.1f} ms, without the map and forces {median(without):7.1f} "
+              f"ms: they add {results[name]['added_share']:+.1%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
