@@ -923,10 +923,12 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
 
 
 def target_logit_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, reference_scale: float = 1.0,
-                        y_title: str = "target logit ÷ s", height: int | None = None) -> go.Figure:
+                        y_title: str = "target logit ÷ s", height: int | None = None,
+                        angles: np.ndarray | None = None) -> go.Figure:
     """Target logits against θ in degrees (0–180), one line per entry of ``curves`` (a label to θ in
     radians and the values), over a dashed grey reference ``reference_scale``·cos θ: the plain
-    normalised softmax, from which every margin bends the curve down."""
+    normalised softmax, from which every margin bends the curve down. ``angles`` (degrees): samples' angles
+    to their own class weight, as a histogram under the curves on the same θ axis."""
     reference = np.linspace(0.0, np.pi, 181)
     name = "cos θ" if reference_scale == 1 else f"{reference_scale:g}·cos θ"
     traces = [{"type": "scatter", "mode": "lines", "x": np.degrees(reference), "y": reference_scale * np.cos(reference),
@@ -944,4 +946,13 @@ def target_logit_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, 
         # In a row above the plot, as the distance histograms' legend, so the plot keeps the chart's width.
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     }
+    if angles is not None:
+        layout["yaxis"]["domain"] = [0.4, 1.0]
+        layout["xaxis2"] = {**layout.pop("xaxis"), "anchor": "y2"}
+        layout["xaxis"] = {"matches": "x2", "showticklabels": False, "range": [0, 180], "dtick": 30}
+        layout["yaxis2"] = {"domain": [0.0, 0.3], "title": {"text": "probe images"}, "anchor": "x2"}
+        traces.append({"type": "histogram", "x": np.asarray(angles, dtype=float), "xaxis": "x2", "yaxis": "y2",
+                       "xbins": {"start": 0, "end": 180, "size": 2}, "name": "θ_y of the probe images",
+                       "marker": {"color": "#94A4A2"}, "showlegend": False,
+                       "hovertemplate": "θ_y %{x}°: %{y} images<extra></extra>"})
     return go.Figure(data=traces, layout=layout)

@@ -16,8 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import plotly.graph_objects as go
 
-from dmlviz import figures, geometry, projection
-from dmlviz.config import RunConfig
+from dmlviz import figures, geometry, margins, projection
+from dmlviz.config import ConfigError, RunConfig
 from dmlviz.data import display_name
 from dmlviz.losses import UnknownLoss, get_spec
 from dmlviz.metrics import MetricSpec, metric_spec
@@ -321,6 +321,31 @@ class RunView:
         pull = np.pad(pull, ((0, 0), (0, points.shape[1] - pull.shape[1])))
         labels = np.asarray(self.info["probe_labels"])[rows]
         return figures.Forces(points[rows], pull, labels)
+
+    def margin(self, snapshot: Snapshot, step: int) -> go.Figure | None:
+        """For a margin loss: its target logit against θ at the run's schedule values at ``step`` (warm-ups,
+        SphereFace's λ, Cam-Softmax's c), over the histogram of the probe images' angles θ_y to their own
+        class weight in ``snapshot``, so that one sees which of them the margin still acts on. None for
+        other losses."""
+        name = self.record.config.get("loss")
+        weights = snapshot.class_vectors.get("weights")
+        if name not in margins.MARGIN_LOSSES or weights is None or self.info is None:
+            return None
+        try:
+            hp = RunConfig.from_dict(self.record.config).loss_hparams()
+        except ConfigError:  # recorded by an older version
+            return None
+        total = max(1, int(self.info.get("total_steps") or 1))
+        curve = margins.target_logit(name, margins.THETAS, progress=min(1.0, step / total), **hp)
+        labels, _, trained = self.classes
+        slot = {int(c): i for i, c in enumerate(trained)}
+        rows = np.flatnonzero([int(label) in slot for label in labels])
+        own = np.asarray(weights, dtype=float)[[slot[int(labels[r])] for r in rows]]
+        features = np.asarray(snapshot.features, dtype=float)[rows]
+        cos = (features * own).sum(1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(own, axis=1)).clip(1e-12)
+        angles = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        label = get_spec(name).display_name.split(" (")[0]
+        return figures.target_logit_figure({label: (margins.THETAS, curve)}, angles=angles, height=420)
 
     def _decision(self, snapshot: Snapshot, options: ViewOptions) -> dict[str, np.ndarray] | None:
         """The snapshot's decision map when it is asked for and drawn as the loss reads the features: as they

@@ -227,3 +227,34 @@ def test_the_view_draws_a_normalised_loss_s_forces_along_the_circle(tmp_path, on
     assert len(forces.bases) > 0 and np.allclose(np.linalg.norm(forces.bases, axis=1), 1, atol=1e-5)
     assert np.allclose((forces.bases * forces.vectors).sum(1), 0, atol=1e-5)  # tangent: they turn the direction
     assert view.drawing(index, len(index) - 1, ViewOptions(directions=True)).panel.forces is None
+
+
+def test_the_margin_now_is_the_curve_at_the_runs_schedule_over_the_probe_angles(tmp_path, one_thread):
+    from dmlviz import margins
+    from dmlviz.config import RunConfig
+    from dmlviz.engine import train
+    from dmlviz.runner import StoreSink
+    from dmlviz.store import RunStore
+    from dmlviz.view import RunView
+
+    store = RunStore(tmp_path / "store")
+    shown = {}
+    for loss in ("arcface", "softmax"):
+        config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 20,
+                                      "probe_size": 100, "snapshot_steps": 10, "loss_params": {"warmup": 1.0}
+                                      if loss == "arcface" else {}})
+        run_id = store.create_run(config.to_dict())
+        train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+        view = RunView(store, run_id)
+        index = view.snapshots()
+        shown[loss] = (view, [store.get_snapshot(run_id, i.seq) for i in index], index)
+    view, snapshots, index = shown["arcface"]
+    middle = next(i for i, info in enumerate(index) if info.step == 10)
+    figure = view.margin(snapshots[middle], 10)
+    curve = next(t for t in figure.data if t.name == "ArcFace")
+    # Half way through a warm-up over the whole run at step 10 of 20: the margin is 0.25 of its 0.5.
+    np.testing.assert_allclose(curve.y, margins.target_logit("arcface", margins.THETAS, margin=0.25))
+    assert not np.allclose(curve.y, margins.target_logit("arcface", margins.THETAS))
+    angles = next(t for t in figure.data if t.type == "histogram").x
+    assert len(angles) == 100 and np.all((angles >= 0) & (angles <= 180))
+    assert shown["softmax"][0].margin(shown["softmax"][1][-1], 20) is None

@@ -247,6 +247,17 @@ def _draw(run_id: int | None, status_seen: RunStatus | None, present: bool, opti
         curves = train.cached("curves", (run_id, record.status, version, curves_height),
                         lambda: view.curves(height=curves_height))
     live_plotly_chart(curves, key="curves_chart")
+    if frame is not None and not present:
+        # Last on the page, so that it moves nothing when it appears; as often as the curves while training.
+        shown = (run_id, version) if record.status == RunStatus.RUNNING else (run_id, frame.info.seq)
+        margin = train.cached("margin", shown, lambda: view.margin(frame.snapshot, frame.info.step))
+        if margin is not None:
+            with st.expander("The margin now: target logit against θ, and each probe image's angle to its class"):
+                st.plotly_chart(margin, key="margin_chart")
+                st.caption("The curve at the run's schedule values now (a margin's warm-up, SphereFace's λ, "
+                           "Cam-Softmax's c), divided by the scale s; under it, the angle θ_y of each probe image "
+                           "to its own class weight. Images where the curve lies below cos θ (dashed) are still "
+                           "pushed towards their class.")
 
 
 def _stage(present: bool):
