@@ -114,7 +114,7 @@ def _replay(run_id: int) -> tuple[list, str, bool]:
             help="Follow: the view zooms out as soon as the features would leave it and back in once they have "
                  "stayed small for a while, and the histogram fits each frame. Fixed: one view and one histogram "
                  "range that hold the whole run, so sizes compare from frame to frame.") or "follow"
-        regions = view.feature_dim == 2 and st.toggle(
+        regions = view.has_regions and st.toggle(
             "Decision regions", key="replay_regions",
             help="Where the loss's classifier picks each class, with the boundaries and a margin loss's band, "
                  "in the replay and in its exports.")

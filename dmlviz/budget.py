@@ -82,7 +82,7 @@ def estimate(config: RunConfig) -> RunBudget:
     epochs = math.ceil(steps * config.batch_size / max(1, train))
 
     vectors = classes * d * FLOAT * 2  # class means, and the loss's class vectors (weights, centers, proxies)
-    decision = map_bytes(classes) if d == 2 else 0  # a 2-D run's decision map, at most (it is compressed)
+    decision = map_bytes(classes) if d in (2, 3) else 0  # a decision map, at most (it is compressed)
     forces = force_bytes(d) if d <= 3 else 0
     snapshot_bytes = probe * d * FLOAT + vectors + decision + forces + SNAPSHOT_OVERHEAD
     if config.snapshot_steps:

@@ -242,6 +242,44 @@ def decision_traces(decision: Mapping[str, np.ndarray], train_classes: Sequence[
     return traces
 
 
+def sphere_decision_traces(decision: Mapping[str, np.ndarray], train_classes: Sequence[int]) -> list[dict[str, Any]]:
+    """A decision map on the unit sphere (``regions.sphere_centres``) as the sphere itself, coloured by the
+    class that wins each place (darker in a margin loss's band), with the boundaries as arcs just above
+    it. Always these two traces, empty without a map, for the frames of a replay."""
+    common = {"hoverinfo": "skip", "showlegend": False}
+    if "winner" not in decision or "box" in decision:
+        return [{"type": "surface", "x": [[0.0]], "y": [[0.0]], "z": [[0.0]], "opacity": 0.0, "showscale": False,
+                 "name": "decision regions", **common},
+                {"type": "scatter3d", "mode": "lines", "x": [], "y": [], "z": [], "name": "decision boundaries",
+                 **common}]
+    winner = np.asarray(decision["winner"])
+    rows, cols = winner.shape
+    count = len(train_classes)
+    band = regions.band_of(decision)
+    value = winner + (count * band if band is not None else 0)  # a class's band: its own darker colour
+    centres = regions.sphere_centres(rows).reshape(rows, cols, 3)
+    # Close the seam at azimuth 2π: the last column joins the first.
+    surface = np.concatenate([centres, centres[:, :1]], axis=1) * 0.99
+    value = np.concatenate([value, value[:, :1]], axis=1)
+    colours = [class_color(int(c)) for c in train_classes] + [_darker(class_color(int(c))) for c in train_classes]
+    steps = [[edge / (2 * count), colours[i]] for i in range(2 * count) for edge in (i, i + 1)]
+    line = boundary_lines(winner, np.array([[0.0, 2 * np.pi], [0.0, np.pi]]))  # x: azimuth, y: polar angle
+    p, t = line["x"], line["y"]
+    arcs = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], axis=1) * 1.004
+    return [{"type": "surface", "name": "decision regions", **common, "x": surface[..., 0], "y": surface[..., 1],
+             "z": surface[..., 2], "surfacecolor": value,
+             "cmin": -0.5, "cmax": 2 * count - 0.5, "colorscale": steps, "opacity": 0.35, "showscale": False,
+             "lighting": {"ambient": 1.0, "diffuse": 0.0, "specular": 0.0}},
+            {"type": "scatter3d", "mode": "lines", **_xyz(arcs), "name": "decision boundaries", **common,
+             "line": {"color": "rgba(50, 50, 50, 0.7)", "width": 2}}]
+
+
+def _darker(color: str) -> str:
+    """The colour at 55 % of its brightness: a class's margin band on the sphere."""
+    red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"#{int(red * 0.55):02X}{int(green * 0.55):02X}{int(blue * 0.55):02X}"
+
+
 @dataclass(frozen=True, eq=False)
 class Forces:
     """Where a loss pushes some points, in drawing coordinates: ``bases`` and ``vectors`` (n × k each),
@@ -320,7 +358,8 @@ def feature_traces(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     trained = {int(c) for c in train_classes}
     names = {c: str(class_names[c]) + ("" if c in trained else " (unseen)") for c in range(len(class_names))}
 
-    traces = decision_traces(decision, train_classes) if decision is not None and not three_d else []
+    traces = [] if decision is None else (sphere_decision_traces if three_d else decision_traces)(decision,
+                                                                                                  train_classes)
     for c in np.unique(labels).tolist():
         index = np.flatnonzero(labels == c)
         traces.append(_class_points(points[index], index, names[c], c, c not in trained, three_d))

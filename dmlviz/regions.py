@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the pages read maps without torch; the engine, which makes 
     import torch
 
 FORCE_POINTS = 128  # probe points whose forces a snapshot records: one batch of them, about 13 of each class
+SPHERE_ROWS = 64  # rows of the grid on the sphere (polar angle), twice as many columns (azimuth): 2.8° cells
 GRID = 128  # cells per side: a cell is about 5 px of a laptop's feature chart
 SPARE = 0.5  # the grid reaches this share of the features' span beyond them on every side (the view's margins)
 # The box always holds the unit square, where a normalised loss's directions are drawn.
@@ -49,28 +50,41 @@ def cell_centres(box: np.ndarray, size: int = GRID) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
+def sphere_centres(rows: int = SPHERE_ROWS) -> np.ndarray:
+    """The centres of a grid on the unit sphere, (rows × 2·rows) × 3, row by row from the north pole: polar
+    angle t in ``rows`` steps of π, azimuth p in 2·``rows`` steps of 2π (the rows and columns of ``winner``)."""
+    t = (np.arange(rows) + 0.5) * np.pi / rows
+    p = (np.arange(2 * rows) + 0.5) * np.pi / rows
+    t, p = np.meshgrid(t, p, indexing="ij")
+    return np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], axis=-1).reshape(-1, 3)
+
+
 def decision_map(features: torch.Tensor, scores: Scores, margin_logits: MarginLogits | None = None, *,
                  directions: bool = False, size: int = GRID) -> dict[str, np.ndarray]:
-    """The map of a 2-D run at one snapshot: ``box`` (2 × 2), ``winner`` (size × size: the training class
-    picked in each cell, rows from the lowest y) and, for a margin loss, ``band`` (True where the winner
-    still loses once its margin counts, packed 8 cells a byte: :func:`band_of` unpacks it). Empty for
-    features that are not 2-D, or when ``scores`` has nothing to pick with (no classifier and no class
-    means yet). ``directions``: the loss reads only the features' directions, which the pages draw on the
-    unit circle; the grid then covers the circle, not the features' lengths."""
-    if features.ndim != 2 or features.shape[1] != 2:
+    """The map of a run at one snapshot: ``winner`` (the training class picked in each cell) and, for a
+    margin loss, ``band`` (True where the winner still loses once its margin counts, packed 8 cells a byte:
+    :func:`band_of` unpacks it). For 2-D features a size × size grid over ``box`` (2 × 2), rows from the
+    lowest y; ``directions`` (the loss reads only the features' directions, which the pages draw on the unit
+    circle) makes it cover the circle rather than the features' lengths. For 3-D features of a loss that
+    reads directions, a grid on the unit sphere (:func:`sphere_centres`), without a box. Empty for other
+    features, or when ``scores`` has nothing to pick with (no classifier and no class means yet)."""
+    sphere = features.ndim == 2 and features.shape[1] == 3 and directions
+    if features.ndim != 2 or not (features.shape[1] == 2 or sphere):
         return {}
     import torch
 
-    box = grid_box(features.detach().float().cpu().numpy(), directions)
+    box = None if sphere else grid_box(features.detach().float().cpu().numpy(), directions)
+    centres = sphere_centres() if sphere else cell_centres(box, size)
+    shape = (SPHERE_ROWS, 2 * SPHERE_ROWS) if sphere else (size, size)
     with torch.no_grad():
-        points = torch.as_tensor(cell_centres(box, size), dtype=torch.float32, device=features.device)
+        points = torch.as_tensor(centres, dtype=torch.float32, device=features.device)
         picked = scores(points)
         if picked is None:
             return {}
         winner = picked.argmax(1)
         margined = margin_logits(points, winner) if margin_logits is not None else None
     kind = np.uint8 if picked.shape[1] <= 256 else np.int16
-    found = {"box": box, "winner": winner.reshape(size, size).cpu().numpy().astype(kind)}
+    found = {"winner": winner.reshape(shape).cpu().numpy().astype(kind)} | ({} if sphere else {"box": box})
     if margined is not None and (band := margined.argmax(1) != winner).any():  # none while a margin warms up
         found["band"] = np.packbits(band.cpu().numpy())
     return found

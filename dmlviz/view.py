@@ -245,6 +245,11 @@ class RunView:
             return False
 
     @property
+    def has_regions(self) -> bool:
+        """Whether the run records decision maps: 2-D features, or 3-D ones of a loss that reads directions."""
+        return self.feature_dim == 2 or (self.feature_dim == 3 and self.normalized)
+
+    @property
     def feature_dim(self) -> int:
         return int(self.record.config["feature_dim"])
 
@@ -348,9 +353,10 @@ class RunView:
         return figures.target_logit_figure({label: (margins.THETAS, curve)}, angles=angles, height=420)
 
     def _decision(self, snapshot: Snapshot, options: ViewOptions) -> dict[str, np.ndarray] | None:
-        """The snapshot's decision map when it is asked for and drawn as the loss reads the features: as they
-        are, or as directions (on the unit circle, where its map lies) for a loss that reads only those."""
-        if not options.regions or self.feature_dim != 2 or options.directions != self.normalized:
+        """The snapshot's decision map when it is asked for and drawn as the loss reads the features: 2-D
+        features as they are, or as directions (on the unit circle, where its map lies) for a loss that reads
+        only those; 3-D features of such a loss as directions, on the sphere."""
+        if not options.regions or not self.has_regions or options.directions != self.normalized:
             return None
         return snapshot.decision
 

@@ -258,3 +258,26 @@ def test_the_margin_now_is_the_curve_at_the_runs_schedule_over_the_probe_angles(
     angles = next(t for t in figure.data if t.type == "histogram").x
     assert len(angles) == 100 and np.all((angles >= 0) & (angles <= 180))
     assert shown["softmax"][0].margin(shown["softmax"][1][-1], 20) is None
+
+
+def test_on_the_sphere_a_class_wins_where_its_weight_is_nearest_and_arcface_s_band_is_its_margin():
+    m = 0.3
+    loss = build_loss("arcface", 3, 3, warmup=0.0, scale=16.0, margin=m)
+    with torch.no_grad():
+        loss.weight.copy_(torch.eye(3))
+    decision = regions.decision_map(torch.randn(50, 3), loss.predict, margined(loss), directions=True)
+    assert "box" not in decision and decision["winner"].shape == (regions.SPHERE_ROWS, 2 * regions.SPHERE_ROWS)
+    centres = regions.sphere_centres()
+    winner = decision["winner"].ravel()
+    assert np.array_equal(winner, centres.argmax(1))
+    angles = np.arccos(np.clip(centres, -1, 1))  # to each class weight
+    own = angles[np.arange(len(winner)), winner]
+    nearest_other = np.where(np.eye(3, dtype=bool)[winner], np.inf, angles).min(1)
+    clear = np.abs(own + m - nearest_other) > 1e-4
+    assert np.array_equal(regions.band_of(decision).ravel()[clear], (own + m > nearest_other)[clear])
+    assert regions.decision_map(torch.randn(50, 3), loss.predict, directions=False) == {}  # raw 3-D: no map
+    surface, arcs = figures.sphere_decision_traces(decision, [0, 1, 2])
+    assert np.shape(surface["surfacecolor"]) == (regions.SPHERE_ROWS, 2 * regions.SPHERE_ROWS + 1)
+    ends = np.stack([arcs["x"], arcs["y"], arcs["z"]], 1)
+    ends = ends[np.isfinite(ends).all(1)]
+    assert len(ends) and np.allclose(np.linalg.norm(ends, axis=1), 1.004)  # on (just above) the sphere

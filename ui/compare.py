@@ -96,7 +96,7 @@ def _draw(ids: tuple[int, ...], seen: tuple[RunStatus, ...]) -> None:
                             label="Timeline (every run)", format_func=lambda s: f"step {s:,}",
                             help="Scrub back: every panel, the histograms and the table move to this step.")
     options = view.views[0].default_options()
-    if view.views[0].feature_dim == 2 and st.toggle(
+    if view.views[0].has_regions and st.toggle(
             "Decision regions", key="compare_regions",
             help="In every panel: where its loss's classifier picks each class, with the boundaries and a margin "
                  "loss's band."):

@@ -366,7 +366,7 @@ def _view_options(view: RunView | None, present: bool, live: bool) -> ViewOption
                 method = "umap" if choice == "UMAP" else "tsne"
                 if live:
                     st.caption("UMAP and t-SNE are drawn while the run is paused or has ended.")
-        regions = view.feature_dim == 2 and st.toggle(
+        regions = view.has_regions and st.toggle(
             "Decision regions", key="regions",
             help="Where the loss's classifier picks each class (the nearest class mean for a loss without one), "
                  "shaded in the class colours with the boundaries between them, and, for a margin loss, the band "
