@@ -45,18 +45,19 @@ def page() -> None:
     st.subheader(f"Run {run_id}{': ' + record.name if record.name else ''}")
     if record.error:
         st.warning(f"{record.status}: {record.error}")
-    index, axes, regions = _replay(run_id)
+    index, axes, regions, forces = _replay(run_id)
     config = _actions(record, all_tags)
     st.markdown("**Export the whole run**")
     with st.container(horizontal=True, key="run_exports"):
-        _export_buttons(run_id, index, config, "run", export.ExportOptions(axes=axes, regions=regions))
+        _export_buttons(run_id, index, config, "run", export.ExportOptions(axes=axes, regions=regions, forces=forces))
     if index:
         st.markdown("**Export one snapshot**")
         position = st.select_slider("Snapshot", range(len(index)), value=len(index) - 1,
                                     format_func=lambda i: f"step {index[i].step:,} · epoch {index[i].epoch:.2f}",
                                     key=f"export_snapshot-{run_id}")
         with st.container(horizontal=True, key="snapshot_exports"):
-            _export_buttons(run_id, index, config, "snapshot", export.ExportOptions(snapshot=position, regions=regions),
+            _export_buttons(run_id, index, config, "snapshot", export.ExportOptions(snapshot=position, regions=regions,
+                                                                                    forces=forces),
                             step=index[position].step)
     _delete(record)
 
@@ -99,13 +100,13 @@ def _history(runs: list[RunRecord], all_tags: list[str]) -> int:
     return run_id
 
 
-def _replay(run_id: int) -> tuple[list, str, bool]:
+def _replay(run_id: int) -> tuple[list, str, bool, bool]:
     """The run played back in the browser; returns its snapshots, how the replay's axes move and whether it
-    shades the decision regions (its exports do as it does)."""
+    shades the decision regions and draws the forces (its exports do as it does)."""
     view = RunView(store(), run_id)
     index = view.snapshots()
     axes = "follow"  # how the replay's (and its exports') axes move: see dmlviz.view.AXES
-    regions = False
+    regions = forces = False
     if view.info is None or not index:
         st.info("This run recorded nothing to draw.")
     else:
@@ -119,8 +120,8 @@ def _replay(run_id: int) -> tuple[list, str, bool]:
             help="Where the loss's classifier picks each class, with the boundaries and a margin loss's band, "
                  "in the replay and in its exports.")
         forces = view.feature_dim <= 3 and st.toggle(
-            "Forces", key="replay_forces", help="Arrows in the replay: where the loss pushed some probe images "
-                                                "at each snapshot.")
+            "Forces", key="replay_forces", help="Arrows in the replay and its exports: where the loss pushed some "
+                                                "probe images at each snapshot.")
         # Built once per run, snapshot count and axes: a replay draws every frame's histogram.
         options = replace(view.default_options(), axes=axes, regions=regions, forces=forces)
         replay = job("runs").cached("replay", (run_id, len(index), index[-1].seq, options),
@@ -129,7 +130,7 @@ def _replay(run_id: int) -> tuple[list, str, bool]:
             "displaylogo": False, "toImageButtonOptions": {"filename": f"run{run_id}-replay", "scale": 2}})
         st.caption("▶ plays the run in the browser; the slider moves through its snapshots, with the class means' "
                    "trails and the distance histogram of each. The camera icon saves the frame shown as a PNG.")
-    return index, axes, regions
+    return index, axes, regions, forces
 
 
 def change_or_say_why(change: Callable[[], object]) -> None:

@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"over the run [default: {MOVIE_FRAMES} for gif and mp4, {REPLAY_FRAMES} for html]")
     exporting.add_argument("--fps", type=int, default=MOVIE_FPS, metavar="N", help=f"gif, mp4: frames a second "
                         f"[default: {MOVIE_FPS}]")
-    exporting.add_argument("--regions", action="store_true", help="html, gif, mp4, png: shade a 2-D run's decision "
-                           "regions (where its classifier picks each class) and a margin loss's band")
+    exporting.add_argument("--regions", action="store_true", help="html, gif, mp4, png: shade the decision regions "
+                           "(where the classifier picks each class) and a margin loss's band")
+    exporting.add_argument("--forces", action="store_true", help="html, gif, mp4, png: arrows where the loss pushes "
+                           "some probe images")
     exporting.add_argument("--out", type=Path, metavar="PATH", help="file (or folder, for tensorboard) to write; "
                         "default: run<RUN>.<format> in the folder exports/ of the run store (see --store)")
     exporting.add_argument("--data-dir", type=Path, metavar="DIR", help="dataset cache, for the projector's "
@@ -470,7 +472,8 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
         exporter.write(store, args.run_id, out, ExportOptions(snapshot=args.snapshot, figure=args.figure,
                                                               frames=args.frames, fps=args.fps,
-                                                              regions=args.regions, data_dir=args.data_dir))
+                                                              regions=args.regions, forces=args.forces,
+                                                              data_dir=args.data_dir))
     except (DataError, DatasetUnavailable) as exc:
         raise CliError(f"cannot draw the probe images: {exc}") from exc
     except OSError as exc:

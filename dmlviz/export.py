@@ -77,16 +77,16 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
     return path
 
 
-def _options(view, axes: str = "follow", regions: bool = False):
-    """The run's own view options (directions for a normalised loss, …) with the axes asked for, and the
-    decision regions of a 2-D run if asked for."""
+def _options(view, axes: str = "follow", regions: bool = False, forces: bool = False):
+    """The run's own view options (directions for a normalised loss, …) with the axes asked for, and its
+    decision regions and forces if asked for."""
     from dataclasses import replace
 
-    return replace(view.default_options(), axes=axes, regions=regions)
+    return replace(view.default_options(), axes=axes, regions=regions, forces=forces)
 
 
 def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REPLAY_FRAMES,
-                 axes: str = "follow", regions: bool = False) -> Path:
+                 axes: str = "follow", regions: bool = False, forces: bool = False) -> Path:
     """The run's feature space and distance histogram over time as one standalone HTML file (plotly.js
     inside: it plays offline), with play / pause and a slider over up to ``max_frames`` snapshots.
     ``axes``: "follow" (the view follows the run, the histogram fits each frame) or "fixed" (one view
@@ -94,14 +94,14 @@ def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REP
     from dmlviz.view import RunView
 
     view = RunView(store, run_id)
-    figure = view.replay(_options(view, axes, regions), max_frames=max_frames, height=720)
+    figure = view.replay(_options(view, axes, regions, forces), max_frames=max_frames, height=720)
     figure.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False,
                       config={"displaylogo": False})
     return path
 
 
 def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: int = MOVIE_FRAMES,
-                fps: int = MOVIE_FPS, axes: str = "follow", regions: bool = False) -> Path:
+                fps: int = MOVIE_FPS, axes: str = "follow", regions: bool = False, forces: bool = False) -> Path:
     """The feature space over the run as an animated GIF or an H.264 MP4 for slides: up to
     ``max_frames`` snapshots spread over it, with trails, each titled with the loss, the dataset and
     the step. ``axes``: "follow" (the view follows the run; still images keep the origin in the
@@ -113,7 +113,7 @@ def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: 
     if fmt not in MOVIE_FORMATS:
         raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
     view = RunView(store, run_id)
-    played = view.replay_frames(_options(view, axes, regions), max_frames=max_frames, histograms=False)
+    played = view.replay_frames(_options(view, axes, regions, forces), max_frames=max_frames, histograms=False)
     labels, names, trained = view.classes
     extents = [float(np.abs(box).max()) for box in played.views] or [played.extent] * len(played.panels)
     images = (render.feature_image(panel, labels, names, trained, extent=extent,
@@ -156,7 +156,7 @@ def _write_mp4(images: Iterator[np.ndarray], path: Path, fps: int) -> None:
 
 
 def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features", snapshot: int | None = None,
-              regions: bool = False) -> Path:
+              regions: bool = False, forces: bool = False) -> Path:
     """One figure at a snapshot as a PNG: the feature space (with its trails), the distance histogram,
     or the curves with a line at the snapshot's step."""
     from dmlviz import geometry, render
@@ -168,7 +168,7 @@ def write_png(store: RunStore, run_id: int, path: Path, figure: str = "features"
     seq = snapshot_seq(store, run_id, snapshot)
     index = view.snapshots()
     position = next(i for i, info in enumerate(index) if info.seq == seq)
-    options = _options(view, regions=regions)
+    options = _options(view, regions=regions, forces=forces)
     labels, names, trained = view.classes
     shot = index[position]
     title = f"{view.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}"
@@ -254,7 +254,8 @@ class ExportOptions:
     axes: str = "follow"  # html, gif, mp4: the view follows the run, or one view holds it all ("fixed")
     frames: int | None = None  # html, gif, mp4: at most this many snapshots (None: REPLAY_FRAMES, MOVIE_FRAMES)
     fps: int = MOVIE_FPS  # gif, mp4
-    regions: bool = False  # html, gif, mp4, png: shade a 2-D run's decision regions and margin band
+    regions: bool = False  # html, gif, mp4, png: shade the decision regions and margin band
+    forces: bool = False  # html, gif, mp4, png: arrows where the loss pushes some probe points
     data_dir: Path | None = None  # tensorboard: the dataset cache, for the sprite of the probe images
 
 
@@ -297,7 +298,7 @@ def _movie(fmt: str, mime: str) -> Exporter:
     return Exporter(fmt, f"Animation ({fmt.upper()})", f".{fmt}", mime, "run", _MOVIE_HELP,
                     lambda store, run_id, path, options: write_movie(store, run_id, path, fmt,
                                                                      options.frames or MOVIE_FRAMES, options.fps,
-                                                                     options.axes, options.regions))
+                                                                     options.axes, options.regions, options.forces))
 
 
 def _table(fmt: str, label: str, mime: str) -> Exporter:
@@ -311,7 +312,7 @@ EXPORTERS: dict[str, Exporter] = {exporter.format: exporter for exporter in (
     Exporter("html", "Replay (HTML)", ".html", "text/html", "run",
              "The replay as one page that plays offline: plotly.js is inside.",
              lambda store, run_id, path, options: write_replay(store, run_id, path, options.frames or REPLAY_FRAMES,
-                                                               options.axes, options.regions)),
+                                                               options.axes, options.regions, options.forces)),
     _movie("gif", "image/gif"),
     _movie("mp4", "video/mp4"),
     Exporter("yaml", "Config (YAML)", ".yaml", "application/yaml", "run",
@@ -321,7 +322,7 @@ EXPORTERS: dict[str, Exporter] = {exporter.format: exporter for exporter in (
              "A figure at the snapshot: the feature space with its trails, the distance histogram, or the curves "
              "with a line at its step.",
              lambda store, run_id, path, options: write_png(store, run_id, path, options.figure, options.snapshot,
-                                                            options.regions),
+                                                            options.regions, options.forces),
              figures=PNG_FIGURES),
     _table("csv", "CSV", "text/csv"),
     _table("parquet", "Parquet", "application/vnd.apache.parquet"),

@@ -77,6 +77,8 @@ def feature_image(panel: figures.FeaturePanel, labels: np.ndarray, class_names: 
             axes.plot(*path.T, color=figures.class_color(c), alpha=0.5, linewidth=1.2)
     for kind, (classes, positions) in vectors.items():
         handles.append(_class_vectors(axes, kind, classes, positions, three_d))
+    if panel.forces is not None and len(panel.forces.bases):
+        _forces(axes, panel.forces, points)
     if panel.normalized:
         _unit_shape(axes, three_d)
     extent = extent or figures.panel_extent([panel])
@@ -105,6 +107,16 @@ def _decision(axes: Axes, decision: Mapping[str, np.ndarray], train_classes: Seq
         axes.imshow(band, extent=extent, origin="lower", interpolation="nearest", zorder=0)
     line = figures.boundary_lines(winner, box)
     axes.plot(line["x"], line["y"], color=(0.24, 0.24, 0.24, 0.55), linewidth=0.6, zorder=0)
+
+
+def _forces(axes: Axes, forces: figures.Forces, points: np.ndarray) -> None:
+    """The arrows as the pages draw them (``figures.force_traces``: the same scale), heads in class colours."""
+    shafts, heads = figures.force_traces(forces, points)
+    coords = [np.asarray(shafts[axis], dtype=float) for axis in "xyz" if axis in shafts]
+    axes.plot(*coords, color=(0.12, 0.12, 0.12, 0.65), linewidth=0.9)
+    axes.scatter(*(np.asarray(heads[axis], dtype=float) for axis in "xyz" if axis in heads),
+                 s=10, c=[figures.class_color(int(c)) for c in forces.labels], edgecolors=(0.12, 0.12, 0.12, 0.8),
+                 linewidths=0.5)
 
 
 def _class_vectors(axes: Axes, kind: str, classes: list[int], positions: np.ndarray, three_d: bool) -> Line2D:

@@ -281,3 +281,24 @@ def test_on_the_sphere_a_class_wins_where_its_weight_is_nearest_and_arcface_s_ba
     ends = np.stack([arcs["x"], arcs["y"], arcs["z"]], 1)
     ends = ends[np.isfinite(ends).all(1)]
     assert len(ends) and np.allclose(np.linalg.norm(ends, axis=1), 1.004)  # on (just above) the sphere
+
+
+def test_the_exports_draw_the_regions_and_forces_when_asked(tmp_path, one_thread):
+    from PIL import Image
+
+    from dmlviz import export
+    from dmlviz.config import RunConfig
+    from dmlviz.engine import train
+    from dmlviz.runner import StoreSink
+    from dmlviz.store import RunStore
+
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": "center", "steps": 20,
+                                  "probe_size": 100, "snapshot_steps": 10})
+    store = RunStore(tmp_path / "store")
+    run_id = store.create_run(config.to_dict())
+    train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+    plain = np.asarray(Image.open(export.write_png(store, run_id, tmp_path / "plain.png")))
+    drawn = np.asarray(Image.open(export.write_png(store, run_id, tmp_path / "why.png", regions=True, forces=True)))
+    assert plain.shape == drawn.shape and np.mean(np.any(plain != drawn, axis=-1)) > 0.05
+    html = export.write_replay(store, run_id, tmp_path / "replay.html", regions=True, forces=True).read_text()
+    assert "decision regions" in html and "force heads" in html
