@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", metavar="DIR", help=f"run store folder (default ${settings.STORE_DIR_ENV} "
                         "or ~/.local/share/dmlviz)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export,lessons}")
 
     train = commands.add_parser("train", help="train one run in this process",
                                 description="Train one run. Flags override the --config file; unset "
@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--salvage", type=Path, metavar="DIR", help="copy every run that can still be read (with "
                        "its id) into a new store in the folder DIR, e.g. of a store that is cut short")
 
+    lessons = commands.add_parser("lessons", help="list the lessons, or check lesson files",
+                                  description="Without FILE: every lesson (built in, and yours in the data "
+                                  "folder's lessons/) with its steps, and the files that cannot be used. With FILE: "
+                                  "check those lesson files. Exit status 2 if any file cannot be used.")
+    lessons.add_argument("files", nargs="*", type=Path, metavar="FILE", help="a lesson file (YAML) to check")
+    lessons.add_argument("--data-dir", metavar="DIR", help=f"data folder (default ${settings.DATA_DIR_ENV} or "
+                         "~/.cache/dmlviz)")
     exporting = commands.add_parser("export", help="write a stored run in another format",
                                  description=_export_formats(), formatter_class=argparse.RawDescriptionHelpFormatter)
     exporting.add_argument("run_id", type=_run_id, metavar="RUN")
@@ -483,6 +490,30 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_lessons(args: argparse.Namespace) -> int:
+    """List the lessons (or check the files given) and what is wrong with the ones that cannot be used."""
+    from dmlviz import lessons
+
+    if args.files:
+        found, broken = [], []
+        for path in args.files:
+            try:
+                found.append(lessons.load(path))
+            except lessons.LessonError as error:
+                broken.append(error)
+    else:
+        found, broken = lessons.all_lessons(Path(args.data_dir) if args.data_dir else None)
+    for lesson in found:
+        print(f"{lesson.key}: {lesson.title} ({len(lesson.steps)} steps; {lesson.path})")
+        for number, step in enumerate(lesson.steps, start=1):
+            print(f"  {number}. {step.title}")
+    for error in broken:
+        print(f"error: {error.path}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+    return EXIT_USAGE if broken else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -501,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command == "lessons":
+        return cmd_lessons(args)
     root = settings.store_dir(args.store)
     if args.command == "runs" and args.runs_command == "check":
         return cmd_check(args, root)

@@ -327,26 +327,7 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> RunConfig:
-        import yaml
-
-        _check_size(text)
-        loader = None
-        try:
-            loader = _yaml_loader()(text)  # its reader refuses control characters at once
-            node = loader.get_single_node()
-        except ConfigError:
-            raise
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
-        try:
-            data = None if node is None else loader.construct_document(node)
-        except (yaml.YAMLError, ValueError, ArithmeticError) as exc:  # "2020-13-45", a 5000-digit integer
-            raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
-        except (LookupError, TypeError, AttributeError):  # PyYAML's own slips, on "!!int " with no digits
-            raise ConfigError(["the config is not valid YAML: a value in it cannot be read as the type its tag "
-                               "gives"]) from None
-        finally:
-            loader.dispose()
+        data, _ = yaml_document(text)
         return cls.from_dict(_mapping({} if data is None else data))
 
     def to_query(self) -> dict[str, str]:
@@ -375,6 +356,46 @@ PARAMS: dict[str, Param] = {f.name: dataclasses.replace(f.metadata["param"], nam
                             for f in fields(RunConfig) if f.name != "loss_params"}
 
 
+def yaml_document(text: str, limit: int = MAX_CONFIG_CHARS) -> tuple[Any, dict[tuple, int]]:
+    """A YAML text read within a config's bounds (at most ``limit`` characters, ``_yaml_loader``), and the
+    line (from 1) of every key and list item in it, by its path of keys and indexes, so that a message can
+    point at a line; ``ConfigError`` saying what cannot be read."""
+    import yaml
+
+    _check_size(text, limit)
+    try:
+        loader = _yaml_loader()(text)  # its reader refuses control characters at once
+        node = loader.get_single_node()
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
+    try:
+        data = None if node is None else loader.construct_document(node)
+    except (yaml.YAMLError, ValueError, ArithmeticError) as exc:  # "2020-13-45", a 5000-digit integer
+        raise ConfigError([f"the config is not valid YAML: {_yaml_problem(exc)}"]) from None
+    except (LookupError, TypeError, AttributeError):  # PyYAML's own slips, on "!!int " with no digits
+        raise ConfigError(["the config is not valid YAML: a value in it cannot be read as the type its tag "
+                           "gives"]) from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple, int] = {}
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
 def _salvage_order(key: str) -> int:
     """The loss after the settings its dims are checked against, its hyperparameters after the loss."""
     if key.startswith(HP_PREFIX) or key == "loss_params":
@@ -388,12 +409,13 @@ def _did_you_mean(text: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_size(text: str) -> None:
+def _check_size(text: str, limit: int = MAX_CONFIG_CHARS) -> None:
     if not isinstance(text, str):
         raise ConfigError([f"a config is text, got {type(text).__name__}"])
-    if len(text) > MAX_CONFIG_CHARS:
-        raise ConfigError([f"the config is {len(text)} characters long; a run config is at most "
-                           f"{MAX_CONFIG_CHARS} (a whole one is under 2000)"])
+    if len(text) > limit:
+        what = "a run config is at most" if limit == MAX_CONFIG_CHARS else "it may have at most"
+        raise ConfigError([f"the config is {len(text)} characters long; {what} {limit}"
+                           + (" (a whole one is under 2000)" if limit == MAX_CONFIG_CHARS else "")])
 
 
 def _too_deep(depth: int | None = None) -> str:

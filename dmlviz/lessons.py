@@ -1,0 +1,176 @@
+"""Lessons: a sequence of steps a teacher runs in front of a class, each a picture and a sentence or two.
+
+A lesson is a YAML file: a ``title``, a ``summary`` and ``steps``. Each step has a ``title``, a ``text``
+(what to look for; Markdown, LaTeX between dollars), what to train — a Train page preset (``preset:
+center-loss``), run settings as ``RunConfig`` reads them (``run: {loss: arcface, feature_dim: 3}``) or a
+comparison (``compare: sphere-margins``, or its settings as the Compare page's link writes them:
+``{loss1: softmax, loss2: center, feature_dim: 2}``) —, how to show it (``view``: the fields of
+``ViewOptions``, e.g. ``{regions: true}``) and optionally the step of the snapshot to stop at
+(``stop_at``). The built-in lessons are in ``dmlviz/builtin_lessons/``; a teacher's own go in the data
+folder's ``lessons/``. A file that cannot be read is named with the line of its mistake, and the other
+lessons still load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dmlviz import settings
+from dmlviz.comparison import COMPARISON_PRESETS, Comparison
+from dmlviz.config import ConfigError, RunConfig, yaml_document
+from dmlviz.presets import PRESETS
+from dmlviz.view import ViewOptions
+
+BUILTIN = Path(__file__).with_name("builtin_lessons")
+USER_FOLDER = "lessons"  # in the data folder
+MAX_LESSON_CHARS = 262_144  # a lesson of twenty steps is under 10,000
+STEP_KEYS = ("title", "text", "preset", "run", "compare", "view", "stop_at")
+TRAINS = ("preset", "run", "compare")  # a step names exactly one of these
+_VIEW_FIELDS = {f.name for f in fields(ViewOptions)}
+
+
+class LessonError(ValueError):
+    """A lesson file that cannot be used; ``problems`` has one message per mistake, each with its line."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path.name}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class LessonStep:
+    """One step: its words, what it trains (one run, or a comparison of two to four), and how to show it."""
+
+    title: str
+    text: str
+    view: ViewOptions
+    run: RunConfig | None = None
+    comparison: Comparison | None = None
+    stop_at: int | None = None
+
+    def configs(self) -> list[RunConfig]:
+        """The runs the step trains: its one run, or the comparison's."""
+        return [self.run] if self.run is not None else self.comparison.configs()
+
+
+@dataclass(frozen=True)
+class Lesson:
+    key: str  # the file's name without .yaml: the lesson's name in links
+    title: str
+    summary: str
+    steps: tuple[LessonStep, ...]
+    path: Path
+
+
+def load(path: Path) -> Lesson:
+    """The lesson in ``path``; a ``LessonError`` naming every mistake with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LessonError(path, [f"cannot be read as text: {error}"]) from None
+    try:
+        data, lines = yaml_document(text, MAX_LESSON_CHARS)
+    except ConfigError as error:
+        raise LessonError(path, error.errors) from None
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise LessonError(path, ["a lesson is a mapping with a title, a summary and steps"])
+    for key in sorted(set(data) - {"title", "summary", "steps"}, key=str):
+        problems.append(f"line {lines.get((key,), 1)}: unknown key {key!r}; a lesson has title, summary and steps")
+    title, summary = data.get("title"), data.get("summary", "")
+    if not isinstance(title, str) or not title.strip():
+        problems.append(f"line {lines.get(('title',), 1)}: a lesson needs a title (text)")
+    if not isinstance(summary, str):
+        problems.append(f"line {lines.get(('summary',), 1)}: summary must be text")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        problems.append(f"line {lines.get(('steps',), 1)}: a lesson needs steps: a list of one or more")
+        raw_steps = []
+    steps = []
+    for number, raw in enumerate(raw_steps, start=1):
+        line = lines.get(("steps", number - 1), 1)
+        step, wrong = _step(raw, line, lambda key, n=number - 1, at=line: lines.get(("steps", n, key), at))
+        problems += [f"line {where}: step {number}: {message}" for where, message in wrong]
+        if step is not None:
+            steps.append(step)
+    if problems:
+        raise LessonError(path, problems)
+    return Lesson(path.stem, title.strip(), summary.strip(), tuple(steps), path)
+
+
+def _step(raw: Any, line: int, line_of: Any) -> tuple[LessonStep | None, list[tuple[int, str]]]:
+    """A step and what is wrong with it, each problem with its line."""
+    if not isinstance(raw, dict):
+        return None, [(line, "a step is a mapping with a title, a text and what it trains")]
+    problems = [(line_of(key), f"unknown key {key!r}; a step has {', '.join(STEP_KEYS)}")
+                for key in raw if key not in STEP_KEYS]
+    for key in ("title", "text"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            problems.append((line_of(key), f"a step needs a {key} (text)"))
+    named = [key for key in TRAINS if key in raw]
+    if len(named) != 1:
+        problems.append((line, f"a step trains one thing: give one of {', '.join(TRAINS)}, got "
+                               f"{', '.join(named) or 'none'}"))
+    run = comparison = None
+    try:
+        if named == ["preset"]:
+            run = _preset(raw["preset"])
+        elif named == ["run"]:
+            if not isinstance(raw["run"], dict):
+                raise ConfigError(["run is a mapping of settings, e.g. {loss: arcface, feature_dim: 3}"])
+            run = RunConfig.from_dict(raw["run"])
+        elif named == ["compare"]:
+            comparison = _comparison(raw["compare"])
+    except ConfigError as error:
+        problems += [(line_of(named[0]), message) for message in error.errors]
+    view = raw.get("view", {})
+    options = ViewOptions()
+    if not isinstance(view, dict) or set(view) - _VIEW_FIELDS:
+        problems.append((line_of("view"), f"view is a mapping of {', '.join(sorted(_VIEW_FIELDS))}"))
+    else:
+        try:
+            options = ViewOptions(**view)
+        except (TypeError, ValueError) as error:
+            problems.append((line_of("view"), str(error)))
+    stop_at = raw.get("stop_at")
+    if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 0):
+        problems.append((line_of("stop_at"), f"stop_at must be a step number ≥ 0, got {stop_at!r}"))
+    if problems:
+        return None, problems
+    return LessonStep(raw["title"].strip(), raw["text"].strip(), options, run, comparison, stop_at), []
+
+
+def _preset(key: Any) -> RunConfig:
+    for preset in PRESETS:
+        if preset.key == key:
+            return preset.config()
+    raise ConfigError([f"unknown preset {key!r}; choose one of {', '.join(p.key for p in PRESETS)}"])
+
+
+def _comparison(value: Any) -> Comparison:
+    if isinstance(value, str):
+        for preset in COMPARISON_PRESETS:
+            if preset.key == value:
+                return preset.comparison()
+        raise ConfigError([f"unknown comparison {value!r}; choose one of "
+                           f"{', '.join(p.key for p in COMPARISON_PRESETS)}, or give its settings"])
+    if not isinstance(value, dict):
+        raise ConfigError(["compare is a comparison preset or its settings, e.g. {loss1: softmax, loss2: center}"])
+    return Comparison.from_query({str(k): str(v) for k, v in value.items()})
+
+
+def all_lessons(data_dir: Path | None = None) -> tuple[list[Lesson], list[LessonError]]:
+    """The built-in lessons, then the teacher's own (``<data dir>/lessons/*.yaml``), by file name; and the
+    files that could not be used, each with its problems."""
+    folders = [BUILTIN, settings.data_dir(data_dir) / USER_FOLDER]
+    found, broken = [], []
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            try:
+                found.append(load(path))
+            except LessonError as error:
+                broken.append(error)
+    return found, broken

@@ -1,0 +1,110 @@
+"""Lesson files: the built-in ones load and train what they say; a broken one is named with its lines."""
+
+from pathlib import Path
+
+import pytest
+
+from dmlviz import lessons
+from dmlviz.cli import main
+from dmlviz.view import ViewOptions
+
+GOOD = """\
+title: My lesson
+summary: Two steps.
+steps:
+  - title: Petals
+    text: Softmax draws petals.
+    preset: softmax-petals
+    view: {regions: true}
+  - title: A comparison
+    text: Two losses.
+    compare: {loss1: softmax, loss2: center, feature_dim: 2, epochs: 1}
+    stop_at: 100
+"""
+BROKEN = """\
+title: Broken
+steps:
+  - title: No training
+    text: It names nothing to train.
+  - title: Bad run
+    text: A run with a wrong learning rate.
+    run: {loss: arcface, lr: -1}
+  - title: Bad view
+    text: An option the view does not have.
+    preset: softmax-petals
+    view: {zoom: 3}
+    colour: red
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_the_built_in_lessons_load_with_every_step_trainable():
+    found, broken = lessons.all_lessons(Path("/nonexistent"))
+    assert not broken
+    titles = [lesson.title for lesson in found]
+    assert titles == ["From softmax to margins", "Pairs and proxies", "Classes it has never seen", "Noisy labels"]
+    margins = found[0]
+    assert [step.configs()[0].loss for step in margins.steps] == [
+        "softmax", "center", "normface", "cosface", "arcface", "cam-softmax"]
+    assert all(step.configs() for lesson in found for step in lesson.steps)
+    assert [len(step.configs()) for step in found[3].steps] == [1, 2]  # softmax vs Cam-Softmax, same noise
+    assert {config.label_noise for config in found[3].steps[1].configs()} == {0.3}
+
+
+def test_a_lesson_reads_its_steps_and_views(tmp_path):
+    lesson = lessons.load(write(tmp_path, "mine.yaml", GOOD))
+    assert lesson.key == "mine" and lesson.title == "My lesson" and len(lesson.steps) == 2
+    first, second = lesson.steps
+    assert first.view == ViewOptions(regions=True) and first.run.loss == "softmax"
+    assert [config.loss for config in second.configs()] == ["softmax", "center"] and second.stop_at == 100
+
+
+def test_a_broken_lesson_names_every_mistake_with_its_line_and_the_others_still_load(tmp_path):
+    folder = tmp_path / lessons.USER_FOLDER
+    folder.mkdir()
+    write(folder, "good.yaml", GOOD)
+    write(folder, "broken.yaml", BROKEN)
+    write(folder, "not-yaml.yaml", "title: [unclosed\n")
+    found, broken = lessons.all_lessons(tmp_path)
+    assert "good" in [lesson.key for lesson in found]
+    problems = {error.path.name: error.problems for error in broken}
+    assert set(problems) == {"broken.yaml", "not-yaml.yaml"}
+    text = "\n".join(problems["broken.yaml"])
+    assert "line 3: step 1: a step trains one thing: give one of preset, run, compare, got none" in text
+    assert "line 7: step 2: lr must be between 1e-06 and 10, got -1" in text
+    assert "line 11: step 3: view is a mapping of" in text and "line 12: step 3: unknown key 'colour'" in text
+    assert "not valid YAML" in problems["not-yaml.yaml"][0] and "line 2" in problems["not-yaml.yaml"][0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a list\n", "a lesson is a mapping"),
+    ("title: t\nsteps: []\n", "a lesson needs steps"),
+    ("title: t\nsteps:\n  - title: x\n    text: y\n    preset: nope\n", "unknown preset 'nope'"),
+    ("title: t\nsteps:\n  - title: x\n    text: y\n    compare: nope\n", "unknown comparison 'nope'"),
+    ("title: t\nsteps:\n  - title: x\n    text: y\n    preset: softmax-petals\n    stop_at: -1\n", "stop_at must be"),
+])
+def test_each_kind_of_mistake_has_its_message(tmp_path, text, message):
+    with pytest.raises(lessons.LessonError, match=message):
+        lessons.load(write(tmp_path, "x.yaml", text))
+
+
+def test_the_command_line_lists_the_lessons_and_checks_a_file(tmp_path, capsys):
+    assert main(["lessons", "--data-dir", str(tmp_path)]) == 0
+    assert "From softmax to margins (6 steps" in capsys.readouterr().out
+    assert main(["lessons", str(write(tmp_path, "broken.yaml", BROKEN))]) == 2
+    error = capsys.readouterr().err
+    assert "broken.yaml" in error and "line 7: step 2: lr must be" in error
+
+
+def test_the_readme_s_example_lesson_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Lessons", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    lesson = lessons.load(write(tmp_path, "example.yaml", example))
+    assert [step.title for step in lesson.steps] == ["NormFace on the sphere", "ArcFace adds an angle", "Side by side"]
+    assert lesson.steps[1].stop_at == 400 and lesson.steps[1].run.loss_params["margin"] == 0.25
