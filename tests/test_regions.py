@@ -2,13 +2,20 @@
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from dmlviz import figures, regions
+from dmlviz import export, figures, margins, regions
+from dmlviz.config import RunConfig
+from dmlviz.engine import setup, train
 from dmlviz.losses import build_loss
+from dmlviz.runner import StoreSink
+from dmlviz.store import RunStore
+from dmlviz.view import RunView, ViewOptions
 
 BOX = np.array([[-2.0, 2.0], [-2.0, 2.0]])
 
@@ -19,6 +26,15 @@ def two_class_head(name: str, **hp) -> torch.nn.Module:
     with torch.no_grad():
         loss.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     return loss
+
+
+def recorded(folder: Path, store: RunStore | None = None, **settings) -> tuple[RunStore, int]:
+    """A short run on digits recorded in a store (``folder``'s, or ``store``)."""
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "probe_size": 100, **settings})
+    store = store or RunStore(folder / "store")
+    run_id = store.create_run(config.to_dict())
+    assert train(config, folder / "data", StoreSink(store, run_id), threads=1).outcome == "finished"
+    return store, run_id
 
 
 def margined(loss):
@@ -114,16 +130,8 @@ def test_a_map_takes_no_more_than_its_budget(classes):
 def test_a_2d_run_records_the_map_its_accuracy_is_measured_with(tmp_path, one_thread, loss):
     """Each probe point lies in a cell won by the class its run's classifier (or nearest class mean) picks,
     but for points within a cell of a boundary; the map survives the store."""
-    from dmlviz.config import RunConfig
-    from dmlviz.engine import train
-    from dmlviz.runner import StoreSink
-    from dmlviz.store import RunStore
 
-    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 40, "probe_size": 200,
-                                  "snapshot_steps": 20, "batch_size": 32})
-    store = RunStore(tmp_path / "store")
-    run_id = store.create_run(config.to_dict())
-    assert train(config, tmp_path / "data", StoreSink(store, run_id), threads=1).outcome == "finished"
+    store, run_id = recorded(tmp_path, loss=loss, steps=40, probe_size=200, snapshot_steps=20)
     final = store.latest_snapshot(run_id)
     decision = final.decision
     assert final.class_means.shape == (10, 2)  # the loss's terms recorded beside them leave them whole
@@ -145,10 +153,8 @@ def test_a_2d_run_records_the_map_its_accuracy_is_measured_with(tmp_path, one_th
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Softmax and center-loss trainers on digits in 2-D, a few steps in."""
-    from dmlviz.config import RunConfig
-    from dmlviz.engine import setup
-
+    """Softmax and center-loss trainers on digits in 2-D, a few steps in (on one thread, as tiny tensors want)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     trainers = {}
     for loss in ("softmax", "center"):
@@ -158,7 +164,8 @@ def trained(tmp_path_factory):
         for _ in range(20):
             trainer.train_step()
         trainers[loss] = trainer
-    return trainers
+    yield trainers
+    torch.set_num_threads(threads)
 
 
 def probe(trainer):
@@ -209,17 +216,7 @@ def test_arrows_are_scaled_together_and_turn_directions_along_the_circle():
 
 
 def test_the_view_draws_a_normalised_loss_s_forces_along_the_circle(tmp_path, one_thread):
-    from dmlviz.config import RunConfig
-    from dmlviz.engine import train
-    from dmlviz.runner import StoreSink
-    from dmlviz.store import RunStore
-    from dmlviz.view import RunView, ViewOptions
-
-    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": "normface", "steps": 10,
-                                  "probe_size": 100, "snapshot_steps": 10})
-    store = RunStore(tmp_path / "store")
-    run_id = store.create_run(config.to_dict())
-    train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+    store, run_id = recorded(tmp_path, loss="normface", steps=10, snapshot_steps=10)
     view = RunView(store, run_id)
     index = view.snapshots()
     drawing = view.drawing(index, len(index) - 1, ViewOptions(directions=True, forces=True))
@@ -230,21 +227,11 @@ def test_the_view_draws_a_normalised_loss_s_forces_along_the_circle(tmp_path, on
 
 
 def test_the_margin_now_is_the_curve_at_the_runs_schedule_over_the_probe_angles(tmp_path, one_thread):
-    from dmlviz import margins
-    from dmlviz.config import RunConfig
-    from dmlviz.engine import train
-    from dmlviz.runner import StoreSink
-    from dmlviz.store import RunStore
-    from dmlviz.view import RunView
-
-    store = RunStore(tmp_path / "store")
     shown = {}
+    store = None
     for loss in ("arcface", "softmax"):
-        config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 20,
-                                      "probe_size": 100, "snapshot_steps": 10, "loss_params": {"warmup": 1.0}
-                                      if loss == "arcface" else {}})
-        run_id = store.create_run(config.to_dict())
-        train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+        store, run_id = recorded(tmp_path, store, loss=loss, steps=20, snapshot_steps=10,
+                                 loss_params={"warmup": 1.0} if loss == "arcface" else {})
         view = RunView(store, run_id)
         index = view.snapshots()
         shown[loss] = (view, [store.get_snapshot(run_id, i.seq) for i in index], index)
@@ -284,19 +271,7 @@ def test_on_the_sphere_a_class_wins_where_its_weight_is_nearest_and_arcface_s_ba
 
 
 def test_the_exports_draw_the_regions_and_forces_when_asked(tmp_path, one_thread):
-    from PIL import Image
-
-    from dmlviz import export
-    from dmlviz.config import RunConfig
-    from dmlviz.engine import train
-    from dmlviz.runner import StoreSink
-    from dmlviz.store import RunStore
-
-    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": "center", "steps": 20,
-                                  "probe_size": 100, "snapshot_steps": 10})
-    store = RunStore(tmp_path / "store")
-    run_id = store.create_run(config.to_dict())
-    train(config, tmp_path / "data", StoreSink(store, run_id), threads=1)
+    store, run_id = recorded(tmp_path, loss="center", steps=20, snapshot_steps=10)
     plain = np.asarray(Image.open(export.write_png(store, run_id, tmp_path / "plain.png")))
     drawn = np.asarray(Image.open(export.write_png(store, run_id, tmp_path / "why.png", regions=True, forces=True)))
     assert plain.shape == drawn.shape and np.mean(np.any(plain != drawn, axis=-1)) > 0.05
