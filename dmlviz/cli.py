@@ -89,13 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--salvage", type=Path, metavar="DIR", help="copy every run that can still be read (with "
                        "its id) into a new store in the folder DIR, e.g. of a store that is cut short")
 
-    lessons = commands.add_parser("lessons", help="list the lessons, or check lesson files",
-                                  description="Without FILE: every lesson (built in, and yours in the data "
-                                  "folder's lessons/) with its steps, and the files that cannot be used. With FILE: "
-                                  "check those lesson files. Exit status 2 if any file cannot be used.")
-    lessons.add_argument("files", nargs="*", type=Path, metavar="FILE", help="a lesson file (YAML) to check")
-    lessons.add_argument("--data-dir", metavar="DIR", help=f"data folder (default ${settings.DATA_DIR_ENV} or "
-                         "~/.cache/dmlviz)")
+    lessons = commands.add_parser("lessons", help="list, check or record the lessons")
+    lessons_commands = lessons.add_subparsers(dest="lessons_command", required=True, metavar="{list,check,build}")
+    listing = lessons_commands.add_parser("list", help="every lesson (built in, and yours in the data folder's "
+                                          "lessons/) with its steps and whether each has a ready replay, and the "
+                                          "files that cannot be used (exit status 2 if any)")
+    checking = lessons_commands.add_parser("check", help="check lesson files: each mistake with its line (exit "
+                                           "status 2 if any)")
+    checking.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a lesson file (YAML)")
+    building = lessons_commands.add_parser("build", help="train the steps that have no ready replay yet into the "
+                                           "run store (deterministic: each step's own seed), so that the Lessons "
+                                           "page plays them at once")
+    building.add_argument("keys", nargs="*", metavar="LESSON", help="only these lessons (their file names without "
+                          ".yaml; default: all)")
+    for command in (listing, building):
+        command.add_argument("--data-dir", metavar="DIR", help=f"data folder (default ${settings.DATA_DIR_ENV} or "
+                             "~/.cache/dmlviz)")
     exporting = commands.add_parser("export", help="write a stored run in another format",
                                  description=_export_formats(), formatter_class=argparse.RawDescriptionHelpFormatter)
     exporting.add_argument("run_id", type=_run_id, metavar="RUN")
@@ -490,28 +499,71 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     return EXIT_OK
 
 
-def cmd_lessons(args: argparse.Namespace) -> int:
-    """List the lessons (or check the files given) and what is wrong with the ones that cannot be used."""
+def cmd_lessons_check(files: list[Path]) -> int:
+    """Check lesson files; each mistake with its line on stderr."""
     from dmlviz import lessons
 
-    if args.files:
-        found, broken = [], []
-        for path in args.files:
-            try:
-                found.append(lessons.load(path))
-            except lessons.LessonError as error:
-                broken.append(error)
-    else:
-        found, broken = lessons.all_lessons(Path(args.data_dir) if args.data_dir else None)
+    broken = []
+    for path in files:
+        try:
+            lesson = lessons.load(path)
+        except lessons.LessonError as error:
+            broken.append(error)
+        else:
+            print(f"{path}: {lesson.title}, {len(lesson.steps)} steps")
+    _say_broken(broken)
+    return EXIT_USAGE if broken else EXIT_OK
+
+
+def cmd_lessons(args: argparse.Namespace, store: RunStore) -> int:
+    """List the lessons with their ready replays, or record the replays that are missing."""
+    from dmlviz import lessons
+
+    found, broken = lessons.all_lessons(Path(args.data_dir) if args.data_dir else None)
+    if args.lessons_command == "build":
+        if unknown := sorted(set(args.keys) - {lesson.key for lesson in found}):
+            known = ", ".join(lesson.key for lesson in found)
+            raise CliError(f"no lesson {', '.join(unknown)}; the lessons are {known}")
+        return _build_lessons([lesson for lesson in found if not args.keys or lesson.key in args.keys], store,
+                              args.data_dir)
     for lesson in found:
         print(f"{lesson.key}: {lesson.title} ({len(lesson.steps)} steps; {lesson.path})")
         for number, step in enumerate(lesson.steps, start=1):
-            print(f"  {number}. {step.title}")
+            ready = lessons.recording(store, step)
+            print(f"  {number}. {step.title}" + (f"  [replay: run {', '.join(map(str, ready))}]" if ready else ""))
+    _say_broken(broken)
+    return EXIT_USAGE if broken else EXIT_OK
+
+
+def _build_lessons(chosen: list, store: RunStore, data_dir: str | None) -> int:
+    """Record every step of ``chosen`` that has no ready replay; Ctrl-C stops after the current step's run."""
+    from dmlviz import lessons
+
+    control = _Signals()
+    try:
+        for lesson in chosen:
+            for number, step in enumerate(lesson.steps, start=1):
+                name = f"{lesson.title} · {number}. {step.title}"
+                if lessons.recording(store, step):
+                    print(f"{name}: ready", file=sys.stderr)
+                    continue
+                start = time.monotonic()
+                outcomes = lessons.record(step, name, store, Path(data_dir) if data_dir else None, control)
+                print(f"{name}: {', '.join(outcomes)} in {time.monotonic() - start:.0f} s", file=sys.stderr)
+                if control.signum is not None:
+                    return 128 + control.signum
+                if any(outcome != RunStatus.FINISHED for outcome in outcomes):
+                    return EXIT_FAILED
+    finally:
+        control.restore()
+    return EXIT_OK
+
+
+def _say_broken(broken: list) -> None:
     for error in broken:
         print(f"error: {error.path}:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
-    return EXIT_USAGE if broken else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,16 +584,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    if args.command == "lessons":
-        return cmd_lessons(args)
+    if args.command == "lessons" and args.lessons_command == "check":
+        return cmd_lessons_check(args.files)
     root = settings.store_dir(args.store)
     if args.command == "runs" and args.runs_command == "check":
         return cmd_check(args, root)
     # Listing and showing only read: they work on a full disk, and change nothing.
-    reading = args.command == "runs" and args.runs_command in ("list", "show")
+    reading = (args.command == "runs" and args.runs_command in ("list", "show")) or \
+        (args.command == "lessons" and args.lessons_command == "list")
     store = RunStore(root, read_only=reading)
     if args.command == "train":
         return cmd_train(args, store)
     if args.command == "export":
         return cmd_export(args, store)
+    if args.command == "lessons":
+        return cmd_lessons(args, store)
     return cmd_runs(args, store)

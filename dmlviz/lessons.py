@@ -13,15 +13,21 @@ lessons still load.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dmlviz import settings
 from dmlviz.comparison import COMPARISON_PRESETS, Comparison
 from dmlviz.config import ConfigError, RunConfig, yaml_document
 from dmlviz.presets import PRESETS
+from dmlviz.status import RunStatus
+from dmlviz.store import RunStore
 from dmlviz.view import ViewOptions
+
+if TYPE_CHECKING:
+    from dmlviz.engine import Control
 
 BUILTIN = Path(__file__).with_name("builtin_lessons")
 USER_FOLDER = "lessons"  # in the data folder
@@ -174,3 +180,38 @@ def all_lessons(data_dir: Path | None = None) -> tuple[list[Lesson], list[Lesson
             except LessonError as error:
                 broken.append(error)
     return found, broken
+
+
+def recording(store: RunStore, step: LessonStep) -> list[int] | None:
+    """The step's ready replay: for each run it trains, the newest finished run of the store with the same
+    settings (``RunConfig.config_hash``: the name aside); None while one of them has none."""
+    finished = store.list_runs([RunStatus.FINISHED])  # newest first
+    found = []
+    for config in step.configs():
+        wanted = config.config_hash()
+        match = next((run.id for run in finished if run.config_hash == wanted), None)
+        if match is None:
+            return None
+        found.append(match)
+    return found
+
+
+def record(step: LessonStep, name: str, store: RunStore, data_dir: Path | None, control: Control) -> list[str]:
+    """Train the step's runs (together, for a comparison) into ``store`` as its ready replay; their outcomes.
+    Every way out is recorded: a failure with its reason, a stop by ``control`` as stopped."""
+    from dmlviz.engine import train_together
+    from dmlviz.runner import StoreSink
+
+    configs = step.configs()
+    ids = [store.create_run(config.to_dict(), name=f"{name} · {config.loss}" if len(configs) > 1 else name,
+                            config_hash=config.config_hash(), status=RunStatus.RUNNING, pid=os.getpid())
+           for config in configs]
+    try:
+        results = train_together(configs, settings.data_dir(data_dir), [StoreSink(store, i) for i in ids], control)
+    except Exception as error:  # noqa: BLE001 — recorded with the run, then said by the caller
+        for run_id in ids:
+            store.set_status(run_id, RunStatus.FAILED, error=str(error))
+        raise
+    for run_id, result in zip(ids, results, strict=True):
+        store.set_status(run_id, result.outcome, error=result.error)
+    return [result.outcome for result in results]

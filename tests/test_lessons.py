@@ -93,12 +93,36 @@ def test_each_kind_of_mistake_has_its_message(tmp_path, text, message):
         lessons.load(write(tmp_path, "x.yaml", text))
 
 
-def test_the_command_line_lists_the_lessons_and_checks_a_file(tmp_path, capsys):
-    assert main(["lessons", "--data-dir", str(tmp_path)]) == 0
-    assert "From softmax to margins (6 steps" in capsys.readouterr().out
-    assert main(["lessons", str(write(tmp_path, "broken.yaml", BROKEN))]) == 2
+TINY = """\
+title: Tiny
+steps:
+  - title: Softmax on digits
+    text: A few steps.
+    run: {dataset: digits, device: cpu, steps: 20, probe_size: 100, snapshot_steps: 10}
+  - title: Two losses on digits
+    text: Side by side.
+    compare: {loss1: softmax, loss2: center, dataset: digits, device: cpu, steps: 20, probe_size: 100}
+"""
+
+
+def test_the_command_line_checks_builds_and_lists_the_lessons(tmp_path, capsys, one_thread):
+    store = ["--store", str(tmp_path / "store")]
+    assert main(["lessons", "check", str(write(tmp_path, "broken.yaml", BROKEN))]) == 2
     error = capsys.readouterr().err
     assert "broken.yaml" in error and "line 7: step 2: lr must be" in error
+    folder = tmp_path / "data" / lessons.USER_FOLDER
+    folder.mkdir(parents=True)
+    write(folder, "tiny.yaml", TINY)
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main([*store, "lessons", "build", "tiny", *data]) == 0
+    assert "Tiny · 2. Two losses on digits: finished, finished" in capsys.readouterr().err
+    assert main([*store, "lessons", "list", *data]) == 0
+    listed = capsys.readouterr().out
+    assert "From softmax to margins (6 steps" in listed
+    assert "1. Softmax on digits  [replay: run 1]" in listed and "2. Two losses on digits  [replay: run 2, 3]" in listed
+    assert main([*store, "lessons", "build", "tiny", *data]) == 0  # ready: nothing trains again
+    assert "Tiny · 1. Softmax on digits: ready" in capsys.readouterr().err
+    assert main([*store, "lessons", "build", "no-such", *data]) == 2
 
 
 def test_the_readme_s_example_lesson_loads(tmp_path):
