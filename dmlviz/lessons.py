@@ -52,7 +52,7 @@ class LessonStep:
 
     title: str
     text: str
-    view: ViewOptions
+    view: dict[str, Any]  # the ViewOptions fields the lesson sets; the run's own view gives the others
     run: RunConfig | None = None
     comparison: Comparison | None = None
     stop_at: int | None = None
@@ -133,12 +133,11 @@ def _step(raw: Any, line: int, line_of: Any) -> tuple[LessonStep | None, list[tu
     except ConfigError as error:
         problems += [(line_of(named[0]), message) for message in error.errors]
     view = raw.get("view", {})
-    options = ViewOptions()
     if not isinstance(view, dict) or set(view) - _VIEW_FIELDS:
         problems.append((line_of("view"), f"view is a mapping of {', '.join(sorted(_VIEW_FIELDS))}"))
     else:
         try:
-            options = ViewOptions(**view)
+            ViewOptions(**view)
         except (TypeError, ValueError) as error:
             problems.append((line_of("view"), str(error)))
     stop_at = raw.get("stop_at")
@@ -146,7 +145,7 @@ def _step(raw: Any, line: int, line_of: Any) -> tuple[LessonStep | None, list[tu
         problems.append((line_of("stop_at"), f"stop_at must be a step number ≥ 0, got {stop_at!r}"))
     if problems:
         return None, problems
-    return LessonStep(raw["title"].strip(), raw["text"].strip(), options, run, comparison, stop_at), []
+    return LessonStep(raw["title"].strip(), raw["text"].strip(), dict(view), run, comparison, stop_at), []
 
 
 def _preset(key: Any) -> RunConfig:

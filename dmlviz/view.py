@@ -392,13 +392,13 @@ class RunView:
                            histogram="angular" if self.normalized else "euclidean")
 
     def replay_frames(self, options: ViewOptions | None = None, max_frames: int = 200,
-                      histograms: bool = True) -> Replay:
+                      histograms: bool = True, until: int | None = None) -> Replay:
         """Up to ``max_frames`` snapshots spread over the run (the last one always among them), drawn
         alike for playback: PCA, the same traces in each, trails of the class means and class vectors
         through the ``options.trail`` frames before each, and each frame's view: followed from the first
         frame on (``options.axes`` "follow", a replay's own ``AxisFollower``) or one that holds the
-        whole run ("fixed")."""
-        index = self.snapshots()
+        whole run ("fixed"). ``until``: only the snapshots up to that step (a lesson's stop)."""
+        index = [info for info in self.snapshots() if until is None or info.step <= until] or self.snapshots()[:1]
         if self.info is None or not index:
             raise StoreError(f"run {self.run_id} has nothing to replay yet")
         options = options or self.default_options()
@@ -430,10 +430,10 @@ class RunView:
         return Replay([index[p] for p in positions], panels, hists, extent, self.title, options.axes, views)
 
     def replay(self, options: ViewOptions | None = None, max_frames: int = 200,
-               height: int | None = None) -> go.Figure:
+               height: int | None = None, until: int | None = None) -> go.Figure:
         """The run as a figure that plays itself back in the browser (see ``figures.replay_figure``):
         the feature space with its trails, and the distance histogram beside it, at each replay frame."""
-        played = self.replay_frames(options, max_frames)
+        played = self.replay_frames(options, max_frames, until=until)
         labels, names, trained = self.classes
         follow = played.axes == "follow" and bool(played.views)
         frames = []

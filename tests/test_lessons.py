@@ -6,7 +6,6 @@ import pytest
 
 from dmlviz import lessons
 from dmlviz.cli import main
-from dmlviz.view import ViewOptions
 
 GOOD = """\
 title: My lesson
@@ -60,7 +59,7 @@ def test_a_lesson_reads_its_steps_and_views(tmp_path):
     lesson = lessons.load(write(tmp_path, "mine.yaml", GOOD))
     assert lesson.key == "mine" and lesson.title == "My lesson" and len(lesson.steps) == 2
     first, second = lesson.steps
-    assert first.view == ViewOptions(regions=True) and first.run.loss == "softmax"
+    assert first.view == {"regions": True} and first.run.loss == "softmax"
     assert [config.loss for config in second.configs()] == ["softmax", "center"] and second.stop_at == 100
 
 

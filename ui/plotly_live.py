@@ -23,12 +23,14 @@ components.declare_component("plotlyjs", path=str(Path(plotly.__file__).parent /
 
 
 def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = None,
-                      on_click: Callable[[int], None] | None = None, fill: float | None = None) -> None:
+                      on_click: Callable[[int], None] | None = None, fill: float | None = None,
+                      autoplay: bool = False) -> None:
     """Draw ``figure``; a click on a probe point calls ``on_click`` with its probe index before the rerun.
 
     ``camera_key`` names the remembered 3-D camera (per run and view, so a new run starts from
     the default camera). A figure without a height is drawn 450 px high; with ``fill``, at least that
     share of the browser window's height (a projector's screen is filled, whatever its size).
+    ``autoplay``: a figure with frames (a replay) starts playing as soon as it is drawn, as its ▶ does.
     """
     # The page redraws twice a second, mostly with the figure it drew last: serialise each figure once.
     cached = st.session_state.get(f"{key}.spec")
@@ -41,4 +43,4 @@ def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = N
             on_click(int(value["index"]))
 
     _live_plot(spec=cached[1], camera_key=camera_key or key, clickable=on_click is not None, fill=fill, key=key,
-               default=None, on_change=clicked if on_click is not None else None)
+               autoplay=autoplay, default=None, on_change=clicked if on_click is not None else None)

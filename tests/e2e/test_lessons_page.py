@@ -1,0 +1,103 @@
+"""The Lessons page at a projector's 1280 × 720: a recorded step plays at once, the arrow keys move through
+the steps, and a step starts live."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dmlviz import lessons
+from dmlviz.engine import FreeRunning
+from dmlviz.store import RunStore
+from tests.e2e.waiting import wait_until
+
+LESSON = """\
+title: Digits in two steps
+summary: A replay, then a comparison.
+steps:
+  - title: Softmax on digits
+    text: The petals form.
+    run: {dataset: digits, device: cpu, steps: 60, probe_size: 200, snapshot_steps: 5}
+    view: {regions: true}
+  - title: Two losses
+    text: Softmax beside the center loss.
+    compare: {loss1: softmax, loss2: center, dataset: digits, device: cpu, steps: 30, probe_size: 200}
+  - title: Not recorded
+    text: Trained live only.
+    run: {dataset: digits, device: cpu, steps: 2000, probe_size: 200, seed: 7}
+"""
+# The replay's slider: which frame plays now (plotly moves it along as the animation runs).
+PLAYING_JS = """() => {
+  const frame = document.querySelector('.st-key-lesson_chart iframe');
+  const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullLayout || !gd._fullLayout.sliders || !gd._fullLayout.sliders.length) return null;
+  return {active: gd._fullLayout.sliders[0].active, frames: (gd._transitionData._frames || []).length};
+}"""
+CHART_JS = """() => {
+  const frame = document.querySelector('.st-key-lesson_chart iframe');
+  const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
+  return Boolean(gd && gd._fullData && gd._fullData.length);
+}"""
+
+
+@pytest.fixture(scope="module")
+def recorded(app):
+    """The lesson in the app's data folder, its first two steps recorded in the app's store."""
+    folder = app.data_dir / lessons.USER_FOLDER
+    folder.mkdir(exist_ok=True)
+    (folder / "digits.yaml").write_text(LESSON)
+    lesson = lessons.load(folder / "digits.yaml")
+    store = RunStore(app.store_dir)
+    try:
+        for step in lesson.steps[:2]:
+            lessons.record(step, step.title, store, app.data_dir, FreeRunning())
+    finally:
+        store.close()
+    return lesson
+
+
+def test_a_recorded_step_plays_at_once_and_the_arrow_keys_move_through_the_lesson(app, page, recorded, e2e_output):
+    page.set_viewport_size({"width": 1280, "height": 720})
+    opened = time.monotonic()
+    page.goto(f"{app.url}/lessons?lesson=digits&step=1")
+    played = wait_until(page, lambda: (state := page.evaluate(PLAYING_JS)) and state["active"] > 0 and state,
+                        "the first step's replay to play")
+    seconds = time.monotonic() - opened
+    print(f"the replay played {seconds:.1f} s after the page was opened")
+    assert played["frames"] > 5
+    assert page.get_by_text("The petals form.").is_visible()
+    assert not page.locator('[data-testid="stSidebar"]').is_visible()  # a projector's page: the picture first
+    page.screenshot(path=str(e2e_output / "lessons_1280x720.png"))
+
+    page.keyboard.press("ArrowRight")
+    wait_until(page, lambda: "step=2" in page.url and page.get_by_text("Softmax beside the center loss.").is_visible()
+               and page.evaluate(CHART_JS), "the second step, a comparison, after the right arrow")
+    page.keyboard.press("ArrowRight")
+    wait_until(page, lambda: "step=3" in page.url and page.get_by_text("This step has no recording yet").is_visible(),
+               "the third step, not recorded, after the right arrow")
+    page.keyboard.press("ArrowLeft")
+    wait_until(page, lambda: "step=2" in page.url, "the second step again after the left arrow")
+    page.keyboard.press("ArrowLeft")
+    moved = time.monotonic()
+    wait_until(page, lambda: "step=1" in page.url and (state := page.evaluate(PLAYING_JS)) and state["active"] > 0,
+               "the first step's replay to play again")
+    print(f"the replay played {time.monotonic() - moved:.1f} s after the left arrow")
+
+
+def test_train_it_live_starts_the_step_on_the_train_page(app, page, recorded):
+    store = RunStore(app.store_dir)
+    try:
+        before = len(store.list_runs())
+        page.goto(f"{app.url}/lessons?lesson=digits&step=3")
+        page.locator(".st-key-lesson_live button").filter(visible=True).first.click()
+        wait_until(page, lambda: "/train" in page.url, "the Train page")
+        wait_until(page, lambda: len(store.list_runs()) > before, "the step's run to start")
+        newest = store.list_runs()[0]
+        assert newest.config["seed"] == 7 and newest.config["steps"] == 2000
+        wait_until(page, lambda: page.locator(".st-key-stop button").filter(visible=True).count() > 0,
+                   "the live run's Stop button")
+        page.locator(".st-key-stop button").filter(visible=True).first.click()
+        wait_until(page, lambda: store.get_run(newest.id).status == "stopped", "the live run to stop")
+    finally:
+        store.close()
