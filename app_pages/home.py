@@ -46,6 +46,7 @@ def preset_links() -> None:
     for match in COMPARISON_PRESETS:
         st.page_link("app_pages/compare.py", label=match.title, query_params=match.comparison().to_query())
     st.page_link("app_pages/learn.py", label="Every loss, its formula and its paper", icon="📖")
+    st.page_link("app_pages/lessons.py", label="Lessons to run in front of a class", icon="🎓")
 
 
 def run_query(config: dict) -> dict[str, str]:

@@ -131,3 +131,18 @@ def test_the_readme_s_example_lesson_loads(tmp_path):
     lesson = lessons.load(write(tmp_path, "example.yaml", example))
     assert [step.title for step in lesson.steps] == ["NormFace on the sphere", "ArcFace adds an angle", "Side by side"]
     assert lesson.steps[1].stop_at == 400 and lesson.steps[1].run.loss_params["margin"] == 0.25
+
+
+def test_the_lessons_page_shows_the_step_of_its_link_and_how_to_record_it(tmp_path, monkeypatch):
+    from dmlviz import settings
+    from tests.pages import page
+
+    monkeypatch.setenv(settings.STORE_DIR_ENV, str(tmp_path / "store"))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
+    app = page("lessons", {"lesson": "1-from-softmax-to-margins", "step": "2"})
+    assert any(m.value == "### The center loss pulls each petal together" for m in app.markdown)
+    assert any("no recording yet" in i.value and "lessons build 1-from-softmax-to-margins" in i.value
+               for i in app.info)
+    assert app.button(key="lesson_previous").disabled is False and app.button(key="lesson_record")
+    app.button(key="lesson_next").click().run()
+    assert not app.exception and any(m.value == "### NormFace puts the features on the sphere" for m in app.markdown)
