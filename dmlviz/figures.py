@@ -225,8 +225,10 @@ def decision_traces(decision: Mapping[str, np.ndarray], train_classes: Sequence[
     box, winner = np.asarray(decision["box"], dtype=float), np.asarray(decision["winner"])
     rows, cols = winner.shape
     dx, dy = (box[0, 1] - box[0, 0]) / cols, (box[1, 1] - box[1, 0]) / rows
-    grid = {"x0": box[0, 0] + dx / 2, "dx": dx, "y0": box[1, 0] + dy / 2, "dy": dy, "zsmooth": False,
-            "showscale": False, "hoverinfo": "skip", "showlegend": False}
+    # The cells' centres as arrays, not x0 and dx: a replay's frames move the grid with the features, and
+    # plotly.js animates arrays from frame to frame but keeps a heatmap's first x0 and dx.
+    grid = {"x": box[0, 0] + dx * (np.arange(cols) + 0.5), "y": box[1, 0] + dy * (np.arange(rows) + 0.5),
+            "zsmooth": False, "showscale": False, "hoverinfo": "skip", "showlegend": False}
     count = len(train_classes)
     # One flat step of the colour scale per training class: cell value i is class train_classes[i]'s colour.
     steps = [[edge / count, class_color(int(train_classes[i]))] for i in range(count) for edge in (i, i + 1)]

@@ -34,6 +34,21 @@ PLAYING_JS = """() => {
   if (!gd || !gd._fullLayout || !gd._fullLayout.sliders || !gd._fullLayout.sliders.length) return null;
   return {active: gd._fullLayout.sliders[0].active, frames: (gd._transitionData._frames || []).length};
 }"""
+# After the replay has played to its end: the extent of the drawn regions and of the drawn boundaries.
+REGIONS_JS = """() => {
+  const frame = document.querySelector('.st-key-lesson_chart iframe');
+  const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
+  const frames = gd && gd._transitionData && gd._transitionData._frames;
+  if (!frames || !frames.length || gd._fullLayout.sliders[0].active !== frames.length - 1) return null;
+  const regions = gd._fullData.find((t) => t.name === 'decision regions');
+  const lines = gd._fullData.find((t) => t.name === 'decision boundaries');
+  if (!regions || !lines) return null;
+  const xs = Array.from(regions.x), ys = Array.from(regions.y), dx = xs[1] - xs[0], dy = ys[1] - ys[0];
+  const finite = (values) => Array.from(values).filter(Number.isFinite);
+  return {regions: [xs[0] - dx / 2, xs[xs.length - 1] + dx / 2, ys[0] - dy / 2, ys[ys.length - 1] + dy / 2],
+          lines: [Math.min(...finite(lines.x)), Math.max(...finite(lines.x)),
+                  Math.min(...finite(lines.y)), Math.max(...finite(lines.y))]};
+}"""
 CHART_JS = """() => {
   const frame = document.querySelector('.st-key-lesson_chart iframe');
   const gd = frame && frame.contentDocument && frame.contentDocument.querySelector('.js-plotly-plot');
@@ -66,6 +81,10 @@ def test_a_recorded_step_plays_at_once_and_the_arrow_keys_move_through_the_lesso
     seconds = time.monotonic() - opened
     print(f"the replay played {seconds:.1f} s after the page was opened")
     assert played["frames"] > 5
+    # The regions move with the frames: at the end, the shading holds the boundaries drawn with it.
+    drawn = wait_until(page, lambda: page.evaluate(REGIONS_JS), "the replay to reach its last frame")
+    (x0, x1, y0, y1), (lx0, lx1, ly0, ly1) = drawn["regions"], drawn["lines"]
+    assert x0 - 1e-3 <= lx0 and lx1 <= x1 + 1e-3 and y0 - 1e-3 <= ly0 and ly1 <= y1 + 1e-3, drawn
     assert page.get_by_text("The petals form.").is_visible()
     assert not page.locator('[data-testid="stSidebar"]').is_visible()  # a projector's page: the picture first
     page.screenshot(path=str(e2e_output / "lessons_1280x720.png"))
