@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", metavar="DIR", help=f"run store folder (default ${settings.STORE_DIR_ENV} "
                         "or ~/.local/share/dmlviz)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export,lessons}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,export,lessons,sweep}")
 
     train = commands.add_parser("train", help="train one run in this process",
                                 description="Train one run. Flags override the --config file; unset "
@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (listing, building):
         command.add_argument("--data-dir", metavar="DIR", help=f"data folder (default ${settings.DATA_DIR_ENV} or "
                              "~/.cache/dmlviz)")
+    sweeping = commands.add_parser("sweep", help="train a sweep of losses × settings × seeds and print each cell's "
+                                   "mean and 95 % confidence interval",
+                                   description="Train every run of a sweep file that the store does not have yet (a "
+                                   "stopped sweep goes on where it stopped), one at a time, then print its table.")
+    sweeping.add_argument("file", type=Path, metavar="FILE", help="the sweep (YAML): base, axes and seeds")
+    sweeping.add_argument("--dry-run", action="store_true", help="check the file and say how many runs it has")
+    sweeping.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
+    sweeping.add_argument("--data-dir", metavar="DIR", help=f"dataset cache (default ${settings.DATA_DIR_ENV} or "
+                          "~/.cache/dmlviz)")
     exporting = commands.add_parser("export", help="write a stored run in another format",
                                  description=_export_formats(), formatter_class=argparse.RawDescriptionHelpFormatter)
     exporting.add_argument("run_id", type=_run_id, metavar="RUN")
@@ -499,6 +508,31 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace, store: RunStore) -> int:
+    """Train what a sweep lacks, then print (and write) its table of means and confidence intervals."""
+    import pandas as pd
+
+    from dmlviz import sweep
+
+    plan = sweep.parse(read_config_file(args.file))
+    print(f"{len(plan.cells)} cells × {len(plan.seeds)} seeds = {plan.runs} runs", file=sys.stderr)
+    if args.dry_run:
+        return EXIT_OK
+    control = _Signals()
+    try:
+        outcomes = sweep.run(plan, store, Path(args.data_dir) if args.data_dir else None, control,
+                             lambda line: print(line, file=sys.stderr))
+    finally:
+        control.restore()
+    table = pd.DataFrame(sweep.results(plan, store))
+    print(table.to_string(index=False, na_rep="—", float_format=lambda value: f"{value:.4g}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    if control.signum is not None:
+        return 128 + control.signum
+    return EXIT_FAILED if any(outcome != RunStatus.FINISHED for outcome in outcomes) else EXIT_OK
+
+
 def cmd_lessons_check(files: list[Path]) -> int:
     """Check lesson files; each mistake with its line on stderr."""
     from dmlviz import lessons
@@ -599,4 +633,6 @@ def _command(args: argparse.Namespace) -> int:
         return cmd_export(args, store)
     if args.command == "lessons":
         return cmd_lessons(args, store)
+    if args.command == "sweep":
+        return cmd_sweep(args, store)
     return cmd_runs(args, store)
