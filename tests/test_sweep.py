@@ -75,3 +75,13 @@ def test_a_sweep_trains_what_the_store_lacks_and_tabulates_its_cells(tmp_path, c
     # Run again: every run is stored, nothing trains.
     assert main(store_args) == 0
     assert "1/4 loss=softmax, seed 0: stored" in capsys.readouterr().err and len(store.list_runs()) == 4
+
+
+def test_the_readme_s_example_sweep_parses():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("## Sweeps", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    plan = sweep.parse(example)
+    assert [cell.label for cell in plan.cells][:2] == ["loss=normface, hp.margin=—", "loss=cosface, hp.margin=0.2"]
+    assert plan.runs == 7 * 3
