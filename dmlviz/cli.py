@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--data-dir", metavar="DIR", help=f"data folder (default ${settings.DATA_DIR_ENV} or "
                              "~/.cache/dmlviz)")
     sweeping = commands.add_parser("sweep", help="train a sweep of losses × settings × seeds and print each cell's "
-                                   "mean and 95 % confidence interval",
+                                   "mean and 95 %% confidence interval",
                                    description="Train every run of a sweep file that the store does not have yet (a "
                                    "stopped sweep goes on where it stopped), one at a time, then print its table.")
     sweeping.add_argument("file", type=Path, metavar="FILE", help="the sweep (YAML): base, axes and seeds")
