@@ -263,10 +263,11 @@ class MultipleAngleHead(FeatureLoss):
         return {"weights": self.weight}
 
     def training_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._with_margin(features, labels, self.predict(features))
+
+    def _with_margin(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The plain logits W_j·f with the target's replaced by (λ·W_y·f + ‖W_y‖‖f‖ψ(θ)) / (1 + λ)."""
-        weights = self.weights()
-        logits = features @ weights.T
-        w_y = weights[labels]
+        w_y = self.weights()[labels]
         cos = (unit(features) * F.normalize(w_y, dim=1)).sum(1).clamp(-1, 1)
         psi = features.norm(dim=1) * w_y.norm(dim=1) * multiple_angle_target(cos, self.margin)
         index = labels[:, None]
@@ -274,8 +275,8 @@ class MultipleAngleHead(FeatureLoss):
         return logits.scatter(1, index, target[:, None])
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        margin_logits = self.training_logits(features, labels)
-        return LossOutput(F.cross_entropy(margin_logits, labels), self.predict(features))
+        logits = self.predict(features)  # once a step: the margin's logits and the accuracy's
+        return LossOutput(F.cross_entropy(self._with_margin(features, labels, logits), labels), logits)
 
 
 def _integer_margin(help: str) -> Param:
