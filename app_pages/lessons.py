@@ -3,13 +3,15 @@
 The step's picture takes the screen (no sidebar, no header, as ``present=1`` on Train) and its words stand
 beside it in large type; Previous and Next, or the arrow keys, move through the steps; the lesson and the
 step live in the URL (``lesson=<key>&step=<n>``). The picture is the step's ready replay (any finished run
-of the store with its settings, ``lessons.recording``), which starts playing at once; "Train it live" starts
-the same settings on the Train or Compare page.
+of the store with its settings, ``lessons.recording``), which starts playing at once as a video; "Interactive"
+swaps it for the plotly replay; "Train it live" starts the same settings on the Train or Compare page.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
@@ -24,11 +26,11 @@ from ui.plotly_live import live_plotly_chart
 from ui.resources import runner, store, visitor
 
 PICTURE_FILL = 0.8  # the picture's share of the window's height
-REPLAY_FRAMES = 60  # a replay's snapshots: enough to see the space form, few enough to start at once
 _STYLE = """<style>
 body:has(.st-key-lesson_controls) :is([data-testid="stSidebar"], [data-testid="stExpandSidebarButton"], header)
   {display: none !important}
 [data-testid="stMainBlockContainer"]:has(.st-key-lesson_controls) {padding: 1rem 1.5rem 2rem; max-width: none}
+.st-key-lesson_movie video {max-height: 80vh; width: auto; max-width: 100%; display: block; margin: 0 auto}
 .st-key-lesson_text h3 {font-size: 2rem; line-height: 1.2}
 .st-key-lesson_text p, .st-key-lesson_text li {font-size: 1.45rem; line-height: 1.45}
 @media (max-width: 900px) {
@@ -36,13 +38,15 @@ body:has(.st-key-lesson_controls) :is([data-testid="stSidebar"], [data-testid="s
   .st-key-lesson_stage [data-testid="stColumn"] {width: 100% !important; flex: 1 1 auto !important}
 }
 </style>"""
-# The arrow keys press Previous and Next (not while typing, and only on this page). Added once per tab.
+# The arrow keys press Previous and Next (not while typing, and only on this page), also after a click on the
+# Interactive toggle or the video. Added once per tab.
 _KEYS = """<script>
 (() => {
   if (window.__dmlvizLessonKeys) return;
   window.__dmlvizLessonKeys = true;
   document.addEventListener("keydown", (event) => {
-    if (!document.querySelector(".st-key-lesson_controls") || event.target.closest("input, textarea, select")) return;
+    const typing = event.target.closest("textarea, select, input:not([type=checkbox]):not([type=radio])");
+    if (!document.querySelector(".st-key-lesson_controls") || typing) return;
     const key = {ArrowRight: "lesson_next", ArrowLeft: "lesson_previous"}[event.key];
     const button = key && document.querySelector(`.st-key-${key} button:not([disabled])`);
     if (button) { event.preventDefault(); button.click(); }
@@ -78,6 +82,11 @@ def page() -> None:
         return
     lesson, number = chosen(found)
     step = lesson.steps[number - 1]
+    try:
+        ids = lessons.recording(store(), step)
+    except StoreError as error:
+        st.error(f"The stored runs cannot be read: {error}")
+        return
     st.session_state["lesson_pick"] = lesson.key
     with st.container(horizontal=True, vertical_alignment="center", key="lesson_controls"):
         st.page_link("app_pages/home.py", label="Home", icon=":material/home:")
@@ -90,6 +99,9 @@ def page() -> None:
         st.button("Next", key="lesson_next", icon=":material/arrow_forward:", disabled=number == len(lesson.steps),
                   on_click=go, args=(lesson.key, number + 1))
         live_button(step)
+        if ids is not None and len(ids) == 1:
+            st.toggle("Interactive", key="lesson_interactive", help="The replay as a chart to turn, zoom and scrub "
+                      "(with the distance histogram) in place of the video, which starts at once.")
     for error in broken:
         st.warning(f"The lesson file {error.path.name} is left out: " + "; ".join(error.problems))
     with st.container(key="lesson_stage"):
@@ -98,7 +110,10 @@ def page() -> None:
         st.markdown(f"### {step.title}")
         st.markdown(step.text)
     with left:
-        picture(lesson, number, step)
+        if ids is None:
+            waiting(lesson, number, step)
+        else:
+            picture(ids, step)
 
 
 def live_button(step: lessons.LessonStep) -> None:
@@ -112,30 +127,51 @@ def live_button(step: lessons.LessonStep) -> None:
     st.switch_page("app_pages/compare.py", query_params=step.comparison.to_query())
 
 
-def picture(lesson: lessons.Lesson, number: int, step: lessons.LessonStep) -> None:
-    """The step's ready replay, playing; or, without one, how to get it."""
-    try:
-        ids = lessons.recording(store(), step)
-    except StoreError as error:
-        st.error(f"The stored runs cannot be read: {error}")
+def picture(ids: list[int], step: lessons.LessonStep) -> None:
+    """The step's ready replay, playing: its video, or the interactive chart (a comparison's is a chart)."""
+    movie = lessons.movie(store(), ids, step)
+    if movie is None and len(ids) == 1:
+        make_movie_soon(ids, step)
+    if movie is not None and not st.session_state.get("lesson_interactive"):
+        with st.container(key="lesson_movie"):
+            st.video(str(movie), autoplay=True, muted=True)
         return
-    if ids is None:
-        waiting(lesson, number, step)
+    # A finished run never changes: its picture is made once for every visitor (a class opens the same step).
+    made = tuple(store().get_run(run_id).finished_at for run_id in ids)
+    spec = step_picture(tuple(ids), made, tuple(sorted(step.view.items())), step.stop_at)
+    live_plotly_chart(spec, key="lesson_chart", autoplay=len(ids) == 1, fill=PICTURE_FILL)
+
+
+@st.cache_resource(show_spinner=False)
+def _movie_maker() -> tuple[ThreadPoolExecutor, set[Path]]:
+    """One thread for the whole server that makes the videos of steps recorded here, and what it was given."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesson-movie"), set()
+
+
+def make_movie_soon(ids: list[int], step: lessons.LessonStep) -> None:
+    """A step recorded on this server (Record this step) plays as a chart until its video is made here."""
+    if store().read_only:
         return
-    shown = job("lessons")
+    maker, given = _movie_maker()
+    path = lessons.movie_path(store(), ids[0], step)
+    if path not in given:
+        given.add(path)
+        maker.submit(lessons.make_movie, store(), ids, step)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def step_picture(ids: tuple[int, ...], made: tuple[float | None, ...], view: tuple, stop_at: int | None) -> str:
+    """The plotly JSON of a step's recording: one run's replay, or several runs' feature spaces side by side
+    at their last snapshot (up to ``stop_at``). ``made`` tells a run recorded again under the same id apart."""
     if len(ids) == 1:
-        view = RunView(store(), ids[0])
-        options = replace(view.default_options(), **step.view)
-        figure = shown.cached("replay", (tuple(ids), options, step.stop_at),
-                              lambda: view.replay(options, max_frames=REPLAY_FRAMES, until=step.stop_at))
-        live_plotly_chart(figure, key="lesson_chart", autoplay=True, fill=PICTURE_FILL)
-        return
-    view = ComparisonView(store(), ids)
-    options = replace(view.views[0].default_options(), **step.view)
-    indexes = view.indexes()
-    steps = [s for s in view.steps(indexes) if step.stop_at is None or s <= step.stop_at] or view.steps(indexes)[:1]
-    frame = shown.cached("grid", (tuple(ids), options, steps[-1]), lambda: view.frame(indexes, steps[-1], options))
-    live_plotly_chart(frame.features_figure, key="lesson_chart", fill=PICTURE_FILL)
+        run = RunView(store(), ids[0])
+        options = replace(run.default_options(), **dict(view))
+        return run.replay(options, max_frames=lessons.REPLAY_FRAMES, until=stop_at).to_json()
+    runs = ComparisonView(store(), list(ids))
+    options = replace(runs.views[0].default_options(), **dict(view))
+    indexes = runs.indexes()
+    steps = [s for s in runs.steps(indexes) if stop_at is None or s <= stop_at] or runs.steps(indexes)[:1]
+    return runs.frame(indexes, steps[-1], options).features_figure.to_json()
 
 
 def waiting(lesson: lessons.Lesson, number: int, step: lessons.LessonStep) -> None:

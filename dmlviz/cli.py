@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "status 2 if any)")
     checking.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a lesson file (YAML)")
     building = lessons_commands.add_parser("build", help="train the steps that have no ready replay yet into the "
-                                           "run store (deterministic: each step's own seed), so that the Lessons "
-                                           "page plays them at once")
+                                           "run store (deterministic: each step's own seed) with their videos, so "
+                                           "that the Lessons page plays them at once")
     building.add_argument("keys", nargs="*", metavar="LESSON", help="only these lessons (their file names without "
                           ".yaml; default: all)")
     for command in (listing, building):
@@ -570,7 +570,8 @@ def cmd_lessons(args: argparse.Namespace, store: RunStore) -> int:
 
 
 def _build_lessons(chosen: list, store: RunStore, data_dir: str | None) -> int:
-    """Record every step of ``chosen`` that has no ready replay; Ctrl-C stops after the current step's run."""
+    """Record every step of ``chosen`` that has no ready replay, and its video; Ctrl-C stops after the current
+    step's run."""
     from dmlviz import lessons
 
     control = _Signals()
@@ -578,8 +579,10 @@ def _build_lessons(chosen: list, store: RunStore, data_dir: str | None) -> int:
         for lesson in chosen:
             for number, step in enumerate(lesson.steps, start=1):
                 name = f"{lesson.title} · {number}. {step.title}"
-                if lessons.recording(store, step):
-                    print(f"{name}: ready", file=sys.stderr)
+                if ready := lessons.recording(store, step):
+                    # A step recorded by the app's Record button, or before videos were made, gets its video.
+                    made = lessons.movie(store, ready, step) is None and lessons.make_movie(store, ready, step)
+                    print(f"{name}: ready" + ("; its video made" if made else ""), file=sys.stderr)
                     continue
                 start = time.monotonic()
                 outcomes = lessons.record(step, name, store, Path(data_dir) if data_dir else None, control)

@@ -10,10 +10,10 @@ loop over it. Every function reads the store only; nothing here needs Streamlit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -80,8 +80,6 @@ def write_features(store: RunStore, run_id: int, path: Path, fmt: str, snapshot:
 def _options(view, axes: str = "follow", regions: bool = False, forces: bool = False):
     """The run's own view options (directions for a normalised loss, …) with the axes asked for, and its
     decision regions and forces if asked for."""
-    from dataclasses import replace
-
     return replace(view.default_options(), axes=axes, regions=regions, forces=forces)
 
 
@@ -101,20 +99,23 @@ def write_replay(store: RunStore, run_id: int, path: Path, max_frames: int = REP
 
 
 def write_movie(store: RunStore, run_id: int, path: Path, fmt: str, max_frames: int = MOVIE_FRAMES,
-                fps: int = MOVIE_FPS, axes: str = "follow", regions: bool = False, forces: bool = False) -> Path:
+                fps: int = MOVIE_FPS, axes: str = "follow", regions: bool = False, forces: bool = False,
+                until: int | None = None, view: Mapping[str, Any] | None = None) -> Path:
     """The feature space over the run as an animated GIF or an H.264 MP4 for slides: up to
     ``max_frames`` snapshots spread over it, with trails, each titled with the loss, the dataset and
     the step. ``axes``: "follow" (the view follows the run; still images keep the origin in the
     middle, so each frame shows a square about it that holds the frame's view) or "fixed" (one square
-    for the whole run)."""
+    for the whole run). ``until``: only the snapshots up to that step; ``view``: view options that
+    replace the run's own (a lesson step's)."""
     from dmlviz import render
     from dmlviz.view import RunView
 
     if fmt not in MOVIE_FORMATS:
         raise ValueError(f"a movie is written as {' or '.join(MOVIE_FORMATS)}, not {fmt!r}")
-    view = RunView(store, run_id)
-    played = view.replay_frames(_options(view, axes, regions, forces), max_frames=max_frames, histograms=False)
-    labels, names, trained = view.classes
+    run = RunView(store, run_id)
+    options = replace(_options(run, axes, regions, forces), **(view or {}))
+    played = run.replay_frames(options, max_frames=max_frames, histograms=False, until=until)
+    labels, names, trained = run.classes
     extents = [float(np.abs(box).max()) for box in played.views] or [played.extent] * len(played.panels)
     images = (render.feature_image(panel, labels, names, trained, extent=extent,
                                    title=f"{played.title}\nstep {shot.step:,} · epoch {shot.epoch:.2f}")

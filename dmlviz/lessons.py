@@ -9,10 +9,16 @@ comparison (``compare: sphere-margins``, or its settings as the Compare page's l
 (``stop_at``). The built-in lessons are in ``dmlviz/builtin_lessons/``; a teacher's own go in the data
 folder's ``lessons/``. A file that cannot be read is named with the line of its mistake, and the other
 lessons still load.
+
+A recorded step plays as a video (``movie``): a browser starts an H.264 file at once, where the
+interactive plotly replay first has to load and run plotly.js (over a second on a slow projector laptop).
+The video is made when the step is recorded and kept in the store folder's ``lesson-movies/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -35,6 +41,9 @@ MAX_LESSON_CHARS = 262_144  # a lesson of twenty steps is under 10,000
 STEP_KEYS = ("title", "text", "preset", "run", "compare", "view", "stop_at")
 TRAINS = ("preset", "run", "compare")  # a step names exactly one of these
 _VIEW_FIELDS = {f.name for f in fields(ViewOptions)}
+MOVIE_FOLDER = "lesson-movies"  # in the store folder
+REPLAY_FRAMES = 60  # a replay's snapshots: enough to see the space form, few enough to start at once
+MOVIE_FPS = 12  # 60 frames in five seconds
 
 
 class LessonError(ValueError):
@@ -213,4 +222,41 @@ def record(step: LessonStep, name: str, store: RunStore, data_dir: Path | None, 
         raise
     for run_id, result in zip(ids, results, strict=True):
         store.set_status(run_id, result.outcome, error=result.error)
+    if all(result.outcome == RunStatus.FINISHED for result in results):
+        make_movie(store, ids, step)
     return [result.outcome for result in results]
+
+
+def movie_path(store: RunStore, run_id: int, step: LessonStep) -> Path:
+    """Where the video of ``run_id`` as ``step`` shows it lives; a run recorded again under the same id, or
+    a step whose view changed, gets a file of its own."""
+    drawn = json.dumps([store.get_run(run_id).finished_at, sorted(step.view.items()), step.stop_at], default=str)
+    return store.root / MOVIE_FOLDER / f"run-{run_id}-{hashlib.sha1(drawn.encode()).hexdigest()[:12]}.mp4"
+
+
+def movie(store: RunStore, ids: list[int], step: LessonStep) -> Path | None:
+    """The recorded step's video if it has been made: one run's replay (a comparison is drawn side by side,
+    not played)."""
+    if len(ids) != 1:
+        return None
+    path = movie_path(store, ids[0], step)
+    return path if path.is_file() else None
+
+
+def make_movie(store: RunStore, ids: list[int], step: LessonStep) -> Path | None:
+    """Make the recorded step's video (a few seconds: matplotlib draws each frame); None for a comparison or
+    a store that cannot be written. Written beside its place and then moved in, so no one plays half a file."""
+    from dmlviz.export import write_movie
+
+    if len(ids) != 1 or store.read_only:
+        return None
+    path = movie_path(store, ids[0], step)
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_name(f".{path.stem}-{os.getpid()}.mp4")
+    try:
+        write_movie(store, ids[0], partial, "mp4", max_frames=REPLAY_FRAMES, fps=MOVIE_FPS, until=step.stop_at,
+                    view=step.view)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

@@ -119,9 +119,43 @@ def test_the_command_line_checks_builds_and_lists_the_lessons(tmp_path, capsys, 
     listed = capsys.readouterr().out
     assert "From softmax to margins (6 steps" in listed
     assert "1. Softmax on digits  [replay: run 1]" in listed and "2. Two losses on digits  [replay: run 2, 3]" in listed
+    movies = sorted((tmp_path / "store" / lessons.MOVIE_FOLDER).glob("*.mp4"))
+    assert [path.name.split("-")[1] for path in movies] == ["1"]  # one run's step plays; a comparison is drawn
+    movies[0].unlink()
     assert main([*store, "lessons", "build", "tiny", *data]) == 0  # ready: nothing trains again
-    assert "Tiny · 1. Softmax on digits: ready" in capsys.readouterr().err
+    assert "Tiny · 1. Softmax on digits: ready; its video made" in capsys.readouterr().err
+    assert main([*store, "lessons", "build", "tiny", *data]) == 0
+    assert "Tiny · 1. Softmax on digits: ready\n" in capsys.readouterr().err
     assert main([*store, "lessons", "build", "no-such", *data]) == 2
+
+
+def test_a_recorded_step_s_video_plays_its_snapshots_up_to_its_stop(tmp_path, one_thread):
+    import imageio_ffmpeg
+
+    from dmlviz.engine import FreeRunning
+    from dmlviz.store import RunStore
+    from dmlviz.view import RunView
+
+    run = "{dataset: digits, device: cpu, steps: 40, probe_size: 100, snapshot_steps: 5}"
+    lesson = lessons.load(write(tmp_path, "l.yaml", f"title: T\nsteps:\n  - title: A\n    text: B\n    run: {run}\n"
+                                f"    view: {{regions: true}}\n    stop_at: 20\n"))
+    step = lesson.steps[0]
+    store = RunStore(tmp_path / "store")
+    try:
+        assert lessons.record(step, "A", store, tmp_path / "data", FreeRunning()) == ["finished"]
+        ids = lessons.recording(store, step)
+        path = lessons.movie(store, ids, step)
+        every = [info.step for info in RunView(store, ids[0]).snapshots()]
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        assert frames == len([shot for shot in every if shot <= 20]) and frames < len(every)
+        # Another view of the same run is another video; a store that cannot be written makes none.
+        wider = lessons.LessonStep(step.title, step.text, {"regions": False}, run=step.run)
+        assert lessons.movie_path(store, ids[0], wider) != path and lessons.movie(store, ids, wider) is None
+        assert lessons.make_movie(RunStore(tmp_path / "store", read_only=True), ids, wider) is None
+        assert lessons.make_movie(store, ids, wider).is_file()
+        assert lessons.movie(store, [ids[0], ids[0]], step) is None  # a comparison is drawn, not played
+    finally:
+        store.close()
 
 
 def test_the_readme_s_example_lesson_loads(tmp_path):

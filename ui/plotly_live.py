@@ -22,10 +22,11 @@ _live_plot = components.declare_component("live_plot", path=str(Path(__file__).p
 components.declare_component("plotlyjs", path=str(Path(plotly.__file__).parent / "package_data"))
 
 
-def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = None,
+def live_plotly_chart(figure: go.Figure | str, *, key: str, camera_key: str | None = None,
                       on_click: Callable[[int], None] | None = None, fill: float | None = None,
                       autoplay: bool = False) -> None:
-    """Draw ``figure``; a click on a probe point calls ``on_click`` with its probe index before the rerun.
+    """Draw ``figure`` (or its JSON, made once for many visitors); a click on a probe point calls
+    ``on_click`` with its probe index before the rerun.
 
     ``camera_key`` names the remembered 3-D camera (per run and view, so a new run starts from
     the default camera). A figure without a height is drawn 450 px high; with ``fill``, at least that
@@ -35,7 +36,8 @@ def live_plotly_chart(figure: go.Figure, *, key: str, camera_key: str | None = N
     # The page redraws twice a second, mostly with the figure it drew last: serialise each figure once.
     cached = st.session_state.get(f"{key}.spec")
     if cached is None or cached[0] is not figure:
-        cached = st.session_state[f"{key}.spec"] = (figure, figure.to_json())
+        spec = figure if isinstance(figure, str) else figure.to_json()
+        cached = st.session_state[f"{key}.spec"] = (figure, spec)
 
     def clicked() -> None:
         value = st.session_state.get(key)

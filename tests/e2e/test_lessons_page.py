@@ -1,5 +1,5 @@
-"""The Lessons page at a projector's 1280 × 720: a recorded step plays at once, the arrow keys move through
-the steps, and a step starts live."""
+"""The Lessons page at a projector's 1280 × 720: a recorded step plays at once (its video), the interactive
+replay plays on demand, the arrow keys move through the steps, and a step starts live."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ steps:
     text: Trained live only.
     run: {dataset: digits, device: cpu, steps: 2000, probe_size: 200, seed: 7}
 """
+# The step's video: how far it has played.
+VIDEO_JS = """() => {
+  const video = document.querySelector('.st-key-lesson_movie video');
+  return video && !video.paused && video.currentTime > 0 ? video.currentTime : null;
+}"""
 # The replay's slider: which frame plays now (plotly moves it along as the animation runs).
 PLAYING_JS = """() => {
   const frame = document.querySelector('.st-key-lesson_chart iframe');
@@ -76,18 +81,26 @@ def test_a_recorded_step_plays_at_once_and_the_arrow_keys_move_through_the_lesso
     page.set_viewport_size({"width": 1280, "height": 720})
     opened = time.monotonic()
     page.goto(f"{app.url}/lessons?lesson=digits&step=1")
-    played = wait_until(page, lambda: (state := page.evaluate(PLAYING_JS)) and state["active"] > 0 and state,
-                        "the first step's replay to play")
+    wait_until(page, lambda: page.evaluate(VIDEO_JS), "the first step's video to play")
     seconds = time.monotonic() - opened
-    print(f"the replay played {seconds:.1f} s after the page was opened")
+    print(f"the recorded step played {seconds:.1f} s after the page was opened")
+    assert page.get_by_text("The petals form.").is_visible()
+    assert not page.locator('[data-testid="stSidebar"]').is_visible()  # a projector's page: the picture first
+    box = page.locator(".st-key-lesson_movie video").bounding_box()
+    assert box["y"] + box["height"] <= 720 and box["height"] >= 0.6 * 720, box  # large, and all on screen
+    page.screenshot(path=str(e2e_output / "lessons_1280x720.png"))
+
+    # Interactive: the replay as a chart, playing, its regions moving with the frames.
+    page.locator(".st-key-lesson_interactive label").first.click()
+    played = wait_until(page, lambda: (state := page.evaluate(PLAYING_JS)) and state["active"] > 0 and state,
+                        "the interactive replay to play")
     assert played["frames"] > 5
-    # The regions move with the frames: at the end, the shading holds the boundaries drawn with it.
+    # At the end, the shading holds the boundaries drawn with it.
     drawn = wait_until(page, lambda: page.evaluate(REGIONS_JS), "the replay to reach its last frame")
     (x0, x1, y0, y1), (lx0, lx1, ly0, ly1) = drawn["regions"], drawn["lines"]
     assert x0 - 1e-3 <= lx0 and lx1 <= x1 + 1e-3 and y0 - 1e-3 <= ly0 and ly1 <= y1 + 1e-3, drawn
-    assert page.get_by_text("The petals form.").is_visible()
-    assert not page.locator('[data-testid="stSidebar"]').is_visible()  # a projector's page: the picture first
-    page.screenshot(path=str(e2e_output / "lessons_1280x720.png"))
+    page.locator(".st-key-lesson_interactive label").first.click()
+    wait_until(page, lambda: page.evaluate(VIDEO_JS), "the video again, with Interactive off")
 
     page.keyboard.press("ArrowRight")
     wait_until(page, lambda: "step=2" in page.url and page.get_by_text("Softmax beside the center loss.").is_visible()
@@ -99,9 +112,8 @@ def test_a_recorded_step_plays_at_once_and_the_arrow_keys_move_through_the_lesso
     wait_until(page, lambda: "step=2" in page.url, "the second step again after the left arrow")
     page.keyboard.press("ArrowLeft")
     moved = time.monotonic()
-    wait_until(page, lambda: "step=1" in page.url and (state := page.evaluate(PLAYING_JS)) and state["active"] > 0,
-               "the first step's replay to play again")
-    print(f"the replay played {time.monotonic() - moved:.1f} s after the left arrow")
+    wait_until(page, lambda: "step=1" in page.url and page.evaluate(VIDEO_JS), "the first step's video again")
+    print(f"the recorded step played {time.monotonic() - moved:.1f} s after the left arrow")
 
 
 def test_train_it_live_starts_the_step_on_the_train_page(app, page, recorded):
