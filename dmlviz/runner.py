@@ -1,9 +1,11 @@
-"""Runs engines in worker processes, with a queue, a cap on concurrent runs and live control.
+"""Runs engines in workers, with a queue, a cap on concurrent runs and live control.
 
-A worker process keeps a crash (or a kill) contained and leaves the caller, typically the
-Streamlit server, free to draw. Workers write straight to the store; the runner only starts
-them, relays pause / resume / step / stop through shared memory, and records how they ended.
-This is the seam where a distributed executor would plug in.
+The runner keeps the queue and the cap and records how runs ended; an *executor* starts each job
+(a run, or a comparison's runs) and gives it a control that pause / resume / step / stop, the speed
+and "watched" reach it through. ``LocalExecutor`` (the default) runs a job in a worker process of this
+machine: it keeps a crash (or a kill) contained, leaves the Streamlit server free to draw, writes
+straight to the store and is controlled through shared memory. ``dmlviz.ray_executor.RayExecutor`` runs
+jobs on a Ray cluster, whose workers send what they record back to this process.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dmlviz import settings
 from dmlviz.config import RunConfig
@@ -197,18 +199,137 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@dataclass(eq=False)
-class _Job:
-    """One worker process: a run, or the runs of a comparison trained in lockstep."""
+class JobControl(Protocol):
+    """The runner's side of a job's control: what a page's buttons send to a running job."""
 
-    run_ids: list[int]
-    configs: list[RunConfig]
+    def send(self, command: int) -> None:
+        """RUN, PAUSE or STOP."""
+
+    def add_steps(self, steps: int) -> None:
+        """Credit ``steps`` steps to a paused job (Step)."""
+
+    def set_pace(self, seconds_per_step: float) -> None:
+        """At least this long between steps (0: full speed)."""
+
+    def watch(self, seconds: float) -> None:
+        """Someone watches the job live for the next ``seconds``."""
+
+
+class JobHandle(Protocol):
+    """A started job, as its executor tracks it."""
+
+    def done(self) -> bool: ...
+
+    def exit_message(self, summary: dict[str, float]) -> str:
+        """Why a run the job left active ended (a killed worker, a lost cluster), with what it kept."""
+
+    def join(self, timeout: float) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Where jobs train: ``LocalExecutor`` here, ``ray_executor.RayExecutor`` on a Ray cluster."""
+
+    def control(self) -> JobControl: ...
+
+    def start(self, run_ids: list[int], configs: list[dict[str, Any]], control: JobControl) -> JobHandle:
+        """Start training ``configs`` (their runs are in the store as ``run_ids``, queued)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LocalControl:
+    """Shared memory a worker process reads its commands from (``SharedControl`` is its side)."""
+
     command: Synchronized
     credits: Synchronized
     pace: Synchronized  # seconds per step at the least (0: full speed)
     watched_until: Synchronized  # time.monotonic() until which a page watches the run live
+
+    def send(self, command: int) -> None:
+        self.command.value = command
+
+    def add_steps(self, steps: int) -> None:
+        with self.credits.get_lock():
+            self.credits.value += steps
+        self.command.value = PAUSE
+
+    def set_pace(self, seconds_per_step: float) -> None:
+        self.pace.value = seconds_per_step
+
+    def watch(self, seconds: float) -> None:
+        self.watched_until.value = time.monotonic() + seconds
+
+
+@dataclass
+class LocalHandle:
+    process: BaseProcess
+
+    def done(self) -> bool:
+        return not self.process.is_alive()
+
+    def exit_message(self, summary: dict[str, float]) -> str:
+        self.process.join()
+        return _exit_message(self.process.exitcode, summary)
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class LocalExecutor:
+    """Jobs in worker processes of this machine, forked from a forkserver that has imported torch."""
+
+    name = "local"
+
+    def __init__(self, store_root: Path, data_dir: Path, threads: int) -> None:
+        self.store_root, self.data_dir, self.threads = store_root, data_dir, threads
+        # forkserver: workers fork from a clean process that has already imported torch, so they start
+        # in a fraction of a second and never inherit the server's threads.
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        self._ctx = mp.get_context(method)
+        if method == "forkserver":
+            # torch._dynamo too: torch.optim imports it on first use, a second per run otherwise; and
+            # the retrieval metrics of the first snapshot.
+            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo",
+                                              "pytorch_metric_learning.utils.accuracy_calculator"])
+            # Started now, in the background (its imports take seconds), not when the first run starts.
+            from multiprocessing import forkserver
+
+            threading.Thread(target=forkserver.ensure_running, name="dmlviz-forkserver", daemon=True).start()
+
+    def control(self) -> LocalControl:
+        return LocalControl(self._ctx.Value("i", RUN), self._ctx.Value("i", 0), self._ctx.Value("d", 0.0),
+                            self._ctx.Value("d", 0.0))
+
+    def start(self, run_ids: list[int], configs: list[dict[str, Any]], control: LocalControl) -> LocalHandle:
+        process = self._ctx.Process(
+            target=_work, name=f"dmlviz-run-{'-'.join(map(str, run_ids))}", daemon=True,
+            args=(run_ids, configs, str(self.store_root), str(self.data_dir), control.command, control.credits,
+                  control.pace, control.watched_until, os.getpid(), self.threads),
+        )
+        _start(process)
+        return LocalHandle(process)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Job:
+    """One job: a run, or the runs of a comparison trained in lockstep."""
+
+    run_ids: list[int]
+    configs: list[RunConfig]
+    control: JobControl
     visitor: str | None = None  # who submitted it from a page (ui.resources.visitor(); None: a script)
-    process: BaseProcess | None = None
+    handle: JobHandle | None = None  # once started
 
 
 #: Jobs (a run, or a comparison's runs) that one visitor may have queued or running at once: on a
@@ -229,28 +350,18 @@ def default_max_concurrent() -> int:
 
 
 class Runner:
-    """A queue of runs and a pool of worker processes, at most ``max_concurrent`` at a time."""
+    """A queue of runs and their jobs on an executor (worker processes here by default), at most
+    ``max_concurrent`` at a time."""
 
     def __init__(self, store: RunStore | None = None, data_dir: str | os.PathLike[str] | None = None,
-                 max_concurrent: int | None = None, threads: int | None = None) -> None:
+                 max_concurrent: int | None = None, threads: int | None = None,
+                 executor: Executor | None = None) -> None:
         self.store = store or RunStore()
         self.data_dir = settings.data_dir(data_dir)
         self.max_concurrent = max_concurrent or default_max_concurrent()
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.max_concurrent)
         self.interrupted = self.store.mark_interrupted()
-        # forkserver: workers fork from a clean process that has already imported torch, so they start
-        # in a fraction of a second and never inherit the server's threads.
-        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-        self._ctx = mp.get_context(method)
-        if method == "forkserver":
-            # torch._dynamo too: torch.optim imports it on first use, a second per run otherwise; and
-            # the retrieval metrics of the first snapshot.
-            self._ctx.set_forkserver_preload(["dmlviz.engine", "dmlviz.runner", "torch._dynamo",
-                                              "pytorch_metric_learning.utils.accuracy_calculator"])
-            # Started now, in the background (its imports take seconds), not when the first run starts.
-            from multiprocessing import forkserver
-
-            threading.Thread(target=forkserver.ensure_running, name="dmlviz-forkserver", daemon=True).start()
+        self.executor = executor or LocalExecutor(self.store.root, self.data_dir, self.threads)
         self._queue: deque[_Job] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
@@ -282,8 +393,9 @@ class Runner:
             run_ids = [self.store.create_run(config.to_dict(), name=config.name, config_hash=config.config_hash(),
                                              status=RunStatus.QUEUED, pid=os.getpid(), owner=visitor)
                        for config in configs]
-            job = _Job(run_ids, list(configs), self._ctx.Value("i", PAUSE if paused else RUN),
-                       self._ctx.Value("i", 0), self._ctx.Value("d", 0.0), self._ctx.Value("d", 0.0), visitor)
+            job = _Job(run_ids, list(configs), self.executor.control(), visitor)
+            if paused:
+                job.control.send(PAUSE)
             for run_id in run_ids:
                 self._jobs[run_id] = job
             self._queue.append(job)
@@ -313,36 +425,33 @@ class Runner:
         return list({id(job): job for job in self._jobs.values()}.values())
 
     def pause(self, run_id: int) -> None:
-        self._job(run_id).command.value = PAUSE
+        self._job(run_id).control.send(PAUSE)
 
     def resume(self, run_id: int) -> None:
-        self._job(run_id).command.value = RUN
+        self._job(run_id).control.send(RUN)
 
     def step(self, run_id: int, steps: int = 1) -> None:
         """Train ``steps`` more steps of a paused run (pausing it first if it runs)."""
-        job = self._job(run_id)
-        with job.credits.get_lock():
-            job.credits.value += steps
-        job.command.value = PAUSE
+        self._job(run_id).control.add_steps(steps)
 
     def set_speed(self, run_id: int, steps_per_second: float | None) -> None:
         """Slow a run down to at most this many steps a second (None: full speed), e.g. for a class
         to follow the features step by step."""
         if steps_per_second is not None and steps_per_second <= 0:
             raise ValueError(f"steps per second must be positive, got {steps_per_second:g}")
-        self._job(run_id).pace.value = 1.0 / steps_per_second if steps_per_second else 0.0
+        self._job(run_id).control.set_pace(1.0 / steps_per_second if steps_per_second else 0.0)
 
     def watch(self, run_id: int, seconds: float = WATCH_S) -> None:
         """Someone watches the run live for the next ``seconds``: it snapshots as often as its
         ``snapshot_every`` allows (engine.WATCHED_SNAPSHOT_BUDGET), so the figures move. A page calls
         this on every poll; when it stops (the tab closed), the run goes back to its own budget."""
-        self._job(run_id).watched_until.value = time.monotonic() + seconds
+        self._job(run_id).control.watch(seconds)
 
     def stop(self, run_id: int) -> None:
         """Stop a run (and the runs training with it): a running one ends after its current step; a
         queued one never starts."""
         job = self._job(run_id)
-        job.command.value = STOP
+        job.control.send(STOP)
         with self._lock:
             if job in self._queue:
                 self._queue.remove(job)
@@ -382,13 +491,13 @@ class Runner:
         self._wake.set()
         deadline = time.monotonic() + timeout
         for job in jobs:
-            if job.process is not None:
-                job.process.join(max(0.0, deadline - time.monotonic()))
-                if job.process.is_alive():
-                    job.process.kill()
-                    job.process.join()
+            if job.handle is not None:
+                job.handle.join(max(0.0, deadline - time.monotonic()))
+                if not job.handle.done():
+                    job.handle.kill()
         self._reap()
         self._thread.join(timeout=1.0)
+        self.executor.close()
 
     def _job(self, run_id: int) -> _Job:
         with self._lock:
@@ -408,16 +517,11 @@ class Runner:
 
     def _start_queued(self) -> None:
         with self._lock:
-            running = sum(job.process is not None for job in self._unique_jobs())
+            running = sum(job.handle is not None for job in self._unique_jobs())
             while self._queue and running < self.max_concurrent and not self._closed:
                 job = self._queue.popleft()
                 configs = [self._place(config, running).to_dict() for config in job.configs]
-                job.process = self._ctx.Process(
-                    target=_work, name=f"dmlviz-run-{'-'.join(map(str, job.run_ids))}", daemon=True,
-                    args=(job.run_ids, configs, str(self.store.root), str(self.data_dir), job.command,
-                          job.credits, job.pace, job.watched_until, os.getpid(), self.threads),
-                )
-                _start(job.process)
+                job.handle = self.executor.start(job.run_ids, configs, job.control)
                 running += 1
 
     def _place(self, config: RunConfig, slot: int) -> RunConfig:
@@ -430,18 +534,16 @@ class Runner:
 
     def _reap(self) -> None:
         with self._lock:
-            ended = [job for job in self._unique_jobs() if job.process is not None and not job.process.is_alive()]
+            ended = [job for job in self._unique_jobs() if job.handle is not None and job.handle.done()]
             for job in ended:
                 for run_id in job.run_ids:
                     del self._jobs[run_id]
         for job in ended:
-            job.process.join()
-            code = job.process.exitcode
             for run_id in job.run_ids:
                 try:
                     # Only a run its worker left active: one that recorded its end keeps it.
                     summary = self.store.get_run(run_id).summary
-                    self.store.set_status(run_id, RunStatus.FAILED, error=_exit_message(code, summary))
+                    self.store.set_status(run_id, RunStatus.FAILED, error=job.handle.exit_message(summary))
                 except StoreError as exc:
                     # A full disk or a damaged store must not stop the scheduling of other runs; the
                     # next start marks the run interrupted.

@@ -166,7 +166,7 @@ def test_the_runner_keeps_scheduling_when_it_cannot_record_an_end(tmp_path, monk
             return real(run_id, status, **kwargs)
 
         monkeypatch.setattr(store, "set_status", failing)
-        runner._job(first).process.kill()  # its end cannot be recorded
+        runner._job(first).handle.kill()  # its end cannot be recorded
         second = runner.submit(RunConfig(dataset="digits", device="cpu", steps=5, probe_size=100))
         assert runner.wait(second, timeout=60) == "finished"
     finally:

@@ -75,9 +75,9 @@ def test_speed_spaces_steps_out_and_a_stop_is_obeyed_at_once(tmp_path):
 def test_set_speed_reaches_the_worker_and_refuses_nonsense(runner):
     run_id = runner.submit(digits(steps=100_000), paused=True)
     runner.set_speed(run_id, 4.0)
-    assert runner._job(run_id).pace.value == 0.25
+    assert runner._job(run_id).control.pace.value == 0.25
     runner.set_speed(run_id, None)
-    assert runner._job(run_id).pace.value == 0.0
+    assert runner._job(run_id).control.pace.value == 0.0
     with pytest.raises(ValueError, match="positive"):
         runner.set_speed(run_id, 0)
     runner.stop(run_id)
@@ -209,7 +209,7 @@ def test_watching_reaches_the_worker_and_wears_off(tmp_path):
 def test_watch_marks_a_run_watched(runner):
     run_id = runner.submit(digits(steps=100_000), paused=True)
     runner.watch(run_id, seconds=60)
-    assert runner._job(run_id).watched_until.value > time.monotonic() + 50
+    assert runner._job(run_id).control.watched_until.value > time.monotonic() + 50
     runner.stop(run_id)
     assert runner.wait(run_id, timeout=60) == "stopped"
     with pytest.raises(KeyError):
