@@ -45,6 +45,7 @@ navigation = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("app_pages/train.py", title="Train", icon="▶️", url_path="train"),
     st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page("app_pages/sweep.py", title="Sweep", icon="🧪", url_path="sweep"),
     st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
     st.Page("app_pages/lessons.py", title="Lessons", icon="🎓", url_path="lessons"),
     learn,

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweeping.add_argument("file", type=Path, metavar="FILE", help="the sweep (YAML): base, axes and seeds")
     sweeping.add_argument("--dry-run", action="store_true", help="check the file and say how many runs it has")
     sweeping.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
+    sweeping.add_argument("--executor", choices=("local", "ray"), default="local",
+                          help="local: one run at a time in this process (default); ray: as many at once as the "
+                          "Ray cluster of $DMLVIZ_RAY_ADDRESS has GPUs (else CPUs), or a Ray started here")
     sweeping.add_argument("--data-dir", metavar="DIR", help=f"dataset cache (default ${settings.DATA_DIR_ENV} or "
                           "~/.cache/dmlviz)")
     exporting = commands.add_parser("export", help="write a stored run in another format",
@@ -519,9 +522,12 @@ def cmd_sweep(args: argparse.Namespace, store: RunStore) -> int:
     if args.dry_run:
         return EXIT_OK
     control = _Signals()
+    data_dir = Path(args.data_dir) if args.data_dir else None
     try:
-        outcomes = sweep.run(plan, store, Path(args.data_dir) if args.data_dir else None, control,
-                             lambda line: print(line, file=sys.stderr))
+        if args.executor == "ray":
+            outcomes = _sweep_on_ray(plan, store, data_dir, control)
+        else:
+            outcomes = sweep.run(plan, store, data_dir, control, lambda line: print(line, file=sys.stderr))
     finally:
         control.restore()
     table = pd.DataFrame(sweep.results(plan, store))
@@ -531,6 +537,29 @@ def cmd_sweep(args: argparse.Namespace, store: RunStore) -> int:
     if control.signum is not None:
         return 128 + control.signum
     return EXIT_FAILED if any(outcome != RunStatus.FINISHED for outcome in outcomes) else EXIT_OK
+
+
+def _sweep_on_ray(plan: Any, store: RunStore, data_dir: Path | None, control: Any) -> list[str]:
+    """Queue the sweep's missing runs on a Ray cluster and wait for them; Ctrl-C stops them all."""
+    from dmlviz import sweep
+    from dmlviz.ray_executor import RayUnavailable
+    from dmlviz.runner import make_runner
+
+    try:
+        runner = make_runner(store, data_dir, "ray")
+    except RayUnavailable as error:
+        raise CliError(str(error)) from error
+    try:
+        ids = [runner.submit(config.replace(name=sweep.run_name(cell, config)))
+               for cell, config in sweep.missing(plan, store)]
+        print(f"{len(ids)} runs queued on Ray, {runner.max_concurrent} at a time", file=sys.stderr)
+        for run_id in ids:
+            while control.signum is None and runner.store.get_run(run_id).active:
+                time.sleep(0.2)
+            print(f"run {run_id}: {store.get_run(run_id).status}", file=sys.stderr)
+        return [store.get_run(run_id).status for run_id in ids]
+    finally:
+        runner.shutdown()
 
 
 def cmd_lessons_check(files: list[Path]) -> int:

@@ -36,6 +36,8 @@ RUN, PAUSE, STOP = 0, 1, 2
 _POLL = 0.02  # seconds between looks at the control while paused, and the runner's reaping tick
 _OWNER_CHECK = 1.0  # seconds between a worker's checks that the process that started it is alive
 WATCH_S = 3.0  # how long one sign of a watching page counts
+EXECUTOR_ENV = "DMLVIZ_EXECUTOR"  # where a server's runs train: local (default) or ray
+EXECUTORS = ("local", "ray")
 
 
 class StoreSink:
@@ -57,41 +59,40 @@ class OwnerGone(Exception):
     """The process that started this worker has died; the run is left as interrupted."""
 
 
-class SharedControl:
-    """The worker's side of the control: reads the command the runner writes into shared memory."""
+class WorkerGate:
+    """The worker's side of a job's control: the engine asks ``gate()`` before every step. Where the
+    commands come from (``command``, ``take_credit``, ``pace``, ``watched``) and where pauses are announced
+    (``announce``) is the executor's: shared memory here, a Ray actor on a cluster."""
 
-    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_ids: list[int],
-                 owner_pid: int, pace: Synchronized | None = None, watched_until: Synchronized | None = None) -> None:
-        self.command = command
-        self.credits = credits
-        self.pace = pace
-        self.watched_until = watched_until
+    def __init__(self) -> None:
         self._last_step = 0.0
-        self.store = store
-        self.run_ids = list(run_ids)
-        self.owner_pid = owner_pid
         self.paused = False
         self._announce_pause = False
-        self._owner_checked = time.monotonic()
 
-    def _check_owner(self) -> None:
-        now = time.monotonic()
-        if now - self._owner_checked >= _OWNER_CHECK:
-            self._owner_checked = now
-            if not process_alive(self.owner_pid):
-                raise OwnerGone
+    def command(self) -> int: ...
+
+    def take_credit(self) -> bool: ...
+
+    def pace(self) -> float: ...
+
+    def watched(self) -> bool: ...
+
+    def announce(self, status: RunStatus) -> None: ...
+
+    def check(self) -> None:
+        """Raise if the job must end now, whatever the command (its owner is gone)."""
 
     def gate(self) -> Action:
         while True:
-            self._check_owner()
-            command = self.command.value
+            self.check()
+            command = self.command()
             if command == STOP:
                 return "stop"
             if command == RUN:
                 if self.paused:
                     self.paused = False
                     if not self._announce_pause:
-                        _set_status(self.store, self.run_ids, RunStatus.RUNNING)
+                        self.announce(RunStatus.RUNNING)
                     self._announce_pause = False
                 if self._wait_for_pace():
                     continue
@@ -103,26 +104,63 @@ class SharedControl:
             if self._announce_pause:
                 # Only now: whoever sees "paused" finds the step it paused at already recorded.
                 self._announce_pause = False
-                _set_status(self.store, self.run_ids, RunStatus.PAUSED)
-            with self.credits.get_lock():
-                if self.credits.value > 0:
-                    self.credits.value -= 1
-                    return "step"
+                self.announce(RunStatus.PAUSED)
+            if self.take_credit():
+                return "step"
             time.sleep(_POLL)
+
+    def _wait_for_pace(self) -> bool:
+        """Slow motion: True (after a short sleep) while the next step is not yet due, so that the
+        caller looks at the command again and a pause or stop is obeyed at once."""
+        wait = self._last_step + self.pace() - time.monotonic()
+        if wait <= 0:
+            return False
+        time.sleep(min(wait, _POLL * 5))
+        return True
+
+
+class SharedControl(WorkerGate):
+    """A worker process's gate: reads the commands the runner writes into shared memory, and records
+    pauses in the store itself."""
+
+    def __init__(self, command: Synchronized, credits: Synchronized, store: RunStore, run_ids: list[int],
+                 owner_pid: int, pace: Synchronized | None = None, watched_until: Synchronized | None = None) -> None:
+        super().__init__()
+        self._command = command
+        self.credits = credits
+        self._pace = pace
+        self.watched_until = watched_until
+        self.store = store
+        self.run_ids = list(run_ids)
+        self.owner_pid = owner_pid
+        self._owner_checked = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self._owner_checked >= _OWNER_CHECK:
+            self._owner_checked = now
+            if not process_alive(self.owner_pid):
+                raise OwnerGone
+
+    def command(self) -> int:
+        return self._command.value
+
+    def take_credit(self) -> bool:
+        with self.credits.get_lock():
+            if self.credits.value > 0:
+                self.credits.value -= 1
+                return True
+        return False
+
+    def pace(self) -> float:
+        return self._pace.value if self._pace is not None else 0.0
 
     def watched(self) -> bool:
         # time.monotonic() is one clock for all processes of a machine (CLOCK_MONOTONIC, mach time).
         return self.watched_until is not None and self.watched_until.value > time.monotonic()
 
-    def _wait_for_pace(self) -> bool:
-        """Slow motion: True (after a short sleep) while the next step is not yet due, so that the
-        caller looks at the command again and a pause or stop is obeyed at once."""
-        seconds_per_step = self.pace.value if self.pace is not None else 0.0
-        wait = self._last_step + seconds_per_step - time.monotonic()
-        if wait <= 0:
-            return False
-        time.sleep(min(wait, _POLL * 5))
-        return True
+    def announce(self, status: RunStatus) -> None:
+        _set_status(self.store, self.run_ids, status)
 
 
 def _work(run_ids: list[int], configs: list[dict[str, Any]], store_root: str, data_dir: str,
@@ -550,6 +588,21 @@ class Runner:
                     print(f"dmlviz: cannot record how run {run_id} ended: {exc}", file=sys.stderr)
         if ended:
             self._wake.set()
+
+
+def make_runner(store: RunStore, data_dir: str | os.PathLike[str] | None = None,
+                executor: str | None = None) -> Runner:
+    """A runner on the executor named by ``executor`` (else ``$DMLVIZ_EXECUTOR``): worker processes here
+    ("local"), or a Ray cluster ("ray", ``$DMLVIZ_RAY_ADDRESS``) with as many runs at once as it has slots."""
+    name = executor or os.environ.get(EXECUTOR_ENV) or "local"
+    if name == "local":
+        return Runner(store, data_dir)
+    if name == "ray":
+        from dmlviz.ray_executor import RayExecutor
+
+        cluster = RayExecutor(store, settings.data_dir(data_dir))
+        return Runner(store, data_dir, max_concurrent=cluster.slots(), threads=cluster.cpus, executor=cluster)
+    raise ValueError(f"no executor {name!r}: {' or '.join(EXECUTORS)}")
 
 
 def _exit_message(code: int | None, summary: dict[str, float]) -> str:

@@ -20,8 +20,8 @@ import numpy as np
 
 from dmlviz.config import HP_PREFIX, PARAMS, ConfigError, RunConfig, yaml_document
 from dmlviz.losses import UnknownLoss, get_spec
-from dmlviz.status import RunStatus
-from dmlviz.store import RunRecord, RunStore
+from dmlviz.status import ACTIVE, RunStatus
+from dmlviz.store import MAX_NAME_LENGTH, RunRecord, RunStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -125,6 +125,28 @@ def finished(store: RunStore) -> dict[str, RunRecord]:
     return found
 
 
+def planned(sweep: Sweep) -> list[tuple[Cell, RunConfig]]:
+    """Every run of the sweep, seed by seed: every cell has its first seed before any has its second, so the
+    comparison takes shape early and each further seed narrows the intervals."""
+    return [(cell, cell.configs[i]) for i in range(len(sweep.seeds)) for cell in sweep.cells]
+
+
+def missing(sweep: Sweep, store: RunStore) -> list[tuple[Cell, RunConfig]]:
+    """The runs to train: neither finished in the store nor queued or running already (each once)."""
+    taken = set(finished(store)) | {record.config_hash for record in store.list_runs(list(ACTIVE))}
+    todo = []
+    for cell, config in planned(sweep):
+        if config.config_hash() not in taken:
+            taken.add(config.config_hash())
+            todo.append((cell, config))
+    return todo
+
+
+def run_name(cell: Cell, config: RunConfig) -> str:
+    """A sweep run's name, the same from the command line and the Sweep page."""
+    return f"sweep · {cell.label} · seed {config.seed}"[:MAX_NAME_LENGTH]
+
+
 def run(sweep: Sweep, store: RunStore, data_dir: Path | None, control: Control,
         said: Any = print) -> list[str]:
     """Train every run of the sweep the store does not have yet, one at a time; each one's outcome."""
@@ -140,7 +162,7 @@ def run(sweep: Sweep, store: RunStore, data_dir: Path | None, control: Control,
         if config.config_hash() in done:
             said(f"{where}: stored")
             continue
-        run_id = store.create_run(config.to_dict(), name=f"sweep · {cell.label} · seed {config.seed}",
+        run_id = store.create_run(config.to_dict(), name=run_name(cell, config),
                                   config_hash=config.config_hash(), status=RunStatus.RUNNING, pid=os.getpid())
         try:
             result = train(config, settings.data_dir(data_dir), StoreSink(store, run_id), control)

@@ -98,10 +98,11 @@ def _store(root: str) -> RunStore:
 
 @st.cache_resource
 def _runner(root: str) -> Runner:
+    # Where the runs train is the server's setting: $DMLVIZ_EXECUTOR (local, or ray with $DMLVIZ_RAY_ADDRESS).
     # Imported here: the runner loads torch (seconds), which a first page view need not wait for.
-    from dmlviz.runner import Runner
+    from dmlviz.runner import make_runner
 
-    instance = Runner(_store(root))
+    instance = make_runner(_store(root))
     atexit.register(instance.shutdown)
     return instance
 
