@@ -427,6 +427,9 @@ def cmd_stop(store: RunStore, record: Any, wait: float) -> int:
     if not record.active:
         print(f"run {run_id} is not running: it is {record.status}")
         return EXIT_OK
+    if store.get_info(run_id, "ray_worker") is not None:
+        # Its pid is the app server's, which writes what the Ray worker sends: a signal would stop the server.
+        raise CliError(f"run {run_id} trains on Ray for the app (pid {record.pid}); stop it from its page")
     try:
         os.kill(record.pid, signal.SIGTERM)
     except ProcessLookupError:

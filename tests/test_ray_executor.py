@@ -93,6 +93,10 @@ def test_pause_step_and_stop_reach_a_run_on_ray(on_ray):
     assert store.get_run(run_id).status == RunStatus.PAUSED and store.latest_snapshot(run_id).step == paused_at + 3
     on_ray.resume(run_id)
     wait_for(lambda: store.get_run(run_id).summary.get("step", 0) > paused_at + 3, "the run to go on")
+    # The command line does not signal the run's process, which is this one (the server's).
+    from dmlviz.cli import main
+
+    assert main(["--store", str(store.root), "runs", "stop", str(run_id)]) == 2
     on_ray.stop(run_id)
     assert on_ray.wait(run_id, timeout=60) == RunStatus.STOPPED
 
