@@ -23,8 +23,14 @@ def store() -> RunStore:
 
 
 def runner() -> Runner:
-    """Runs are shared by all sessions: the cap on concurrent runs is the machine's, not a tab's."""
-    return _runner(str(settings.store_dir()))
+    """Runs are shared by all sessions: the cap on concurrent runs is the machine's, not a tab's. Where its
+    executor cannot start (a Ray cluster out of reach, an unknown $DMLVIZ_EXECUTOR) the page says why and
+    stops; the next page view tries again."""
+    try:
+        return _runner(str(settings.store_dir()))
+    except (RuntimeError, ValueError) as error:
+        st.error(f"No run can start on this server: {error}", icon="⚠️")
+        st.stop()
 
 
 #: The browser's own cookie that Streamlit sets for its XSRF protection (on by default): one value for all
