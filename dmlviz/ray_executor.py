@@ -42,12 +42,28 @@ def connect(address: str | None = None, cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get(RAY_ADDRESS_ENV) or None
-    try:
-        ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    except Exception as error:  # noqa: BLE001 — Ray raises many kinds for an unreachable cluster
+    failed: list[BaseException] = []
+    ready = threading.Event()
+
+    def keep() -> None:
+        # The processes of a Ray started here die with the thread that started them (Linux's parent-death
+        # signal is per thread), and a Streamlit page runs in a thread that ends with its rerun: this one
+        # lives as long as the process.
+        try:
+            ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except Exception as error:  # noqa: BLE001 — Ray raises many kinds for an unreachable cluster
+            failed.append(error)
+        finally:
+            ready.set()
+        if not failed:
+            threading.Event().wait()
+
+    threading.Thread(target=keep, name="dmlviz-ray", daemon=True).start()
+    ready.wait()
+    if failed:
         where = f"the Ray cluster at {address}" if address else "a Ray in this process"
-        raise RayUnavailable(f"cannot start or reach {where}: {error}") from error
+        raise RayUnavailable(f"cannot start or reach {where}: {failed[0]}") from failed[0]
 
 
 class _Commands:
