@@ -235,7 +235,9 @@ def shown_runs(plan: sweep.Sweep) -> list[tuple[str, int, float]]:
         config = next((c for c in sorted(cell.configs, key=lambda c: c.seed) if c.config_hash() in done), None)
         if config is not None:
             record = done[config.config_hash()]
-            found.append((f"{cell.label} · seed {config.seed}", record.id, record.finished_at or 0.0))
+            # One value a line: a panel is a quarter of the page wide, a cell's label can be longer.
+            title = "<br>".join([*(f"{name} {value}" for name, value in cell.values.items()), f"seed {config.seed}"])
+            found.append((title, record.id, record.finished_at or 0.0))
     return found
 
 

@@ -189,8 +189,10 @@ def small_multiples(spaces: Sequence[CellSpace], *, directions: bool = False, ma
               for space, (_, explained) in zip(spaces, drawings, strict=True)]
     kind = {"type": "scene" if dims == 3 else "xy"}
     specs = [[kind if r * cols + c < len(spaces) else None for c in range(cols)] for r in range(rows)]
+    # A title may take several lines (one per swept value): room above each row for the tallest.
+    title_px = 16 * max(title.count("<br>") + 1 for title in titles)
     figure = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=titles, horizontal_spacing=0.04,
-                           vertical_spacing=min(0.3 / rows, 0.08))
+                           vertical_spacing=min(0.3 / rows, (title_px + 10) / (rows * panel_height)))
     legend: set[int] = set()
     for i, (space, (points, _)) in enumerate(zip(spaces, drawings, strict=True)):
         row, col = divmod(i, cols)
@@ -199,8 +201,9 @@ def small_multiples(spaces: Sequence[CellSpace], *, directions: bool = False, ma
             figure.add_trace(trace, row=row + 1, col=col + 1)
     _share_ranges(figure, len(spaces), dims, extent, directions)
     figure.update_annotations(font={"size": 12})
-    figure.update_layout(template="plotly_white", height=rows * panel_height + 60, uirevision="sweep-grid",
-                         margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"itemsizing": "constant"})
+    figure.update_layout(template="plotly_white", height=rows * (panel_height + title_px) + 30,
+                         uirevision="sweep-grid", margin={"l": 10, "r": 10, "t": title_px + 14, "b": 10},
+                         legend={"itemsizing": "constant"})
     return figure
 
 

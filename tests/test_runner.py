@@ -270,3 +270,19 @@ def test_the_server_takes_at_most_max_queue_jobs(runner, monkeypatch):
     second = runner.submit(digits(steps=10), visitor="v2")
     runner.stop(extra)
     assert [runner.wait(i, timeout=120) for i in (extra, second)] == ["stopped", "finished"]
+
+
+def test_a_server_names_its_executor_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
+    from dmlviz.runner import EXECUTOR_ENV, LocalExecutor, make_runner
+
+    store = RunStore(tmp_path / "store")
+    monkeypatch.setenv(EXECUTOR_ENV, "slurm")
+    with pytest.raises(ValueError, match="no executor 'slurm': local or ray"):
+        make_runner(store, tmp_path)
+    monkeypatch.delenv(EXECUTOR_ENV)
+    runner = make_runner(store, tmp_path)
+    try:
+        assert isinstance(runner.executor, LocalExecutor)
+    finally:
+        runner.shutdown()
+        store.close()

@@ -139,7 +139,7 @@ def test_a_swept_store_shows_each_cell_s_mean_interval_plot_and_feature_space(tr
 
     grid = plotly.io.from_json(json.loads(app.get("component_instance")[0].proto.json_args)["spec"])
     titles = [a.text for a in grid.layout.annotations]
-    assert titles == ["loss=softmax · seed 0", "loss=center · seed 0"]
+    assert titles == ["loss softmax<br>seed 0", "loss center<br>seed 0"]
     # Seed 0's final snapshot, drawn as stored (2-D features): every probe point, on shared ranges.
     first = min(r.id for r in store.list_runs() if r.config["loss"] == "softmax")
     final = store.get_snapshot(first, store.snapshot_index(first)[-1].seq).features
