@@ -27,6 +27,7 @@ from dmlviz import geometry, settings
 from dmlviz.config import RunConfig
 from dmlviz.data import TrainingData, prepare
 from dmlviz.losses import FeatureLoss, build_loss, get_spec
+from dmlviz.losses.base import class_mask, class_sums
 from dmlviz.metrics import active_metric, schedule_metric, term_metric
 from dmlviz.models import build_model, resolve_model_name
 from dmlviz.optim import build_optimizer, lr_factor
@@ -205,8 +206,9 @@ class Trainer:
         features = self._features(images)
         out = self.loss_fn(features, labels)
         if not self.has_classifier:
-            self._class_sums.index_add_(0, labels, self._directions(features.detach()))
-            self._class_counts += torch.bincount(labels, minlength=len(self._class_counts))
+            mask = class_mask(labels, len(self._class_counts))  # no index_add_ or bincount: they wait for a GPU
+            self._class_sums += class_sums(self._directions(features.detach()), mask)
+            self._class_counts += mask.sum(0)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()

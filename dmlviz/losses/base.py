@@ -30,6 +30,35 @@ FAMILIES: dict[str, str] = {
 }
 
 
+# Labels as a boolean N × C mask rather than indices. On CUDA, gather's backward and scatter, index_add_
+# and index_put_ go through a range check that reads the indices back on the host when deterministic
+# algorithms are on (the engine's CUDA setting), and bincount reads the labels' range: each stalls the
+# step. A mask of C ≤ 100 columns costs nothing and never waits; the picks and puts below are exact.
+def class_mask(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``mask[i, j]``: whether sample i is of class j."""
+    return labels[:, None] == torch.arange(num_classes, device=labels.device)
+
+
+def pick(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's entry at its class (``values.gather(1, labels[:, None]).squeeze(1)``)."""
+    return torch.where(mask, values, 0).sum(1)
+
+
+def put(values: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``values`` with each row's entry at its class replaced by ``target`` (``values.scatter(1, labels, …)``)."""
+    return torch.where(mask, target[:, None], values)
+
+
+def rows_of(table: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sample's row of a per-class ``table`` (``table[labels]``)."""
+    return mask.to(table.dtype) @ table
+
+
+def class_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per class, the sum of its samples' ``values`` (``zeros.index_add_(0, labels, values)``)."""
+    return mask.T.to(values.dtype) @ values
+
+
 def unit(features: torch.Tensor) -> torch.Tensor:
     """Each row divided by its norm, floored at :data:`NORM_FLOOR` (a zero row stays zero).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dmlviz.losses.base import LossOutput, LossSpec, Paper, Param
+from dmlviz.losses.base import LossOutput, LossSpec, Paper, Param, class_mask, class_sums, rows_of
 from dmlviz.losses.registry import register
 from dmlviz.losses.softmax import LinearClassifierLoss
 
@@ -76,8 +76,9 @@ class CenterClassifierLoss(LinearClassifierLoss):
     @torch.no_grad()
     def _paper_update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """c_j -= alpha * sum_{i: y_i=j} (c_j - f_i) / (1 + n_j)  (the paper's Algorithm 1)."""
-        diff = torch.zeros_like(self.centers).index_add_(0, labels, self.centers[labels] - features.float())
-        counts = torch.bincount(labels, minlength=self.num_classes).to(diff.dtype)
+        mask = class_mask(labels, self.num_classes)
+        diff = class_sums(rows_of(self.centers, mask) - features.float(), mask)
+        counts = mask.sum(0).to(diff.dtype)
         self.centers -= self.alpha * diff / (1 + counts).unsqueeze(1)
 
 
@@ -126,4 +127,4 @@ class CenterLoss(CenterClassifierLoss):
         super().__init__(num_classes, dim, hp["lambda"], hp["alpha"], center_rule)
 
     def center_term(self, features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (features - centers[labels]).pow(2).sum(1).mean()
+        return 0.5 * (features - rows_of(centers, class_mask(labels, len(centers)))).pow(2).sum(1).mean()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, class_mask, pick
 from dmlviz.losses.center import ALPHA, CENTER_RULE, CenterClassifierLoss
 from dmlviz.losses.registry import build_loss, register
 
@@ -25,7 +25,7 @@ def squared_distances(features: torch.Tensor, centers: torch.Tensor) -> torch.Te
 
 def _split(dist: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's distance to its own center and the sum of its distances to the other centers."""
-    own = dist.gather(1, labels.unsqueeze(1)).squeeze(1)
+    own = pick(dist, class_mask(labels, dist.shape[1]))
     return own, dist.sum(1) - own
 
 

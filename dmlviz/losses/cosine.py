@@ -22,7 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
+from dmlviz.losses.base import (
+    FeatureLoss,
+    LossOutput,
+    LossSpec,
+    Paper,
+    Param,
+    class_mask,
+    class_sums,
+    pick,
+    put,
+    rows_of,
+    unit,
+)
 from dmlviz.losses.registry import register
 
 #: acos and sqrt(1 - cos²) have infinite derivatives at cos = ±1: they only see cosines this far inside.
@@ -112,8 +124,8 @@ class CosineHead(FeatureLoss):
 
     def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """s·cos θ_ij with the target entry of each row replaced by s·ψ(cos θ_{i,y_i})."""
-        index = labels[:, None]
-        return self.scale * cos.scatter(1, index, self.target(cos.gather(1, index).squeeze(1), labels)[:, None])
+        mask = class_mask(labels, cos.shape[1])
+        return self.scale * put(cos, mask, self.target(pick(cos, mask), labels))
 
     def loss_from_cosine(self, cos: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         return LossOutput(F.cross_entropy(self.margin_logits(cos, labels), labels), self.scale * cos)
@@ -267,12 +279,12 @@ class MultipleAngleHead(FeatureLoss):
 
     def _with_margin(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The plain logits W_j·f with the target's replaced by (λ·W_y·f + ‖W_y‖‖f‖ψ(θ)) / (1 + λ)."""
-        w_y = self.weights()[labels]
+        mask = class_mask(labels, logits.shape[1])
+        w_y = rows_of(self.weights(), mask)
         cos = (unit(features) * F.normalize(w_y, dim=1)).sum(1).clamp(-1, 1)
         psi = features.norm(dim=1) * w_y.norm(dim=1) * multiple_angle_target(cos, self.margin)
-        index = labels[:, None]
-        target = (self.lam * logits.gather(1, index).squeeze(1) + psi) / (1 + self.lam)
-        return logits.scatter(1, index, target[:, None])
+        target = (self.lam * pick(logits, mask) + psi) / (1 + self.lam)
+        return put(logits, mask, target)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         logits = self.predict(features)  # once a step: the margin's logits and the accuracy's
@@ -755,13 +767,13 @@ class IntraLoss(AdditiveMarginHead):
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         cos = self.cosine(features)
         out = self.loss_from_cosine(cos, labels)
-        theta = angle(cos.gather(1, labels[:, None]).squeeze(1))
+        theta = angle(pick(cos, class_mask(labels, cos.shape[1])))
         intra = self.weight_term * (self.sample_weights(theta, labels) * theta).mean()
         return LossOutput(out.loss + intra, out.logits, terms={self.base: out.loss, "intra": intra})
 
     @torch.no_grad()
     def sample_weights(self, theta: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """w_i = (θ_i / mean θ of the batch's samples of class y_i)^γ, without gradient."""
-        sums = torch.zeros(self.num_classes, device=theta.device, dtype=theta.dtype).index_add_(0, labels, theta)
-        counts = torch.bincount(labels, minlength=self.num_classes)
-        return (theta / (sums / counts.clamp(min=1))[labels]) ** self.gamma
+        mask = class_mask(labels, self.num_classes)
+        means = class_sums(theta, mask) / mask.sum(0).clamp(min=1)
+        return (theta / rows_of(means, mask)) ** self.gamma

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, class_mask, pick, unit
 from dmlviz.losses.registry import register
 
 #: Centre of the attention Gaussian on the true-class probability, from the authors' code.
@@ -93,7 +93,7 @@ class OSMCAALoss(FeatureLoss):
 
     def attention(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """CAA a_i: a Gaussian (centred at 1) of the classifier's probability of the true class."""
-        p = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
+        p = pick(logits.softmax(1), class_mask(labels, logits.shape[1]))
         return torch.exp(-((p - CAA_MEAN) ** 2) / (2 * self.sigma_caa**2))
 
     def pair_weights(self, sq_dist: torch.Tensor, dist: torch.Tensor, same: torch.Tensor,

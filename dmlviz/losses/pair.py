@@ -75,7 +75,7 @@ def nonzero_share(loss_info: dict[str, Any], total: torch.Tensor) -> torch.Tenso
 
 def pair_counts(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The numbers of the batch's ordered positive pairs, negative pairs and triplets (anchor, positive, negative)."""
-    same = torch.bincount(labels)[labels]  # each sample's class size, itself included
+    same = (labels[:, None] == labels[None, :]).sum(1)  # each sample's class size, itself included (no bincount)
     positives, negatives = same - 1, len(labels) - same
     return positives.sum(), negatives.sum(), (positives * negatives).sum()
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, class_mask, pick, put, unit
 from dmlviz.losses.center_based import MARGIN_HEADS
 from dmlviz.losses.registry import build_loss, get_spec, register
 
@@ -21,12 +21,13 @@ def arc_margin(cos: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.
     angles; there ArcFace falls back to the linear penalty cos(theta_y) - m sin(m).
     """
     cos = cos.clamp(-1.0, 1.0)
-    target = cos.gather(1, labels.unsqueeze(1))
+    mask = class_mask(labels, cos.shape[1])
+    target = pick(cos, mask)
     # Clamped away from 0 so that the gradient of the square root stays finite at theta = 0 or pi.
     sin = (1.0 - target * target).clamp_min(1e-7).sqrt()
     shifted = target * math.cos(margin) - sin * math.sin(margin)
     shifted = torch.where(target > math.cos(math.pi - margin), shifted, target - margin * math.sin(margin))
-    return cos.scatter(1, labels.unsqueeze(1), shifted)
+    return put(cos, mask, shifted)
 
 
 def simplex_vertices(num_classes: int, dim: int) -> torch.Tensor:
@@ -145,7 +146,7 @@ def sparsemax_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -z_y + 1/2 sum_{j in S(z)} (z_j^2 - tau^2) + 1/2; its gradient is sparsemax(z) - onehot(y)."""
     tau = sparsemax_threshold(z)
     support = (z > tau).to(z.dtype)
-    target = z.gather(1, labels.unsqueeze(1)).squeeze(1)
+    target = pick(z, class_mask(labels, z.shape[1]))
     return (-target + 0.5 * (support * (z * z - tau * tau)).sum(1) + 0.5).mean()
 
 
