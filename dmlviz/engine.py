@@ -96,9 +96,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 autocast runs natively (and so pays) on this device."""
+    """Whether bf16 autocast runs natively (and so pays) on this device: on CUDA, tensor cores with bf16
+    (compute capability 8.0, Ampere, or later) of the run's own GPU; ``torch.cuda.is_bf16_supported()`` also
+    counts the emulation of older GPUs (V100, T4), which is slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         try:
             flags = Path("/proc/cpuinfo").read_text()
@@ -106,6 +108,13 @@ def bf16_native(device: torch.device) -> bool:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def geometry_device(device: torch.device) -> torch.device:
+    """Where a snapshot's probe geometry is computed: on the run's device, but on the CPU for Apple MPS,
+    which has no float64 for the geometry's (and pytorch-metric-learning's MAP@R) sums; the probe,
+    2,000 × d, is small."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def _optimizer(config: RunConfig, model: torch.nn.Module, loss_fn: FeatureLoss) -> torch.optim.Optimizer:
@@ -349,7 +358,8 @@ class Trainer:
     def _geometry(self, features: torch.Tensor, seen: torch.Tensor) -> dict[str, float]:
         """Retrieval, separation and angles of the probe's training classes, and how well the
         feature space retrieves the classes it never trained on (``unseen_p_at_1``)."""
-        labels = self.data.probe_labels
+        at = geometry_device(self.device)
+        features, labels, seen = features.to(at), self.data.probe_labels.to(at), seen.to(at)
         metrics = geometry.snapshot_metrics(features[seen], labels[seen], self.normalized)
         if torch.unique(labels[~seen]).numel() > 1:
             unseen = geometry.retrieval_metrics(features[~seen], labels[~seen], self.normalized)
@@ -393,6 +403,8 @@ def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None =
     if threads:
         torch.set_num_threads(threads)
     if device.type == "cuda":
+        if device.index is not None:
+            torch.cuda.set_device(device)  # the run's GPU for whatever allocates on "cuda" without an index
         # Same config, same numbers on the same GPU, at a small cost in speed.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False

@@ -263,6 +263,7 @@ class RayExecutor:
     """Jobs as Ray tasks: one GPU each where the cluster has GPUs, else ``cpus`` CPUs and as many threads."""
 
     name = "ray"
+    places_runs = True  # Ray gives each task its GPU (CUDA_VISIBLE_DEVICES)
 
     def __init__(self, store: RunStore, data_dir: os.PathLike[str] | str, address: str | None = None,
                  cpus: int = 1, local_cpus: int | None = None) -> None:

@@ -269,6 +269,8 @@ class JobHandle(Protocol):
 class Executor(Protocol):
     """Where jobs train: ``LocalExecutor`` here, ``ray_executor.RayExecutor`` on a Ray cluster."""
 
+    places_runs: bool  # whether it picks each job's GPU itself (a cluster does); else the runner does
+
     def control(self) -> JobControl: ...
 
     def start(self, run_ids: list[int], configs: list[dict[str, Any]], control: JobControl) -> JobHandle:
@@ -325,6 +327,7 @@ class LocalExecutor:
     """Jobs in worker processes of this machine, forked from a forkserver that has imported torch."""
 
     name = "local"
+    places_runs = False
 
     def __init__(self, store_root: Path, data_dir: Path, threads: int) -> None:
         self.store_root, self.data_dir, self.threads = store_root, data_dir, threads
@@ -368,6 +371,7 @@ class _Job:
     control: JobControl
     visitor: str | None = None  # who submitted it from a page (ui.resources.visitor(); None: a script)
     handle: JobHandle | None = None  # once started
+    gpu: int | None = None  # the GPU the runner gave it, while it runs
 
 
 #: Jobs (a run, or a comparison's runs) that one visitor may have queued or running at once: on a
@@ -558,17 +562,25 @@ class Runner:
             running = sum(job.handle is not None for job in self._unique_jobs())
             while self._queue and running < self.max_concurrent and not self._closed:
                 job = self._queue.popleft()
-                configs = [self._place(config, running).to_dict() for config in job.configs]
+                configs = [config.to_dict() for config in self._place(job)]
                 job.handle = self.executor.start(job.run_ids, configs, job.control)
                 running += 1
 
-    def _place(self, config: RunConfig, slot: int) -> RunConfig:
-        """With several GPUs, give each concurrent run its own."""
+    def _place(self, job: _Job) -> list[RunConfig]:
+        """With several GPUs, the job's runs on the lowest GPU that no running job has (or the least used one):
+        runs asking for "auto" or "cuda"; one asking for "cuda:N" stays there, and N counts as taken. The
+        caller holds the lock."""
         import torch
 
-        if config.device == "auto" and torch.cuda.device_count() > 1:
-            return config.replace(device=f"cuda:{slot % torch.cuda.device_count()}")
-        return config
+        count = 0 if self.executor.places_runs else torch.cuda.device_count()
+        devices = [config.device for config in job.configs]
+        if count < 2 or not any(device.startswith("cuda") or device == "auto" for device in devices):
+            return job.configs
+        asked = next((int(device.split(":")[1]) for device in devices if device.startswith("cuda:")), None)
+        running = [other.gpu for other in self._unique_jobs() if other.handle is not None]
+        job.gpu = asked if asked is not None else min(range(count), key=lambda gpu: (running.count(gpu), gpu))
+        return [config.replace(device=f"cuda:{job.gpu}") if config.device in ("auto", "cuda") else config
+                for config in job.configs]
 
     def _reap(self) -> None:
         with self._lock:

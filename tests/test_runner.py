@@ -286,3 +286,98 @@ def test_a_server_names_its_executor_and_an_unknown_one_is_refused(tmp_path, mon
     finally:
         runner.shutdown()
         store.close()
+
+
+class _Finishing:
+    """A job handle a test ends by hand."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def done(self) -> bool:
+        return self.ended
+
+    def exit_message(self, summary: dict) -> str:
+        return "ended by the test"
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.ended = True
+
+
+class _Recording:
+    """An executor that starts nothing and remembers the devices it was given, job by job."""
+
+    places_runs = False
+
+    def __init__(self) -> None:
+        self.started: list[tuple[list[str], _Finishing]] = []
+
+    def control(self):
+        from dmlviz.runner import LocalControl
+
+        return LocalControl(*(types.SimpleNamespace(value=0) for _ in range(4)))
+
+    def start(self, run_ids, configs, control):
+        handle = _Finishing()
+        self.started.append(([config["device"] for config in configs], handle))
+        return handle
+
+    def close(self) -> None:
+        pass
+
+
+def test_each_job_gets_the_lowest_free_gpu_whichever_job_ends_first(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    store = RunStore(tmp_path / "store")
+    executor = _Recording()
+    runner = Runner(store, tmp_path, max_concurrent=3, threads=1, executor=executor)
+    try:
+        def started(count: int) -> list[list[str]]:
+            deadline = time.monotonic() + 10
+            while len(executor.started) < count:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            return [devices for devices, _ in executor.started]
+
+        for device in ("auto", "cuda", "auto", "cpu", "cuda:2"):
+            runner.submit(RunConfig.from_dict({"dataset": "digits", "device": device, "steps": 5}))
+        assert started(3) == [["cuda:0"], ["cuda:1"], ["cuda:2"]]
+        executor.started[1][1].ended = True  # the job on GPU 1 ends first
+        assert started(4)[3] == ["cpu"]  # a CPU run is left where it asked to be
+        executor.started[0][1].ended = True
+        assert started(5)[4] == ["cuda:2"]  # an explicit GPU too
+        runner.submit(RunConfig.from_dict({"dataset": "digits", "device": "auto", "steps": 5}))
+        executor.started[3][1].ended = True
+        assert started(6)[5] == ["cuda:0"]  # the lowest free one: 0 and 1 are free, 2 runs two jobs
+    finally:
+        for _, handle in executor.started:
+            handle.ended = True
+        runner.shutdown()
+        store.close()
+
+
+def test_bf16_is_chosen_only_where_the_run_s_gpu_has_bf16_tensor_cores(monkeypatch):
+    import torch
+
+    from dmlviz.engine import bf16_native
+
+    capabilities = {0: (7, 0), 1: (8, 0), 2: (7, 5), 3: (9, 0)}  # V100, A100, T4, H100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capabilities[torch.device(device).index])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # what emulation answers
+    assert [bf16_native(torch.device(f"cuda:{i}")) for i in range(4)] == [False, True, False, True]
+    assert bf16_native(torch.device("mps")) is False
+
+
+def test_the_probe_geometry_is_computed_where_float64_exists():
+    import torch
+
+    from dmlviz.engine import geometry_device
+
+    assert geometry_device(torch.device("mps")) == torch.device("cpu")
+    assert geometry_device(torch.device("cuda:1")) == torch.device("cuda:1")
+    assert geometry_device(torch.device("cpu")) == torch.device("cpu")
