@@ -158,7 +158,7 @@ class Trainer:
         self.total_steps = config.steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.step = 0
         self.lr = config.lr * lr_factor(config.schedule, 0.0)
-        self.scheduled: dict[str, float] = {}
+        self.scheduled: dict[str, float | torch.Tensor] = {}  # a learned one stays on the device until read
         self._order = data.epoch_order(self.generator, self.per_class)
         self.backbone_hash = backbone_hash(self.model)
         # Running sums on the device, read only at snapshots: no host sync per step on a GPU.
@@ -291,7 +291,7 @@ class Trainer:
         data = self.data
         if not self.has_classifier:
             self._update_class_means()
-        metrics: dict[str, float] = {"lr": self.lr, **self.scheduled}
+        metrics: dict[str, float] = {"lr": self.lr, **{name: float(value) for name, value in self.scheduled.items()}}
         if kind == "final":
             # In slices, so a large test set is never normalised into float all at once.
             test_features = torch.cat([self.embed(data.normalize(data.x_test[i:i + 4096]))

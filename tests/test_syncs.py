@@ -11,12 +11,9 @@ from dmlviz.losses import loss_names
 from dmlviz.syncs import SyncCounter
 
 # Losses whose step still waits, on what (operator, file): pytorch-metric-learning's miners, reducers and
-# pair losses select pairs with boolean masks and nonzero; ring loss reads its radius and AdaCos its scale
-# on the host; sparsemax's sort has a scatter in its backward. Each entry is work left on the GPU path: a
+# pair losses select pairs with boolean masks and nonzero; sparsemax's sort has a scatter in its backward. Each entry is work left on the GPU path: a
 # loss may lose entries, never gain them.
 STILL_WAITING = {
-    "adacos": {"losses/cosine.py"},
-    "ring": {"losses/center_based.py"},
     "contrastive": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
     "triplet": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
     "multi-similarity": {"losses/generic_pair_loss.py", "miners/multi_similarity_miner.py",

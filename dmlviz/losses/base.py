@@ -168,9 +168,10 @@ class FeatureLoss(nn.Module):
         None for a loss without a margin."""
         return None
 
-    def set_progress(self, progress: float) -> dict[str, float]:
+    def set_progress(self, progress: float) -> dict[str, float | torch.Tensor]:
         """Advance schedules to ``progress`` (0 at the start of a run, 1 at its end).
 
-        Returns the current value of every scheduled hyperparameter, for the snapshot.
+        Returns the current value of every scheduled hyperparameter, for the snapshot; a learned one (ring
+        loss's radius, AdaCos's dynamic scale) as a device tensor, which the snapshot reads, not every step.
         """
         return {}

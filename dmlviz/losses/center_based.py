@@ -249,9 +249,9 @@ class RingLoss(FeatureLoss):
     def class_vectors(self) -> dict[str, torch.Tensor]:
         return self.base.class_vectors()
 
-    def set_progress(self, progress: float) -> dict[str, float]:
+    def set_progress(self, progress: float) -> dict[str, float | torch.Tensor]:
         scheduled = dict(self.base.set_progress(progress))
         if self.radius_set:
-            # A learned value, not a schedule: reading it waits for the device once per step.
-            scheduled["radius"] = float(self.radius.detach())
+            # A learned value, not a schedule: kept on the device, read when a snapshot is taken.
+            scheduled["radius"] = self.radius.detach().clone()
         return scheduled

@@ -493,14 +493,19 @@ class ElasticFace(AdditiveMarginHead):
     def __init__(self, num_classes: int, dim: int, scale: float, margin: float, std: float, warmup: float) -> None:
         super().__init__(num_classes, dim, scale, margin, warmup)
         self.std = float(std)
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self.seed = int(torch.randint(2**62, ()))
+        self.generator = torch.Generator().manual_seed(self.seed)
 
     def sample_margins(self, labels: torch.Tensor) -> torch.Tensor:
         """E_i ~ N(m, σ), scaled by the warm-up ramp like the margin itself."""
         if not self.training:
             return torch.full(labels.shape, self.margin, device=labels.device)
-        draws = torch.normal(self.full_margin, self.std, labels.shape, generator=self.generator)
-        return (self.ramp * draws).to(labels.device)
+        if self.generator.device != labels.device:
+            # Drawn where the labels are: a CPU draw would be copied to the GPU, and wait for it, every step.
+            self.generator = torch.Generator(device=labels.device).manual_seed(self.seed)
+        draws = torch.normal(self.full_margin, self.std, labels.shape, generator=self.generator,
+                             device=labels.device)
+        return self.ramp * draws
 
     def target(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         margins = self.sample_margins(labels)
@@ -625,8 +630,9 @@ class AdaCos(CosineHead):
         super().__init__(num_classes, dim, math.sqrt(2) * math.log(num_classes - 1))
         self.dynamic = dynamic
 
-    def set_progress(self, progress: float) -> dict[str, float]:
-        return {"scale": float(self.scale)}
+    def set_progress(self, progress: float) -> dict[str, float | torch.Tensor]:
+        # The dynamic scale is a device tensor: read when a snapshot is taken, not every step.
+        return {"scale": self.scale.detach().clone() if torch.is_tensor(self.scale) else float(self.scale)}
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         cos = self.cosine(features)
