@@ -40,6 +40,7 @@ Action = Literal["run", "step", "stop", "pause"]
 Outcome = Literal[RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.DIVERGED]  # how a run ended, as its status
 
 EVAL_BATCH = 256  # forward passes are fastest at 128–256 images on a CPU (cache-sized activations)
+EVAL_BATCH_GPU = 4096  # a GPU wants its probe (2,000 images) in one pass
 # While a page watches a run, live snapshots may take this share of the time, so that its figures move
 # at 1 / snapshot_every (2 Hz by default) even on a 2-core CPU; unwatched, the run's own budget holds.
 WATCHED_SNAPSHOT_BUDGET = 0.5
@@ -247,7 +248,8 @@ class Trainer:
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Features of already-normalised images, in evaluation mode, batch by batch."""
         self.model.eval()
-        parts = [self._features(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)]
+        size = EVAL_BATCH if self.device.type == "cpu" else EVAL_BATCH_GPU
+        parts = [self._features(images[i:i + size]) for i in range(0, len(images), size)]
         return torch.cat(parts) if parts else torch.empty(0, self.config.feature_dim, device=self.device)
 
     def _directions(self, features: torch.Tensor) -> torch.Tensor:
@@ -397,8 +399,10 @@ def backbone_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None = None) -> Trainer:
-    """Everything before the first step: device, threads, determinism, data and the trainer."""
+def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None = None,
+          data: TrainingData | None = None) -> Trainer:
+    """Everything before the first step: device, threads, determinism, data (``data``: already prepared for
+    these settings, as for the runs of a comparison) and the trainer."""
     device = resolve_device(config.device)
     if threads:
         torch.set_num_threads(threads)
@@ -410,7 +414,9 @@ def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None =
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = prepare(config.dataset, settings.data_dir(data_dir), device, classes=config.classes,
+        # Determinism would also fill every new allocation (NaN or a marker) on the GPU, a kernel each.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    data = data or prepare(config.dataset, settings.data_dir(data_dir), device, classes=config.classes,
                    label_noise=config.label_noise, train_size=config.train_size, probe_size=config.probe_size,
                    seed=config.seed)
     return Trainer(config, data, device)
@@ -636,5 +642,12 @@ def train_together(configs: Sequence[RunConfig], data_dir: Path | None, sinks: S
                    control: Control | None = None, threads: int | None = None,
                    on_end: Callable[[int, RunResult], None] | None = None) -> list[RunResult]:
     """Set up several runs (a comparison) and train them in lockstep to their ends."""
-    trainers = [setup(config, data_dir, threads) for config in configs]
+    # One copy of the data for runs that read the same (a comparison's, on a GPU's memory too).
+    prepared: dict[tuple, TrainingData] = {}
+    trainers = []
+    for config in configs:
+        key = (config.dataset, repr(config.classes), config.label_noise, config.train_size, config.probe_size,
+               config.seed, config.device)
+        trainers.append(setup(config, data_dir, threads, prepared.get(key)))
+        prepared.setdefault(key, trainers[-1].data)
     return Engine(trainers, sinks, control, on_end).run_all()

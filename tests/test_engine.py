@@ -163,3 +163,18 @@ def test_a_watched_run_on_a_cpu_leaves_a_core_to_the_page():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_runs_of_a_comparison_share_one_copy_of_their_data(tmp_path, monkeypatch, one_thread):
+    from dmlviz import engine
+    from dmlviz.engine import FreeRunning, train_together
+
+    made = []
+    real_setup = engine.setup
+    monkeypatch.setattr(engine, "setup", lambda *args, **kwargs: made.append(real_setup(*args, **kwargs)) or made[-1])
+    base = {"dataset": "digits", "device": "cpu", "steps": 3, "probe_size": 50}
+    configs = [RunConfig.from_dict({**base, "loss": loss}) for loss in ("softmax", "center")]
+    configs.append(RunConfig.from_dict({**base, "loss": "softmax", "seed": 1}))  # another sample: its own data
+    results = train_together(configs, tmp_path, [ListSink() for _ in configs], FreeRunning())
+    assert [r.outcome for r in results] == ["finished"] * 3
+    assert made[0].data is made[1].data and made[2].data is not made[0].data

@@ -10,9 +10,9 @@ from dmlviz.engine import setup
 from dmlviz.losses import loss_names
 from dmlviz.syncs import SyncCounter
 
-# Losses whose step still waits, on what (operator, file): pytorch-metric-learning's miners, reducers and
-# pair losses select pairs with boolean masks and nonzero; sparsemax's sort has a scatter in its backward. Each entry is work left on the GPU path: a
-# loss may lose entries, never gain them.
+# Losses whose step still waits, and in which files: pytorch-metric-learning's miners, reducers and pair
+# losses select pairs with boolean masks and nonzero; sparsemax's sort has a scatter in its backward. Each
+# entry is work left on the GPU path: a loss may lose entries, never gain them.
 STILL_WAITING = {
     "contrastive": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
     "triplet": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
