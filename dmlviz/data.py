@@ -189,7 +189,8 @@ class TrainingData:
     def train_batch(
         self, index: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised training images (augmented if the dataset asks for it) and training labels."""
+        """Normalised training images (augmented if the dataset asks for it, with random numbers from
+        ``generator``, which lives on the images' device) and training labels."""
         x = self.x_train[index]
         if self.augment:
             x = _random_crop_flip(x, generator, _CROP_PADDING)
@@ -438,16 +439,16 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Per-sample random crop of the zero-padded images and per-sample horizontal flip, as one gather.
 
-    The random numbers come from the CPU generator, so results do not depend on the device.
+    The random numbers are drawn where the images are (``generator`` is on their device): offsets drawn on
+    the CPU would be copied to a GPU, and wait for it, every step.
     """
     b, c, h, w = x.shape
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
-    rows = dy[:, None] + torch.arange(h)
-    cols = dx[:, None] + torch.arange(w)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    rows, cols = rows.to(x.device), cols.to(x.device)
     padded = F.pad(x, (padding, padding, padding, padding))
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     channel = torch.arange(c, device=x.device)[None, :, None, None]

@@ -150,6 +150,8 @@ class Trainer:
         precision = config.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_native(device))
         self.generator = torch.Generator().manual_seed(config.seed)
+        # Augmentation's random numbers, drawn on the device (no per-step copy to a GPU).
+        self.augment_generator = torch.Generator(device).manual_seed(config.seed)
         self.per_class = PAIR_SAMPLES if spec.needs_pairs or config.sampler == "balanced" else 1
         self.normalized = feature_spec.normalized
         counts = torch.bincount(data.y_train.cpu(), minlength=data.num_train_classes)
@@ -210,7 +212,7 @@ class Trainer:
         if position == 0 and self.step > 0:  # the first epoch's order is drawn with the trainer
             self._order = self.data.epoch_order(self.generator, self.per_class)
         index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
-        images, labels = self.data.train_batch(index, self.generator)
+        images, labels = self.data.train_batch(index, self.augment_generator)
         self.model.train()
         self.loss_fn.train()
         features = self._features(images)

@@ -24,7 +24,7 @@ def mnist_config(name: str, dim: int, **settings) -> RunConfig:
 def test_the_loss_falls_on_a_small_real_mnist_subset(name, data_dir_with_mnist):
     config = mnist_config(name, 3, train_size=2000, steps=STEPS.get(name, 120), batch_size=64)
     trainer = setup(config, data_dir_with_mnist)
-    images, labels = trainer.data.train_batch(torch.arange(256), trainer.generator)
+    images, labels = trainer.data.train_batch(torch.arange(256), trainer.augment_generator)
     end = (trainer.total_steps - 1) / trainer.total_steps
 
     def loss_on_fixed_batch() -> float:
