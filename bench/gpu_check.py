@@ -14,6 +14,10 @@ Parts, each in its own try/except (a failure is recorded and the others still ru
   (what the engine does: it syncs every 25 steps) against a sync after every step, the median cost of a
   live snapshot (2,000 probe images) and of the final one, and peak GPU memory.
 - ``fp32``: the same with ``precision=fp32``, for comparison.
+- ``syncs``: every registered loss for ``SYNC_STEPS`` steady steps (after three) on the device, under
+  ``torch.cuda.set_sync_debug_mode("warn")`` (the warnings counted per loss: CUDA's own word on what
+  waited) and under ``dmlviz.syncs.SyncCounter`` (the operators the CPU test holds to none, by file), so
+  the two can be compared.
 - ``picture``: ``bench.picture.images_to_goals`` for the ``center-loss`` and ``arcface-sphere`` presets
   on the device: training images (and seconds) until the probe accuracy reaches 90 / 95 / 97 %.
 - ``live`` (only with ``--live``): ``bench.live``'s throughput with the page open, where Chromium,
@@ -78,7 +82,8 @@ from dmlviz.presets import get_preset
 from dmlviz.snapshot import Snapshot
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("env", "engine", "fp32", "picture", "live")
+PARTS = ("env", "syncs", "engine", "fp32", "picture", "live")
+SYNC_STEPS = 20  # steady steps of each loss under the sync checks
 PICTURE_PRESETS = ("center-loss", "arcface-sphere")
 # The smoke test: the offline dataset, a few steps, a small probe set; the same code paths otherwise.
 SMOKE: dict[str, Any] = {"dataset": "digits", "probe_size": 100, "batch_size": 32}
@@ -229,6 +234,43 @@ def part_engine(args: argparse.Namespace, data_dir: Path, precision: str) -> dic
     return row
 
 
+def part_syncs(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    from dmlviz.losses import loss_names
+    from dmlviz.syncs import SyncCounter
+
+    cuda = torch.device(args.device).type == "cuda"
+    rows: dict[str, Any] = {}
+    for loss in loss_names():
+        try:
+            config = RunConfig.from_dict({"dataset": SMOKE["dataset"] if args.smoke else "mnist", "loss": loss,
+                                          "device": args.device, "feature_dim": 16, "steps": 100, "probe_size": 100})
+            trainer = setup(config, data_dir)
+            for _ in range(3):
+                trainer.train_step()
+            sync(trainer.device)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if cuda:
+                    torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    with SyncCounter() as counter:
+                        for _ in range(SYNC_STEPS):
+                            trainer.train_step()
+                    sync(trainer.device)
+                finally:
+                    if cuda:
+                        torch.cuda.set_sync_debug_mode("default")
+            syncing = [str(w.message).split("\n")[0][:200] for w in caught if "synchroniz" in str(w.message)]
+            rows[loss] = {"cuda_sync_warnings_per_step": len(syncing) / SYNC_STEPS if cuda else None,
+                          "cuda_warnings": sorted(set(syncing))[:5],
+                          "counted_per_step": sum(counter.waits().values()) / SYNC_STEPS,
+                          "counted_files": sorted({where.rsplit(":", 1)[0] for _, where in counter.waits()})}
+        except Exception as error:  # noqa: BLE001 — one loss's failure must not hide the others'
+            rows[loss] = {"error": f"{type(error).__name__}: {error}"}
+        print(json.dumps({"syncs": loss, **rows[loss]}), flush=True)
+    return rows
+
+
 def part_picture(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     max_images = SMOKE_STEPS * SMOKE["batch_size"] if args.smoke else args.max_images
     row: dict[str, Any] = {"max_images": max_images}
@@ -340,6 +382,7 @@ def main() -> None:
     data_dir = bench_losses.data_folder(args.data_dir, dataset)
     measures: dict[str, Callable[[], dict[str, Any]]] = {
         "env": lambda: part_env(args, data_dir),
+        "syncs": lambda: part_syncs(args, data_dir),
         "engine": lambda: part_engine(args, data_dir, "auto"),
         "fp32": lambda: part_engine(args, data_dir, "fp32"),
         "picture": lambda: part_picture(args, data_dir),
