@@ -11,8 +11,8 @@ from dmlviz.losses import loss_names
 from dmlviz.syncs import SyncCounter
 
 # Losses whose step still waits, and in which files: pytorch-metric-learning's miners, reducers and pair
-# losses select pairs with boolean masks and nonzero; sparsemax's sort has a scatter in its backward. Each
-# entry is work left on the GPU path: a loss may lose entries, never gain them.
+# losses select pairs with boolean masks and nonzero. Each entry is work left on the GPU path: a loss may
+# lose entries, never gain them.
 STILL_WAITING = {
     "contrastive": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
     "triplet": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
@@ -23,7 +23,6 @@ STILL_WAITING = {
                "utils/loss_and_miner_utils.py"},
     "proxy-nca": {"losses/nca_loss.py", "dmlviz/engine.py"},
     "proxy-anchor": {"losses/proxy_anchor_loss.py", "reducers/divisor_reducer.py"},
-    "angular-sparsemax": {"dmlviz/engine.py"},
 }
 
 

@@ -127,14 +127,17 @@ class FixedSimplexLoss(FeatureLoss):
 def sparsemax_threshold(z: torch.Tensor) -> torch.Tensor:
     """tau(z) per row (N x 1): sparsemax(z) = max(z - tau, 0) sums to 1 (Martins & Astudillo 2016, Alg. 1).
 
-    Differentiable in z: on the support S, tau = (sum_S z_j - 1) / |S|.
+    Differentiable in z: on the support S, tau = (sum_S z_j - 1) / |S|. The support is found without
+    gradient (a sort's backward scatters, which waits for a GPU under deterministic algorithms); tau is
+    then that formula over it, so its value and gradient are the same.
     """
-    z_sorted = z.sort(dim=1, descending=True).values
-    cumsum = z_sorted.cumsum(1)
-    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
-    # The support is a prefix of the sorted scores: the k largest with 1 + k z_(k) > sum of the top k.
-    support_size = (1 + k * z_sorted > cumsum).sum(1, keepdim=True)
-    return (cumsum.gather(1, support_size - 1) - 1) / support_size.to(z.dtype)
+    with torch.no_grad():
+        z_sorted = z.sort(dim=1, descending=True).values
+        k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
+        # The support is a prefix of the sorted scores: the k largest with 1 + k z_(k) > sum of the top k.
+        support_size = (1 + k * z_sorted > z_sorted.cumsum(1)).sum(1, keepdim=True)
+        support = z >= z_sorted.gather(1, support_size - 1)  # ties with the smallest in it are in it too
+    return (torch.where(support, z, 0).sum(1, keepdim=True) - 1) / support.sum(1, keepdim=True).to(z.dtype)
 
 
 def sparsemax(z: torch.Tensor) -> torch.Tensor:
