@@ -401,6 +401,10 @@ def test_proxy_nca_matches_its_formula_and_pml_with_the_same_proxies():
     pml = losses.ProxyNCALoss(4, 3, softmax_scale=3.0)
     pml.proxies.data.copy_(proxies)
     torch.testing.assert_close(got, pml(features, labels))
+    # Computed without PML's boolean selections (which wait for a GPU): the same gradients too.
+    f = features.clone().requires_grad_(True)
+    torch.testing.assert_close(torch.autograd.grad(loss(f, labels).loss, f)[0],
+                               torch.autograd.grad(pml(f, labels), f)[0])
 
 
 def proxy_anchor_reference(f: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor, delta: float,
@@ -425,6 +429,10 @@ def test_proxy_anchor_matches_its_formula_and_pml_with_the_same_proxies():
     pml = losses.ProxyAnchorLoss(4, 3, margin=0.2, alpha=8.0)
     pml.proxies.data.copy_(proxies)
     torch.testing.assert_close(got, pml(features, labels))
+    # Computed without PML's boolean selections (which wait for a GPU): the same gradients too.
+    f = features.clone().requires_grad_(True)
+    torch.testing.assert_close(torch.autograd.grad(loss(f, labels).loss, f)[0],
+                               torch.autograd.grad(pml(f, labels), f)[0])
 
 
 # -- OSM + CAA ------------------------------------------------------------------------------------------------

@@ -21,8 +21,6 @@ STILL_WAITING = {
     "supcon": {"losses/generic_pair_loss.py", "losses/supcon_loss.py", "utils/loss_and_miner_utils.py"},
     "circle": {"losses/generic_pair_loss.py", "dmlviz/engine.py", "losses/circle_loss.py",
                "utils/loss_and_miner_utils.py"},
-    "proxy-nca": {"losses/nca_loss.py", "dmlviz/engine.py"},
-    "proxy-anchor": {"losses/proxy_anchor_loss.py", "reducers/divisor_reducer.py"},
 }
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, class_mask, pick, unit
 from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance, pml_forward
 from dmlviz.losses.registry import register
 
@@ -41,9 +41,21 @@ class PMLProxyLoss(FeatureLoss):
         return {"proxies": self.proxies}
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        out, _ = pml_forward(self.loss, features, labels)
+        out = self.output(features, labels)
         out.logits = self.predict(features)
         return out
+
+    def output(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """PML's loss of the batch (its reducer included), with its sub-losses as terms."""
+        return pml_forward(self.loss, features, labels)[0]
+
+
+def _log_one_plus_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per column, log(1 + Σ exp(x_ic)) over the rows ``keep`` marks, 0 for a column with none: PML's
+    ``lmu.logsumexp(x, keep_mask, add_one=True, dim=0)``, step for step."""
+    x = x.masked_fill(~keep, torch.finfo(x.dtype).min)
+    x = torch.cat([x, x.new_zeros(1, x.shape[1])])
+    return torch.logsumexp(x, 0).masked_fill(~keep.any(0), 0)
 
 
 @register(
@@ -93,6 +105,16 @@ class ProxyNCALoss(PMLProxyLoss):
         super().__init__(num_classes, dim, losses.ProxyNCALoss(num_classes, dim, softmax_scale=scale,
                                                                distance=UnitLpDistance(power=2)))
 
+    def output(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's NCA computation with its boolean selection of the samples whose probability is not 0 as a
+        # masked mean: the same number, and no wait for a GPU.
+        distance = self.loss.distance(features, self.proxies)
+        scores = distance if self.loss.distance.is_inverted else -distance
+        own = pick(F.softmax(self.loss.softmax_scale * scores, dim=1), class_mask(labels, self.num_classes))
+        kept = own != 0
+        losses_ = torch.where(kept, -torch.log(torch.where(kept, own, 1)), 0)
+        return LossOutput(losses_.sum() / kept.sum().clamp(min=1))
+
 
 @register(
     LossSpec(
@@ -141,3 +163,15 @@ class ProxyAnchorLoss(PMLProxyLoss):
     def __init__(self, num_classes: int, dim: int, margin: float = 0.1, alpha: float = 32.0) -> None:
         loss = losses.ProxyAnchorLoss(num_classes, dim, margin=margin, alpha=alpha, distance=UnitCosineSimilarity())
         super().__init__(num_classes, dim, loss)
+
+    def output(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's computation, with its proxies-with-positives count (a torch.where) and its divisor reducer's
+        # test of that count on the host as tensor arithmetic: the same number, and no wait for a GPU.
+        loss, distance = self.loss, self.loss.distance
+        cos = distance(features, self.proxies)
+        positive = class_mask(labels, self.num_classes)
+        pos_term = _log_one_plus_sum_exp(loss.alpha * distance.margin(cos, loss.margin), positive)
+        neg_term = _log_one_plus_sum_exp(loss.alpha * distance.margin(-loss.margin, cos), ~positive)
+        pos = pos_term.sum() / positive.any(0).sum().clamp(min=1)
+        neg = neg_term.sum() / self.num_classes
+        return LossOutput(pos + neg, terms={"positive": pos, "negative": neg})
