@@ -544,3 +544,39 @@ def test_osm_caa_large_sigma_caa_is_plain_osm():
     features, labels = batch()
     a = loss.attention(loss.predict(features), labels)
     assert torch.allclose(a, torch.ones_like(a), atol=5e-3)
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_dense_contrastive_and_batch_all_triplet_give_pml_s_values_shares_and_gradients(squared):
+    """Computed over the whole pair matrix (and triplet cube) without PML's index lists, which wait for a
+    GPU: PML's loss, terms, active shares and gradients, as PML computes them from its own lists."""
+    from dmlviz.losses.pair import PMLPairLoss, nonzero_share, pair_counts, pml_forward
+
+    features, labels = batch(seed=21)
+    f = (0.5 * features).requires_grad_(True)
+    contrastive = build_loss("contrastive", 4, 3, margin=1.5, squared=squared)
+    pml_out, loss_dict = pml_forward(contrastive.loss, f, labels)
+    positives, negatives, _ = pair_counts(labels)
+    pml_out.active = {"positive pairs": nonzero_share(loss_dict["pos_loss"], positives),
+                     "negative pairs": nonzero_share(loss_dict["neg_loss"], negatives)}
+    triplet = build_loss("triplet", 4, 3, margin=0.5)
+    pairs = ((contrastive(f, labels), pml_out), (triplet(f, labels), PMLPairLoss.forward(triplet, f, labels)))
+    for dense, listed in pairs:
+        torch.testing.assert_close(dense.loss, listed.loss)
+        assert dense.terms.keys() == listed.terms.keys() and dense.active.keys() == listed.active.keys()
+        for key in dense.terms:
+            torch.testing.assert_close(dense.terms[key], listed.terms[key])
+        for key in dense.active:
+            torch.testing.assert_close(dense.active[key].float(), listed.active[key].float())
+        torch.testing.assert_close(torch.autograd.grad(dense.loss, f, retain_graph=True)[0],
+                                   torch.autograd.grad(listed.loss, f, retain_graph=True)[0])
+
+
+def test_a_batch_too_large_for_the_triplet_cube_takes_pml_s_lists(monkeypatch):
+    from dmlviz.losses import pair
+
+    features, labels = batch(seed=22)
+    loss = build_loss("triplet", 4, 3, margin=0.5)
+    dense = loss(features, labels).loss
+    monkeypatch.setattr(pair, "DENSE_TRIPLETS", len(labels) ** 3 - 1)
+    torch.testing.assert_close(loss(features, labels).loss, dense)

@@ -14,8 +14,6 @@ from dmlviz.syncs import SyncCounter
 # losses select pairs with boolean masks and nonzero. Each entry is work left on the GPU path: a loss may
 # lose entries, never gain them.
 STILL_WAITING = {
-    "contrastive": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
-    "triplet": {"reducers/threshold_reducer.py", "dmlviz/engine.py", "utils/loss_and_miner_utils.py"},
     "multi-similarity": {"losses/generic_pair_loss.py", "miners/multi_similarity_miner.py",
                          "utils/loss_and_miner_utils.py"},
     "supcon": {"losses/generic_pair_loss.py", "losses/supcon_loss.py", "utils/loss_and_miner_utils.py"},

@@ -20,6 +20,9 @@ from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, 
 from dmlviz.losses.registry import register
 
 TRIPLET_MINERS = ("all", "semihard", "hard")
+# Batch-all triplets as a dense B × B × B cube up to batches of 256 (16.8 M cells, 67 MB a float tensor);
+# larger batches take PML's lists of triplets.
+DENSE_TRIPLETS = 256**3
 
 
 class UnitNormalize:
@@ -78,6 +81,20 @@ def pair_counts(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     same = (labels[:, None] == labels[None, :]).sum(1)  # each sample's class size, itself included (no bincount)
     positives, negatives = same - 1, len(labels) - same
     return positives.sum(), negatives.sum(), (positives * negatives).sum()
+
+
+def mean_above_zero(values: torch.Tensor, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of ``values`` where ``kept`` and above zero, and how many those are: PML's AvgNonZeroReducer
+    (0 with none) as tensor arithmetic, where PML selects them with a boolean mask that waits for a GPU."""
+    counted = kept & (values > 0)
+    count = counted.sum()
+    return torch.where(counted, values, 0).sum() / count.clamp(min=1), count
+
+
+def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B × B: the ordered positive pairs (same class, two samples) and the negative pairs."""
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device), ~same
 
 
 class PMLPairLoss(FeatureLoss):
@@ -168,11 +185,18 @@ class ContrastiveLoss(PMLPairLoss):
         super().__init__(num_classes, dim, pml_loss(pos_margin=0.0, neg_margin=margin,
                                                     distance=LpDistance(normalize_embeddings=False)))
 
-    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
-               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
-        positives, negatives, _ = pair_counts(labels)
-        return {"positive pairs": nonzero_share(loss_dict["pos_loss"], positives),
-                "negative pairs": nonzero_share(loss_dict["neg_loss"], negatives)}
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's per-pair hinges and reducer, on every pair of the B × B matrix at once: the same numbers,
+        # without PML's pair indices (nonzero) and boolean selection, which wait for a GPU.
+        loss = self.loss
+        distances = loss.distance(features)
+        positive_pairs, negative_pairs = pair_masks(labels)
+        pos, pos_count = mean_above_zero(loss.pos_calc(distances, loss.pos_margin), positive_pairs)
+        neg, neg_count = mean_above_zero(loss.neg_calc(distances, loss.neg_margin), negative_pairs)
+        positives, negatives = positive_pairs.sum(), negative_pairs.sum()
+        return LossOutput(pos + neg, terms={"positive": pos, "negative": neg},
+                          active={"positive pairs": pos_count / positives.clamp(min=1),
+                                  "negative pairs": neg_count / negatives.clamp(min=1)})
 
 
 @register(
@@ -240,6 +264,18 @@ class TripletLoss(PMLPairLoss):
         else:
             mine = None
         super().__init__(num_classes, dim, losses.TripletMarginLoss(margin, distance=distance), mine)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        if self.miner is not None or len(labels) ** 3 > DENSE_TRIPLETS:
+            return super().forward(features, labels)
+        # Batch-all: every triplet of the B × B × B cube at once, PML's margin and reducer, the same numbers
+        # without its triplet indices (nonzero) and boolean selection, which wait for a GPU.
+        distances = self.loss.distance(features)
+        positive_pairs, negative_pairs = pair_masks(labels)
+        valid = positive_pairs[:, :, None] & negative_pairs[:, None, :]  # (anchor, positive, negative)
+        violation = self.loss.distance.margin(distances[:, :, None], distances[:, None, :]) + self.loss.margin
+        value, count = mean_above_zero(torch.relu(violation), valid)
+        return LossOutput(value, active={"triplets": count / valid.sum().clamp(min=1)})
 
     def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
                mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
