@@ -580,3 +580,18 @@ def test_a_batch_too_large_for_the_triplet_cube_takes_pml_s_lists(monkeypatch):
     dense = loss(features, labels).loss
     monkeypatch.setattr(pair, "DENSE_TRIPLETS", len(labels) ** 3 - 1)
     torch.testing.assert_close(loss(features, labels).loss, dense)
+
+
+def test_dense_supcon_gives_pml_s_values_and_gradients_and_zero_without_positives_or_negatives():
+    from dmlviz.losses.pair import PMLPairLoss
+
+    features, labels = batch(seed=23)
+    loss = build_loss("supcon", 4, 3, temperature=0.2)
+    f = features.clone().requires_grad_(True)
+    dense, listed = loss(f, labels), PMLPairLoss.forward(loss, f, labels)
+    torch.testing.assert_close(dense.loss, listed.loss)
+    torch.testing.assert_close(torch.autograd.grad(dense.loss, f)[0], torch.autograd.grad(listed.loss, f)[0])
+    # One class (no negative pair) and every sample its own class (no positive pair): PML's zero.
+    for degenerate in (torch.zeros_like(labels), torch.arange(len(labels))):
+        assert PMLPairLoss.forward(loss, features, degenerate).loss.item() == 0
+        assert loss(features, degenerate).loss.item() == 0

@@ -16,7 +16,6 @@ from dmlviz.syncs import SyncCounter
 STILL_WAITING = {
     "multi-similarity": {"losses/generic_pair_loss.py", "miners/multi_similarity_miner.py",
                          "utils/loss_and_miner_utils.py"},
-    "supcon": {"losses/generic_pair_loss.py", "losses/supcon_loss.py", "utils/loss_and_miner_utils.py"},
     "circle": {"losses/generic_pair_loss.py", "dmlviz/engine.py", "losses/circle_loss.py",
                "utils/loss_and_miner_utils.py"},
 }

@@ -421,6 +421,23 @@ class SupConLoss(PMLPairLoss):
         loss = losses.SupConLoss(temperature, reducer=MeanReducer(), distance=UnitCosineSimilarity())
         super().__init__(num_classes, dim, loss)
 
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's SupConLoss._compute_loss step for step on masks of all pairs, with its "no positive or no
+        # negative pair: zero" test as a factor: the same numbers, without its index lists and host tests.
+        loss = self.loss
+        similarities = loss.distance(features)
+        positive_pairs, negative_pairs = pair_masks(labels)
+        scores = (similarities if loss.distance.is_inverted else -similarities) / loss.temperature
+        scores = scores - scores.max(dim=1, keepdim=True).values.detach()  # numerical stability, as PML
+        kept = positive_pairs | negative_pairs
+        denominator = torch.logsumexp(scores.masked_fill(~kept, torch.finfo(scores.dtype).min), dim=1,
+                                      keepdim=True).masked_fill(~kept.any(1, keepdim=True), 0)
+        positive = positive_pairs.to(scores.dtype)
+        mean_log_prob_pos = (positive * (scores - denominator)).sum(1) / (
+            positive.sum(1) + torch.finfo(scores.dtype).tiny)
+        counts = (positive_pairs.any() & negative_pairs.any()).to(scores.dtype)
+        return LossOutput(-mean_log_prob_pos.mean() * counts)
+
 
 @register(
     LossSpec(
