@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from dmlviz.runner import PAUSE, RUN, WorkerGate, _describe, _set_status
+from dmlviz.runner import PAUSE, RUN, WorkerGate, _describe, _set_status, kept
 from dmlviz.status import RunStatus
 from dmlviz.store import RunStore
 
@@ -229,9 +229,7 @@ class RayHandle:
         return not self._thread.is_alive()
 
     def exit_message(self, summary: dict[str, float]) -> str:
-        step = summary.get("step")
-        kept = f"; what it recorded up to step {int(step)} is kept" if step is not None else ""
-        return f"the Ray worker was lost ({self.lost or 'its stream ended early'}){kept}"
+        return f"the Ray worker was lost ({self.lost or 'its stream ended early'}){kept(summary)}"
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -262,7 +260,6 @@ class _Ended:
 class RayExecutor:
     """Jobs as Ray tasks: one GPU each where the cluster has GPUs, else ``cpus`` CPUs and as many threads."""
 
-    name = "ray"
     places_runs = True  # Ray gives each task its GPU (CUDA_VISIBLE_DEVICES)
 
     def __init__(self, store: RunStore, data_dir: os.PathLike[str] | str, address: str | None = None,
@@ -299,7 +296,4 @@ class RayExecutor:
         stream = self._train.options(max_retries=0, **resources).remote(configs, self.data_dir, control.actor,
                                                                         self.cpus)
         return RayHandle(stream, control.actor, self.store, run_ids)
-
-    def close(self) -> None:
-        pass
 

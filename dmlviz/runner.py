@@ -276,8 +276,6 @@ class Executor(Protocol):
     def start(self, run_ids: list[int], configs: list[dict[str, Any]], control: JobControl) -> JobHandle:
         """Start training ``configs`` (their runs are in the store as ``run_ids``, queued)."""
 
-    def close(self) -> None: ...
-
 
 @dataclass
 class LocalControl:
@@ -326,7 +324,6 @@ class LocalHandle:
 class LocalExecutor:
     """Jobs in worker processes of this machine, forked from a forkserver that has imported torch."""
 
-    name = "local"
     places_runs = False
 
     def __init__(self, store_root: Path, data_dir: Path, threads: int) -> None:
@@ -357,9 +354,6 @@ class LocalExecutor:
         )
         _start(process)
         return LocalHandle(process)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(eq=False)
@@ -539,7 +533,6 @@ class Runner:
                     job.handle.kill()
         self._reap()
         self._thread.join(timeout=1.0)
-        self.executor.close()
 
     def _job(self, run_id: int) -> _Job:
         with self._lock:
@@ -625,6 +618,10 @@ def _exit_message(code: int | None, summary: dict[str, float]) -> str:
             cause = f"killed by signal {-code}"
     else:
         cause = f"exited with code {code}"
+    return f"the worker process was {cause}{kept(summary)}"
+
+
+def kept(summary: dict[str, float]) -> str:
+    """"; what it recorded up to step N is kept" for a run that ended early, from its summary."""
     step = summary.get("step")
-    kept = f"; what it recorded up to step {int(step)} is kept" if step is not None else ""
-    return f"the worker process was {cause}{kept}"
+    return f"; what it recorded up to step {int(step)} is kept" if step is not None else ""

@@ -325,9 +325,6 @@ class _Recording:
         self.started.append(([config["device"] for config in configs], handle))
         return handle
 
-    def close(self) -> None:
-        pass
-
 
 def test_each_job_gets_the_lowest_free_gpu_whichever_job_ends_first(tmp_path, monkeypatch):
     import torch
