@@ -324,7 +324,10 @@ def page() -> None:
     st.session_state["sweep_pick"] = name
     st.selectbox("Sweep", [NEW, *names], key="sweep_pick", on_change=picked, width=320,
                  format_func=lambda item: item or "New sweep")
-    plan = check(editor(name))
+    # A saved sweep opens on its results: its file folds away (a new one opens on the editor).
+    with st.expander("Sweep file", expanded=not name, icon=":material/edit:"):
+        text = editor(name)
+    plan = check(text)
     if plan is None:
         return
     try:
