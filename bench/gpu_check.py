@@ -18,6 +18,8 @@ Parts, each in its own try/except (a failure is recorded and the others still ru
   ``torch.cuda.set_sync_debug_mode("warn")`` (the warnings counted per loss: CUDA's own word on what
   waited) and under ``dmlviz.syncs.SyncCounter`` (the operators the CPU test holds to none, by file), so
   the two can be compared.
+- ``pairs``: ``bench.pair_losses`` on the device: each pair loss on masks against PML's index lists, ms
+  per forward and backward pass (synchronised) at batches of 32, 128 and 256.
 - ``picture``: ``bench.picture.images_to_goals`` for the ``center-loss`` and ``arcface-sphere`` presets
   on the device: training images (and seconds) until the probe accuracy reaches 90 / 95 / 97 %.
 - ``live`` (only with ``--live``): ``bench.live``'s throughput with the page open, where Chromium,
@@ -73,6 +75,7 @@ import numpy as np
 import torch
 
 from bench import losses as bench_losses
+from bench import pair_losses
 from bench.engine import sync
 from bench.picture import GOALS, images_to_goals
 from dmlviz.config import RunConfig
@@ -82,7 +85,7 @@ from dmlviz.presets import get_preset
 from dmlviz.snapshot import Snapshot
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("env", "syncs", "engine", "fp32", "picture", "live")
+PARTS = ("env", "syncs", "engine", "fp32", "pairs", "picture", "live")
 SYNC_STEPS = 20  # steady steps of each loss under the sync checks
 PICTURE_PRESETS = ("center-loss", "arcface-sphere")
 # The smoke test: the offline dataset, a few steps, a small probe set; the same code paths otherwise.
@@ -236,14 +239,16 @@ def part_engine(args: argparse.Namespace, data_dir: Path, precision: str) -> dic
 
 def part_syncs(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     from dmlviz.losses import loss_names
-    from dmlviz.syncs import SyncCounter
+    from dmlviz.syncs import STEP_VARIANTS, SyncCounter
 
     cuda = torch.device(args.device).type == "cuda"
     rows: dict[str, Any] = {}
-    for loss in loss_names():
+    for loss, loss_params in [(name, {}) for name in loss_names()] + list(STEP_VARIANTS):
+        label = " ".join([loss, *(f"{key}={value}" for key, value in loss_params.items())])
         try:
             config = RunConfig.from_dict({"dataset": SMOKE["dataset"] if args.smoke else "mnist", "loss": loss,
-                                          "device": args.device, "feature_dim": 16, "steps": 100, "probe_size": 100})
+                                          "loss_params": loss_params, "device": args.device, "feature_dim": 16,
+                                          "steps": 100, "probe_size": 100})
             trainer = setup(config, data_dir)
             for _ in range(3):
                 trainer.train_step()
@@ -261,13 +266,13 @@ def part_syncs(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
                     if cuda:
                         torch.cuda.set_sync_debug_mode("default")
             syncing = [str(w.message).split("\n")[0][:200] for w in caught if "synchroniz" in str(w.message)]
-            rows[loss] = {"cuda_sync_warnings_per_step": len(syncing) / SYNC_STEPS if cuda else None,
+            rows[label] = {"cuda_sync_warnings_per_step": len(syncing) / SYNC_STEPS if cuda else None,
                           "cuda_warnings": sorted(set(syncing))[:5],
                           "counted_per_step": sum(counter.waits().values()) / SYNC_STEPS,
                           "counted_files": sorted({where.rsplit(":", 1)[0] for _, where in counter.waits()})}
         except Exception as error:  # noqa: BLE001 — one loss's failure must not hide the others'
-            rows[loss] = {"error": f"{type(error).__name__}: {error}"}
-        print(json.dumps({"syncs": loss, **rows[loss]}), flush=True)
+            rows[label] = {"error": f"{type(error).__name__}: {error}"}
+        print(json.dumps({"syncs": label, **rows[label]}), flush=True)
     return rows
 
 
@@ -385,6 +390,8 @@ def main() -> None:
         "syncs": lambda: part_syncs(args, data_dir),
         "engine": lambda: part_engine(args, data_dir, "auto"),
         "fp32": lambda: part_engine(args, data_dir, "fp32"),
+        "pairs": lambda: {"rows": pair_losses.measure(args.device, [32] if args.smoke else [32, 128, 256], 2,
+                                                      2 if args.smoke else 15)},
         "picture": lambda: part_picture(args, data_dir),
         "live": lambda: part_live(args, data_dir),
     }

@@ -31,6 +31,9 @@ DETERMINISTIC = frozenset({
     "aten::_index_put_impl_", "aten::index_copy", "aten::index_copy_",
 })
 _OURS = ("/dmlviz/", "/pytorch_metric_learning/", "/torch/optim/")
+#: Loss settings that change what a step computes (its miner, its mining), each checked beside the defaults.
+STEP_VARIANTS = (("triplet", {"miner": "semihard"}), ("triplet", {"miner": "hard"}),
+                 ("multi-similarity", {"mining": False}))
 #: Callers whose scalar reads never wait for a GPU, and why.
 HOST_READS = {
     "optim/": "the optimiser's step counters: host tensors unless it is built capturable or fused",

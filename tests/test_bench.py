@@ -81,10 +81,23 @@ def test_gpu_check_smoke_on_a_cpu(tmp_path, monkeypatch):
                                       "--out", str(out)])
     gpu_check.main()
     results = json.loads(out.read_text())
-    assert set(results) >= {"env", "engine", "fp32", "picture", "live"}
+    assert set(results) >= {"env", "engine", "fp32", "pairs", "picture", "live"}
     assert not [name for name in gpu_check.PARTS if "error" in results[name]]
     assert results["env"]["precision_auto_picks"] in ("bf16", "fp32")
     assert results["engine"]["identical_features"] and results["fp32"]["second_run"]["precision"] == "fp32"
     assert results["engine"]["second_run"]["snapshots"] >= 3
     assert np.isfinite(results["engine"]["step_timings"]["ms_per_step_block"])
     assert results["live"] == {"skipped": "not asked for (--live)", "seconds": results["live"]["seconds"]}
+
+
+def test_pair_losses_times_masks_against_pml_s_lists_and_counts_their_waits(tmp_path, monkeypatch, one_thread):
+    from bench import pair_losses
+
+    out = tmp_path / "pair_losses.json"
+    monkeypatch.setattr(sys, "argv", ["pair_losses", "--batch-sizes", "16", "--repeats", "1", "--out", str(out)])
+    pair_losses.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert {(row["loss"], row["params"].get("miner")) for row in rows} >= {
+        ("contrastive", None), ("triplet", None), ("triplet", "semihard"), ("triplet", "hard"), ("circle", None)}
+    assert all(row["forward_waits"] == 0 and row["forward_ms"] > 0 and row["listed_ms"] > 0 for row in rows)
+    assert all(row["listed_waits"] > 0 for row in rows), "PML's lists wait for a GPU: the comparison shows it"

@@ -546,52 +546,47 @@ def test_osm_caa_large_sigma_caa_is_plain_osm():
     assert torch.allclose(a, torch.ones_like(a), atol=5e-3)
 
 
-@pytest.mark.parametrize("squared", [True, False])
-def test_dense_contrastive_and_batch_all_triplet_give_pml_s_values_shares_and_gradients(squared):
-    """Computed over the whole pair matrix (and triplet cube) without PML's index lists, which wait for a
-    GPU: PML's loss, terms, active shares and gradients, as PML computes them from its own lists."""
-    from dmlviz.losses.pair import PMLPairLoss, nonzero_share, pair_counts, pml_forward
-
-    features, labels = batch(seed=21)
-    f = (0.5 * features).requires_grad_(True)
-    contrastive = build_loss("contrastive", 4, 3, margin=1.5, squared=squared)
-    pml_out, loss_dict = pml_forward(contrastive.loss, f, labels)
-    positives, negatives, _ = pair_counts(labels)
-    pml_out.active = {"positive pairs": nonzero_share(loss_dict["pos_loss"], positives),
-                     "negative pairs": nonzero_share(loss_dict["neg_loss"], negatives)}
-    triplet = build_loss("triplet", 4, 3, margin=0.5)
-    pairs = ((contrastive(f, labels), pml_out), (triplet(f, labels), PMLPairLoss.forward(triplet, f, labels)))
-    for dense, listed in pairs:
-        torch.testing.assert_close(dense.loss, listed.loss)
-        assert dense.terms.keys() == listed.terms.keys() and dense.active.keys() == listed.active.keys()
-        for key in dense.terms:
-            torch.testing.assert_close(dense.terms[key], listed.terms[key])
-        for key in dense.active:
-            torch.testing.assert_close(dense.active[key].float(), listed.active[key].float())
-        torch.testing.assert_close(torch.autograd.grad(dense.loss, f, retain_graph=True)[0],
-                                   torch.autograd.grad(listed.loss, f, retain_graph=True)[0])
-
-
-def test_a_batch_too_large_for_the_triplet_cube_takes_pml_s_lists(monkeypatch):
+@pytest.mark.parametrize("miner", ["all", "semihard"])
+def test_a_batch_too_large_for_the_triplet_cube_takes_pml_s_lists(monkeypatch, miner):
     from dmlviz.losses import pair
 
     features, labels = batch(seed=22)
-    loss = build_loss("triplet", 4, 3, margin=0.5)
+    loss = build_loss("triplet", 4, 3, margin=0.5, miner=miner)
+    calls, listed = [], loss.listed
+    monkeypatch.setattr(loss, "listed", lambda *args: calls.append(args) or listed(*args))
     dense = loss(features, labels).loss
-    monkeypatch.setattr(pair, "DENSE_TRIPLETS", len(labels) ** 3 - 1)
+    assert not calls
+    monkeypatch.setattr(pair, "DENSE_TRIPLETS_CPU", len(labels) ** 3 - 1)
     torch.testing.assert_close(loss(features, labels).loss, dense)
+    assert calls
 
 
-def test_dense_supcon_gives_pml_s_values_and_gradients_and_zero_without_positives_or_negatives():
-    from dmlviz.losses.pair import PMLPairLoss
-
-    features, labels = batch(seed=23)
-    loss = build_loss("supcon", 4, 3, temperature=0.2)
+@pytest.mark.parametrize(("name", "hp"), [
+    ("contrastive", {"margin": 1.5}), ("contrastive", {"margin": 1.5, "squared": False}),
+    ("triplet", {"margin": 0.5}), ("triplet", {"miner": "semihard", "margin": 0.5}),
+    ("triplet", {"miner": "hard", "margin": 0.5}), ("multi-similarity", {"epsilon": 0.3}),
+    ("multi-similarity", {"mining": False}), ("supcon", {"temperature": 0.2}), ("circle", {"m": 0.3, "gamma": 16.0})])
+@pytest.mark.parametrize("case", ["random", "collapsed", "one-class", "no-positives"])
+def test_pair_losses_on_masks_give_pml_s_values_terms_shares_and_gradients(name, hp, case):
+    """Every pair loss and miner is computed on masks of all pairs (PML's index lists wait for a GPU): PML's
+    loss, terms, active shares and gradients from its own lists, in degenerate batches too."""
+    features, labels = batch(seed=24)
+    if case == "collapsed":  # ties everywhere: batch-hard must send a tie's gradient where PML's index does
+        features[::2] = features[0]
+    elif case == "one-class":
+        labels = torch.zeros_like(labels)
+    elif case == "no-positives":
+        labels = torch.arange(len(labels))
+    loss = build_loss(name, 4, 3, **hp)
     f = features.clone().requires_grad_(True)
-    dense, listed = loss(f, labels), PMLPairLoss.forward(loss, f, labels)
+    dense, listed = loss(f, labels), loss.listed(f, labels)
+    if case == "random":
+        assert dense.loss.item() > 0, "the case must have pairs that count"
     torch.testing.assert_close(dense.loss, listed.loss)
-    torch.testing.assert_close(torch.autograd.grad(dense.loss, f)[0], torch.autograd.grad(listed.loss, f)[0])
-    # One class (no negative pair) and every sample its own class (no positive pair): PML's zero.
-    for degenerate in (torch.zeros_like(labels), torch.arange(len(labels))):
-        assert PMLPairLoss.forward(loss, features, degenerate).loss.item() == 0
-        assert loss(features, degenerate).loss.item() == 0
+    assert dense.terms.keys() == listed.terms.keys() and dense.active.keys() == listed.active.keys()
+    for key in dense.terms:
+        torch.testing.assert_close(dense.terms[key], listed.terms[key])
+    for key in dense.active:
+        torch.testing.assert_close(dense.active[key].float(), listed.active[key].float())
+    torch.testing.assert_close(torch.autograd.grad(dense.loss, f, retain_graph=True)[0],
+                               torch.autograd.grad(listed.loss, f, retain_graph=True)[0])

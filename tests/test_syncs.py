@@ -8,17 +8,9 @@ import torch
 from dmlviz.config import RunConfig
 from dmlviz.engine import setup
 from dmlviz.losses import loss_names
-from dmlviz.syncs import SyncCounter
+from dmlviz.syncs import STEP_VARIANTS, SyncCounter
 
-# Losses whose step still waits, and in which files: pytorch-metric-learning's miners, reducers and pair
-# losses select pairs with boolean masks and nonzero. Each entry is work left on the GPU path: a loss may
-# lose entries, never gain them.
-STILL_WAITING = {
-    "multi-similarity": {"losses/generic_pair_loss.py", "miners/multi_similarity_miner.py",
-                         "utils/loss_and_miner_utils.py"},
-    "circle": {"losses/generic_pair_loss.py", "dmlviz/engine.py", "losses/circle_loss.py",
-               "utils/loss_and_miner_utils.py"},
-}
+VARIANTS = [(name, {}) for name in loss_names()] + list(STEP_VARIANTS)
 
 
 def test_the_counter_finds_what_waits_for_a_gpu_and_nothing_else():
@@ -40,18 +32,14 @@ def test_the_counter_finds_what_waits_for_a_gpu_and_nothing_else():
     assert counter.found == {}
 
 
-@pytest.mark.parametrize("loss", loss_names())
-def test_a_steady_training_step_waits_for_nothing(loss, tmp_path, one_thread):
-    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "steps": 100,
-                                  "probe_size": 100, "feature_dim": 16})
+@pytest.mark.parametrize(("loss", "loss_params"), VARIANTS)
+def test_a_steady_training_step_waits_for_nothing(loss, loss_params, tmp_path, one_thread):
+    config = RunConfig.from_dict({"dataset": "digits", "device": "cpu", "loss": loss, "loss_params": loss_params,
+                                  "steps": 100, "probe_size": 100, "feature_dim": 16})
     trainer = setup(config, tmp_path)
     for _ in range(3):  # the first steps build the optimiser's state
         trainer.train_step()
     with SyncCounter() as counter:
         for _ in range(20):
             trainer.train_step()
-    waits = counter.waits()
-    files = {where.rsplit(":", 1)[0] for _, where in waits}
-    assert files <= STILL_WAITING.get(loss, set()), waits
-    if loss in STILL_WAITING:
-        assert waits, f"{loss} waits for nothing now: take it off STILL_WAITING"
+    assert counter.waits() == {}

@@ -1,7 +1,10 @@
 """Pair-based losses (family 3): no classifier, only the distances between the samples of a batch.
 
 Each is a thin adapter around a pytorch-metric-learning (PML) loss, plus a PML miner where the paper
-mines. They learn nothing per class; the engine scores accuracy by the nearest class mean. Losses on
+mines. A training step must not wait for a GPU, and PML's pair and triplet index lists (``nonzero``,
+boolean selections) do: so each loss computes PML's terms, mining rules and reductions on masks of all
+pairs (:func:`pair_masks`), tested equal to PML's own path in values, shares and gradients. They learn
+nothing per class; the engine scores accuracy by the nearest class mean. Losses on
 directions use PML's distances with our floored normalisation (:func:`unit`), see :class:`UnitNormalize`.
 """
 
@@ -16,13 +19,15 @@ from pytorch_metric_learning.reducers import MeanReducer, MultipleReducers
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, unit
+from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, pick, unit
 from dmlviz.losses.registry import register
 
 TRIPLET_MINERS = ("all", "semihard", "hard")
-# Batch-all triplets as a dense B × B × B cube up to batches of 256 (16.8 M cells, 67 MB a float tensor);
-# larger batches take PML's lists of triplets.
+# Batch-all and semi-hard triplets as a dense B × B × B cube up to batches of 256 (16.8 M cells, 67 MB a float
+# tensor); on a CPU, where PML's lists wait for nothing and the cube's memory traffic costs more than they do
+# beyond 64 (``bench.pair_losses``), up to 64. Larger batches take PML's lists of triplets.
 DENSE_TRIPLETS = 256**3
+DENSE_TRIPLETS_CPU = 64**3
 
 
 class UnitNormalize:
@@ -98,7 +103,12 @@ def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PMLPairLoss(FeatureLoss):
-    """A PML loss on the pairs (or triplets) of the batch, optionally restricted by a PML miner."""
+    """A PML loss on the pairs (or triplets) of the batch, optionally restricted by a PML miner.
+
+    :meth:`listed` computes it as PML does, from its miner's and its loss's index lists; each loss's
+    ``forward`` computes the same numbers on masks of all pairs, tested equal to :meth:`listed` and timed
+    against it (``python -m bench.pair_losses``).
+    """
 
     def __init__(self, num_classes: int, dim: int, loss: losses.BaseMetricLossFunction,
                  miner: miners.BaseMiner | None = None) -> None:
@@ -107,6 +117,10 @@ class PMLPairLoss(FeatureLoss):
         self.miner = miner
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        return self.listed(features, labels)
+
+    def listed(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """The loss, its terms and active shares as PML computes them from its index lists (which wait for a GPU)."""
         mined = self.miner(features, labels) if self.miner is not None else None
         out, loss_dict = pml_forward(self.loss, features, labels, mined)
         out.active = self.active(loss_dict, labels, mined)
@@ -198,6 +212,12 @@ class ContrastiveLoss(PMLPairLoss):
                           active={"positive pairs": pos_count / positives.clamp(min=1),
                                   "negative pairs": neg_count / negatives.clamp(min=1)})
 
+    def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
+               mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
+        positives, negatives, _ = pair_counts(labels)
+        return {"positive pairs": nonzero_share(loss_dict["pos_loss"], positives),
+                "negative pairs": nonzero_share(loss_dict["neg_loss"], negatives)}
+
 
 @register(
     LossSpec(
@@ -232,7 +252,9 @@ class ContrastiveLoss(PMLPairLoss):
             "(LpDistance(power=2)), averaged over the triplets with non-zero loss (PML's AvgNonZeroReducer); "
             "miners: 'all' none (every triplet), 'semihard' TripletMarginMiner(type_of_triplets='semihard') "
             "with the same margin and distance, 'hard' BatchHardMiner. PML's type_of_triplets='hard' "
-            "(negative nearer than the positive) is not batch-hard and is not used."
+            "(negative nearer than the positive) is not batch-hard and is not used. Loss and miners are "
+            "computed on masks of the batch's triplet cube (batch-hard: its pair matrix), tested equal to "
+            "PML's index lists; semi-hard and batch-all batches over 256 (on a CPU over 64) take PML's lists."
         ),
         dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
         pitfalls=(
@@ -257,25 +279,54 @@ class ContrastiveLoss(PMLPairLoss):
 class TripletLoss(PMLPairLoss):
     def __init__(self, num_classes: int, dim: int, margin: float = 0.2, miner: str = "all") -> None:
         distance = UnitLpDistance(power=2)
-        if miner == "semihard":
-            mine: miners.BaseMiner | None = miners.TripletMarginMiner(margin, "semihard", distance=distance)
-        elif miner == "hard":
-            mine = miners.BatchHardMiner(distance=distance)
-        else:
-            mine = None
+        mine = {"semihard": miners.TripletMarginMiner(margin, "semihard", distance=distance),
+                "hard": miners.BatchHardMiner(distance=distance)}.get(miner)
         super().__init__(num_classes, dim, losses.TripletMarginLoss(margin, distance=distance), mine)
+        self.mining = miner
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        if self.miner is not None or len(labels) ** 3 > DENSE_TRIPLETS:
-            return super().forward(features, labels)
-        # Batch-all: every triplet of the B × B × B cube at once, PML's margin and reducer, the same numbers
+        if self.mining == "hard":
+            return self.batch_hard(features, labels)
+        if len(labels) ** 3 > (DENSE_TRIPLETS_CPU if features.device.type == "cpu" else DENSE_TRIPLETS):
+            return self.listed(features, labels)
+        # Every triplet of the B × B × B cube at once, PML's miner test, margin and reducer: the same numbers
         # without its triplet indices (nonzero) and boolean selection, which wait for a GPU.
         distances = self.loss.distance(features)
         positive_pairs, negative_pairs = pair_masks(labels)
-        valid = positive_pairs[:, :, None] & negative_pairs[:, None, :]  # (anchor, positive, negative)
-        violation = self.loss.distance.margin(distances[:, :, None], distances[:, None, :]) + self.loss.margin
-        value, count = mean_above_zero(torch.relu(violation), valid)
-        return LossOutput(value, active={"triplets": count / valid.sum().clamp(min=1)})
+        with torch.no_grad():  # which triplets count: the cube is compared, never differentiated
+            # d(a, p) − d(a, n), NaN (never true) unless p is a positive and n a negative of a
+            gap = self.loss.distance.margin(distances.masked_fill(~positive_pairs, torch.nan)[:, :, None],
+                                            distances.masked_fill(~negative_pairs, torch.nan)[:, None, :])
+            # PML's AvgNonZeroReducer counts [gap + m]₊ > 0, which in floats is exactly gap > −m; semi-hard
+            # adds TripletMarginMiner's 0 < −gap ≤ m, which leaves gap < 0.
+            counted = gap > -self.loss.margin
+            if self.mining == "semihard":
+                counted &= gap < 0
+            counted = counted.to(distances.dtype)
+            per_positive, per_negative = counted.sum(2), counted.sum(1)
+            count = per_positive.sum()
+        # Σ over the counted (a, p, n) of d(a, p) − d(a, n) + m, as two B × B sums weighted by how many
+        # counted triplets hold each pair: a gradient through B² distances, not B³ differences.
+        total = self.loss.distance.margin((distances * per_positive).sum(), (distances * per_negative).sum())
+        value = (total + self.loss.margin * count) / count.clamp(min=1)
+        return LossOutput(value, active={"triplets": count / pair_counts(labels)[2].clamp(min=1)})
+
+    def batch_hard(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """PML's BatchHardMiner and TripletMarginLoss on the B × B matrix: each anchor with a positive and a
+        negative, its farthest positive and nearest negative. A tie's gradient goes to one sample, as PML's
+        indices send it; picked through a mask, as the backward of ``max(dim)`` scatters, which waits."""
+        distances = self.loss.distance(features)
+        positive_pairs, negative_pairs = pair_masks(labels)
+        fixed = distances.detach()
+        columns = torch.arange(len(labels), device=labels.device)
+        farthest = fixed.masked_fill(~positive_pairs, -torch.inf).argmax(dim=1)
+        nearest = fixed.masked_fill(~negative_pairs, torch.inf).argmin(dim=1)
+        farthest_positive = pick(distances, columns == farthest[:, None])
+        nearest_negative = pick(distances, columns == nearest[:, None])
+        anchors = positive_pairs.any(1) & negative_pairs.any(1)
+        violation = self.loss.distance.margin(farthest_positive, nearest_negative) + self.loss.margin
+        value, count = mean_above_zero(torch.relu(violation), anchors)
+        return LossOutput(value, active={"triplets": count / pair_counts(labels)[2].clamp(min=1)})
 
     def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
                mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
@@ -316,7 +367,8 @@ class TripletLoss(PMLPairLoss):
         learns="none",
         implementation=(
             "pytorch-metric-learning MultiSimilarityLoss(alpha, beta, base=lambda) on cosine similarity, "
-            "averaged over anchors, with MultiSimilarityMiner(epsilon) when mining is on"
+            "averaged over anchors, with MultiSimilarityMiner(epsilon)'s rule when mining is on; miner and "
+            "loss computed on masks of all pairs, tested equal to PML's index lists"
         ),
         dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
         pitfalls=(
@@ -340,13 +392,42 @@ class MultiSimilarityLoss(PMLPairLoss):
         loss = SplitMultiSimilarityLoss(alpha, beta, hp["lambda"], distance=UnitCosineSimilarity())
         super().__init__(num_classes, dim, loss, miner)
 
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's miner, pair loss and reducers on masks of all pairs: the same numbers, without the pair
+        # indices (nonzero) and index writes that wait for a GPU.
+        similarities = self.loss.distance(features)
+        all_positive, all_negative = pair_masks(labels)
+        positive_pairs, negative_pairs = all_positive, all_negative
+        if self.miner is not None:
+            positive_pairs, negative_pairs = informative_pairs(similarities.detach(), all_positive, all_negative,
+                                                               self.miner.epsilon)
+        parts = self.loss._compute_loss(similarities, positive_pairs, negative_pairs)
+        # PML's GenericPairLoss: at most one positive and one negative pair is a zero loss.
+        counted = ((positive_pairs.sum() > 1) | (negative_pairs.sum() > 1)).to(similarities.dtype)
+        pos, neg = (parts[name]["losses"].mean() * counted for name in ("pos_loss", "neg_loss"))
+        out = LossOutput(pos + neg, terms={"positive": pos, "negative": neg})
+        if self.miner is not None:  # without mining every pair is in the soft-max of its anchor
+            out.active = {"positive pairs": positive_pairs.sum() / all_positive.sum().clamp(min=1),
+                          "negative pairs": negative_pairs.sum() / all_negative.sum().clamp(min=1)}
+        return out
+
     def active(self, loss_dict: dict[str, Any], labels: torch.Tensor,
                mined: tuple[torch.Tensor, ...] | None) -> dict[str, torch.Tensor]:
-        if mined is None:  # every pair is in the soft-max of its anchor
+        if mined is None:
             return {}
         positives, negatives, _ = pair_counts(labels)
         return {"positive pairs": positives.new_tensor(len(mined[0])) / positives.clamp(min=1),
                 "negative pairs": negatives.new_tensor(len(mined[2])) / negatives.clamp(min=1)}
+
+
+def informative_pairs(similarities: torch.Tensor, positive_pairs: torch.Tensor, negative_pairs: torch.Tensor,
+                      epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PML's MultiSimilarityMiner as masks: the positives less similar than the anchor's most similar
+    negative plus epsilon, the negatives more similar than its least similar positive minus epsilon."""
+    most_similar_negative = similarities.masked_fill(~negative_pairs, -torch.inf).amax(1, keepdim=True)
+    least_similar_positive = similarities.masked_fill(~positive_pairs, torch.inf).amin(1, keepdim=True)
+    return (positive_pairs & (similarities - epsilon < most_similar_negative),
+            negative_pairs & (similarities + epsilon > least_similar_positive))
 
 
 class SplitMultiSimilarityLoss(losses.MultiSimilarityLoss):
@@ -468,7 +549,8 @@ class SupConLoss(PMLPairLoss):
             "over all anchors (PML's MeanReducer, as fast-reid's pairwise_circleloss): PML's default "
             "AvgNonZeroReducer leaves out anchors whose loss underflows to 0 in float32 (γ·m² large), which "
             "inflates the loss. An anchor without a positive or a negative in the batch counts 0 (the "
-            "class-balanced batches of pair losses have none)"
+            "class-balanced batches of pair losses have none). Computed on masks of all pairs, tested equal "
+            "to PML's boolean selections"
         ),
         dims="any; 2-D shows arcs on the circle, 3-D caps on the sphere",
         pitfalls=(
@@ -491,3 +573,20 @@ class CircleLoss(PMLPairLoss):
         # pairwise_circleloss does); PML's default AvgNonZeroReducer drops anchors whose loss underflows to 0.
         loss = losses.CircleLoss(m, gamma, reducer=MeanReducer(), distance=UnitCosineSimilarity())
         super().__init__(num_classes, dim, loss)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        # PML's CircleLoss._compute_loss on masks of all pairs: the same numbers, without its boolean
+        # selections, index writes and pair indices, which wait for a GPU.
+        loss = self.loss
+        similarities = loss.distance(features)
+        positive_pairs, negative_pairs = pair_masks(labels)
+        fixed = similarities.detach()  # the weights a_p and a_n are constants
+        logits = torch.where(
+            positive_pairs, -loss.gamma * torch.relu(loss.op - fixed) * (similarities - loss.delta_p),
+            torch.where(negative_pairs, loss.gamma * torch.relu(fixed - loss.on) * (similarities - loss.delta_n), 0))
+        per_anchor = loss.soft_plus(lmu.logsumexp(logits, positive_pairs, add_one=False)
+                                    + lmu.logsumexp(logits, negative_pairs, add_one=False)).squeeze(1)
+        per_anchor = per_anchor * (positive_pairs.any(1) & negative_pairs.any(1))
+        # PML's GenericPairLoss: at most one positive and one negative pair is a zero loss.
+        counted = (positive_pairs.sum() > 1) | (negative_pairs.sum() > 1)
+        return LossOutput(per_anchor.mean() * counted)
