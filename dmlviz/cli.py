@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, param in PARAMS.items():
         hint = f" ({', '.join(param.choices)})" if param.choices else ""
         train.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", metavar="VALUE",
-                           default=argparse.SUPPRESS, help=f"{param.help}{hint} [default: {param.default}]")
+                           default=argparse.SUPPRESS,
+                           # argparse formats help with %: a setting's own "30 %" must not be read as a field
+                           help=f"{param.help}{hint} [default: {param.default}]".replace("%", "%%"))
 
     runs = commands.add_parser("runs", help="list, show, stop, delete or check stored runs", epilog=EXIT_STATUSES,
                                formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -83,6 +83,29 @@ def test_unknown_flag_is_refused_by_the_parser(tmp_path, capsys):
     assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
 
 
+def test_every_command_s_help_renders(capsys):
+    """argparse expands % in help texts: a setting's "30 %" once broke ``train --help``."""
+    import argparse
+
+    from dmlviz.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser) -> list[list[str]]:
+        found = [[]]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [[name, *rest] for rest in commands(sub)]
+        return found
+
+    paths = commands(build_parser())
+    assert ["train"] in paths and ["runs", "list"] in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as info:
+            main([*path, "--help"])
+        assert info.value.code == 0, path
+        assert "usage: python -m dmlviz" in capsys.readouterr().out
+
+
 def test_missing_dataset_fails_the_run_with_the_reason(tmp_path, capsys):
     code = main(["--store", str(tmp_path / "store"), "train", "--dataset", "mnist",
                  "--data-dir", str(tmp_path / "empty"), "--quiet"])
