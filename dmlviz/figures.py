@@ -58,6 +58,7 @@ _TEMPLATE = go.layout.Template(layout={
 #: The band along the top, in pixels, that the mode bar covers: a title or legend at the right starts below it.
 MODEBAR_PX = 30
 _MARGIN = {"l": 55, "r": 10, "b": 45}
+LEGEND_MARGIN_PX = 140  # a right margin that holds a legend of short names ("different classes")
 _PANEL_TOP = MODEBAR_PX + 18  # panel titles (13 px type) sit above their panels, below the mode bar
 _OUTLINE = {"color": "#222222", "width": 1.5}
 _NOTE = {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 14}}
@@ -926,7 +927,7 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
               "label": frame.label, "method": "animate"} for frame in frames]
     play = {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
     metric = frames[0].histogram.metric
-    x2: dict[str, Any] = {"domain": [0.78, 1], "anchor": "y2",
+    x2: dict[str, Any] = {"domain": [0.72, 1], "anchor": "y2",
                           "title": {"text": "angle (°)" if metric == "angular" else "Euclidean distance"}}
     y2: dict[str, Any] = {"domain": [0.1, 0.9], "anchor": "x2", "tickformat": ".0%", "rangemode": "tozero",
                           "title": {"text": "fraction of pairs"}}
@@ -935,7 +936,10 @@ def replay_figure(frames: Sequence[ReplayFrame], *, three_d: bool, normalized: b
         y2.update(range=list(histogram_range[1]), autorange=False)
     layout: dict[str, Any] = {
         "template": _TEMPLATE, "height": height, "barmode": "overlay", "bargap": 0,
-        "margin": {**_MARGIN, "t": 70, "b": 90}, "legend": {"itemsizing": "constant", "x": 0.6, "y": 1},
+        # The legend right of both plots, in a margin of its own: between them it covered the histogram's
+        # axis on a narrow screen.
+        "margin": {**_MARGIN, "t": 70, "b": 90, "r": LEGEND_MARGIN_PX},
+        "legend": {"itemsizing": "constant", "x": 1.02, "xanchor": "left", "y": 1},
         "sliders": [{"steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 30}, "len": 0.9, "x": 0.1}],
         "updatemenus": [{"type": "buttons", "showactive": False, "x": 0.0, "y": 0, "xanchor": "left",
                          "yanchor": "top", "pad": {"t": 30},
