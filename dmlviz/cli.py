@@ -518,6 +518,7 @@ def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
 
 def cmd_sweep(args: argparse.Namespace, store: RunStore) -> int:
     """Train what a sweep lacks, then print (and write) its table of means and confidence intervals."""
+    import numpy as np
     import pandas as pd
 
     from dmlviz import sweep
@@ -535,7 +536,8 @@ def cmd_sweep(args: argparse.Namespace, store: RunStore) -> int:
             outcomes = sweep.run(plan, store, data_dir, control, lambda line: print(line, file=sys.stderr))
     finally:
         control.restore()
-    table = pd.DataFrame(sweep.results(plan, store))
+    # None (an interval of one seed) as NaN in float columns, so that it prints as na_rep and floats as floats
+    table = pd.DataFrame(sweep.results(plan, store)).fillna(np.nan).infer_objects()
     print(table.to_string(index=False, na_rep="—", float_format=lambda value: f"{value:.4g}"))
     if args.csv:
         table.to_csv(args.csv, index=False)

@@ -75,6 +75,11 @@ def test_a_sweep_trains_what_the_store_lacks_and_tabulates_its_cells(tmp_path, c
     # Run again: every run is stored, nothing trains.
     assert main(store_args) == 0
     assert "1/4 loss=softmax, seed 0: stored" in capsys.readouterr().err and len(store.list_runs()) == 4
+    # One seed (stored already): no interval, printed as a dash.
+    path.write_text(SWEEP.replace("seeds: 2", "seeds: 1"))
+    assert main(store_args) == 0
+    table = capsys.readouterr().out
+    assert "—" in table and "None" not in table
 
 
 def test_the_readme_s_example_sweep_parses():
