@@ -20,7 +20,8 @@ from dmlviz import figures, projection
 from dmlviz.sweep import RESULTS
 
 UNSWEPT = "—"  # what sweep.parse puts in a cell for an axis that does not reach its loss
-MAX_COLUMNS = 4  # small multiples per row: four panels of a laptop's screen are still ~300 px wide
+MAX_COLUMNS = 3  # small multiples per row: three panels of an 800 px window are still ~230 px wide
+SCENE_EYE = {"x": 1.7, "y": 1.7, "z": 1.2}
 #: How each number of ``sweep.RESULTS`` is written: as many decimals as its differences between losses need.
 DECIMALS = {"test_acc": 3, "p_at_1": 3, "map_at_r": 3, "fisher_ratio": 2, "intra_angle": 1, "inter_angle": 1,
             "elapsed": 0}
@@ -233,7 +234,9 @@ def _share_ranges(figure: go.Figure, panels: int, dims: int, extent: float, dire
     for i in range(panels):
         suffix = "" if i == 0 else str(i + 1)
         if dims == 3:
-            figure.layout[f"scene{suffix}"].update(aspectmode="cube", **{
+            # The camera farther out than plotly's default: a panel is narrower than tall on a laptop, and
+            # the default view cut the cube at its sides there.
+            figure.layout[f"scene{suffix}"].update(aspectmode="cube", camera={"eye": SCENE_EYE}, **{
                 f"{axis}axis": {"range": box, "autorange": False, "title": {"text": ""}} for axis in "xyz"})
             continue
         figure.layout[f"xaxis{suffix}"].update(range=box, autorange=False, **({"matches": "x"} if i else {}))
