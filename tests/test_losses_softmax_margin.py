@@ -90,7 +90,7 @@ SCHEDULES = {
     "sphereface": ({"lambda": 1000.0}, {"lambda": 5.0}),  # 1000 / (1 + 1000·0.99) < 5
     "cosface": ({"margin": 0.35}, {"margin": 0.35}),  # no warm-up by default (the paper's loss)
     "arcface": ({"margin": 0.5}, {"margin": 0.5}),
-    "elasticface-arc": ({"margin": 0.5}, {"margin": 0.5}),
+    "elasticface-arc": ({"margin": 0.0}, {"margin": 0.5}),  # ramped in over 30 % of the run by default
     "elasticface-cos": ({"margin": 0.35}, {"margin": 0.35}),
     "adacos": ({"scale": math.sqrt(2) * math.log(3)}, {"scale": math.sqrt(2) * math.log(3)}),
     "cam-softmax": ({"c": math.pi / 2}, {"c": math.pi / 4}),  # the schedule ends at half the run
@@ -365,7 +365,7 @@ def elastic_margins(loss, n: int) -> torch.Tensor:
 @pytest.mark.parametrize(("name", "mean"), [("elasticface-arc", 0.5), ("elasticface-cos", 0.35)])
 def test_elasticface_draws_a_fresh_normal_margin_per_sample_in_training_and_uses_the_mean_in_eval(name, mean):
     torch.manual_seed(0)
-    loss = build_loss(name, 4, 2, std=0.05)
+    loss = build_loss(name, 4, 2, std=0.05, warmup=0.0)  # the full margin (ElasticFace-Arc ramps it in by default)
     first, second = elastic_margins(loss, 4000), elastic_margins(loss, 4000)
     assert first.mean().item() == pytest.approx(mean, abs=0.005)
     assert first.std().item() == pytest.approx(0.05, rel=0.1)
@@ -399,7 +399,7 @@ def test_elasticface_warmup_scales_the_drawn_margins():
 @pytest.mark.parametrize(("name", "base"), [("elasticface-arc", "arcface"), ("elasticface-cos", "cosface")])
 def test_elasticface_with_zero_std_is_its_fixed_margin_loss(name, base):
     torch.manual_seed(0)
-    elastic = build_loss(name, 4, 3, std=0.0)
+    elastic = build_loss(name, 4, 3, std=0.0, warmup=0.0)
     fixed = build_loss(base, 4, 3)
     fixed.weight.data = elastic.weight.data.clone()
     features, labels = random_batch()

@@ -512,6 +512,14 @@ class ElasticFace(AdditiveMarginHead):
         return add_angle(cos, margins) if self.angular else cos - margins
 
 
+# Without the θ + m > π fallback (as the authors' code) a full margin from the first step let wide (d = 128)
+# MNIST runs fall into a collapse: every feature opposite every class weight, where cos(θ + E) rises as θ nears
+# 180° (0.35 % test accuracy after three epochs, `python -m bench.converge losses --losses elasticface-arc
+# --dims 128` before this default); the margin ramped in over 30 % of the run, the same run reached 99.64 %.
+ELASTIC_ARC_WARMUP = Param("warmup", 0.3, 0.0, 1.0, help="Fraction of the run over which the margin ramps "
+                           "linearly from 0 to its value. 0 is the paper's full margin from the first step; "
+                           "without ArcFace's θ + m > π fallback, that let 128-D MNIST runs collapse with every "
+                           "feature opposite its class weight, so the default ramps it in over 30 %.")
 ELASTIC_STD = Param("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the per-sample margin (the authors' "
                     "training configs use 0.05; their class default is 0.0125). 0 gives the fixed-margin loss.")
 
@@ -529,14 +537,16 @@ ELASTIC_STD = Param("std", 0.05, 0.0, 0.5, help="Standard deviation σ of the pe
         ),
         formula=_ce(r"s\cos(\theta_{i y_i} + E_i)") + r",\quad E_i \sim \mathcal{N}(m, \sigma^2)",
         paper=ELASTIC_PAPER,
-        hparams=(_scale(64.0), ARC_MARGIN, ELASTIC_STD, WARMUP),
+        hparams=(_scale(64.0), ARC_MARGIN, ELASTIC_STD, ELASTIC_ARC_WARMUP),
         normalized=True,
         learns="weights",
         implementation="dmlviz (pytorch-metric-learning has no ElasticFace); as the authors' ElasticArcFace "
                        "(fdbtrs/ElasticFace utils/losses.py): cos(θ + E) with no θ + m > π fallback",
         dims=NORMALISED_DIMS,
         pitfalls=SMALL_DIM_HELP + " As in the authors' code there is no θ + m > π fallback: a sample almost "
-                                  "opposite its class weight can lower its loss by moving further away. The "
+                                  "opposite its class weight can lower its loss by moving further away; with the "
+                                  "full margin from the first step (warmup 0) 128-D MNIST runs collapsed that way, "
+                                  "every feature opposite every class weight. The "
                                   "loss curve is noisier than ArcFace's because the margins change each step. "
                                   "The '+' variant (margins sorted by closeness to the class) is not included.",
         recommended={
