@@ -14,7 +14,8 @@ Parts, each in its own try/except (a failure is recorded and the others still ru
   (what the engine does: it syncs every 25 steps) against a sync after every step, the median cost of a
   live snapshot (2,000 probe images) and of the final one, and peak GPU memory.
 - ``fp32``: the same with ``precision=fp32``, for comparison.
-- ``syncs``: every registered loss for ``SYNC_STEPS`` steady steps (after three) on the device, under
+- ``syncs``: every registered loss (and each setting of ``dmlviz.syncs.STEP_VARIANTS``: the triplet
+  miners, multi-similarity without mining) for ``SYNC_STEPS`` steady steps (after three) on the device, under
   ``torch.cuda.set_sync_debug_mode("warn")`` (the warnings counted per loss: CUDA's own word on what
   waited) and under ``dmlviz.syncs.SyncCounter`` (the operators the CPU test holds to none, by file), so
   the two can be compared.
