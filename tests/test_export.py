@@ -178,6 +178,13 @@ def test_the_replay_moves_trails_and_histograms_with_the_slider(recorded):
         assert tuple(frame.layout.xaxis2.range) == pytest.approx((0.0, float(np.max(expected.edges))))
         tallest = max(np.max(expected.intra), np.max(expected.inter))
         assert tuple(frame.layout.yaxis2.range) == pytest.approx((0.0, 1.05 * tallest))
+    # The legend in the right margin, beside neither plot: between them it covered the histogram's axis.
+    from dmlviz.figures import LEGEND_MARGIN_PX
+
+    space = figure.layout.scene.domain.x if figure.layout.scene.domain.x else figure.layout.xaxis.domain
+    plots_end = max(space[1], figure.layout.xaxis2.domain[1])
+    assert figure.layout.legend.x > plots_end and figure.layout.legend.xanchor == "left"
+    assert figure.layout.margin.r == LEGEND_MARGIN_PX
     # The class means' trail grows frame by frame (up to the trail's length).
     trail_lengths = [len(next(t for t in frame.data if t.name == "class_means trail").x) for frame in figure.frames]
     assert trail_lengths == sorted(trail_lengths) and trail_lengths[-1] > trail_lengths[0]
