@@ -176,7 +176,7 @@ def softplus(x: float) -> float:
 
 
 def test_ie_loss_by_hand():
-    loss = _with_centers("ie", **{"lambda": 0.1, "margin": 1.0})
+    loss = _with_centers("ie", **{"lambda": 0.1, "margin": 1.0, "scale_free": False})  # raw squared distances
     # f0: m + 1 - (1 + 5)/2 = -1;  f1: m + 1 - (9 + 13)/2 = -9
     ie = (softplus(-1.0) + softplus(-9.0)) / 2
     assert loss(FEATURES, LABELS).loss.item() == pytest.approx(math.log(3) + 0.1 * ie)

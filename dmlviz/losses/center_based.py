@@ -58,9 +58,11 @@ def _check_classes(name: str, num_classes: int) -> None:
             Param("lambda", 0.1, 0.0, 10.0, help="Weight of the IE term against softmax."),
             Param("margin", 1.0, 0.0, 100.0, help="How much closer (in squared distance) a sample must be to its "
                   "own center than to the other centers on average. In raw feature units unless scale_free."),
-            Param("scale_free", False, help="Divide the squared distances by their running mean (over samples "
+            Param("scale_free", True, help="Divide the squared distances by their running mean (over samples "
                   "and centers, momentum 0.9), so the margin is relative to the current spread of the features "
-                  "and the term cannot be escaped by scaling all features up."),
+                  "and the term cannot be escaped by scaling all features up. Off: raw squared distances, where "
+                  "the margin means little once features grow (92.5 % on MNIST at d = 128 in three epochs, "
+                  "99.5 % on)."),
             ALPHA,
             CENTER_RULE,
         ),
@@ -76,14 +78,13 @@ def _check_classes(name: str, num_classes: int) -> None:
             "In raw units the margin means little once features grow (2-D softmax features reach norms of "
             "tens, squared distances of hundreds): the term then saturates and the loss behaves like softmax "
             "alone, or worse (on the digits data, 2-D, 300 steps: 52 % test accuracy raw, 70 % scale_free, 77 % "
-            "softmax). Turn on scale_free, as the presets do, to keep the margin meaningful. With the 'paper' "
+            "softmax), and 128-D MNIST features crowded into a cone a few degrees wide (92.5 % test accuracy "
+            "after three epochs, 99.5 % scale-free): scale_free, on by default, keeps the margin meaningful. "
+            "With the 'paper' "
             "center rule only a sample's own center moves (towards its class mean); the push away from the "
             "other centers acts on the features only."
         ),
-        recommended={
-            2: {"feature_dim": 2, "loss_params": {"scale_free": True}},
-            3: {"feature_dim": 3, "loss_params": {"scale_free": True}},
-        },
+        recommended={2: {"feature_dim": 2}, 3: {"feature_dim": 3}},
     )
 )
 class IELoss(CenterClassifierLoss):
@@ -91,7 +92,7 @@ class IELoss(CenterClassifierLoss):
 
     term_name = "ie"
 
-    def __init__(self, num_classes: int, dim: int, center_rule: str = "paper", scale_free: bool = False,
+    def __init__(self, num_classes: int, dim: int, center_rule: str = "paper", scale_free: bool = True,
                  **hp: float) -> None:
         _check_classes("IE loss", num_classes)
         super().__init__(num_classes, dim, hp["lambda"], hp["alpha"], center_rule)
