@@ -418,10 +418,15 @@ def setup(config: RunConfig, data_dir: Path | None = None, threads: int | None =
         torch.use_deterministic_algorithms(True, warn_only=True)
         # Determinism would also fill every new allocation (NaN or a marker) on the GPU, a kernel each.
         torch.utils.deterministic.fill_uninitialized_memory = False
-    data = data or prepare(config.dataset, settings.data_dir(data_dir), device, classes=config.classes,
-                   label_noise=config.label_noise, train_size=config.train_size, probe_size=config.probe_size,
-                   seed=config.seed)
+    if data is None:
+        data = prepare(config.dataset, settings.data_dir(data_dir), device, **data_settings(config))
     return Trainer(config, data, device)
+
+
+def data_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings of ``config`` that shape its prepared data, besides the dataset and the device."""
+    return {"classes": config.classes, "label_noise": config.label_noise, "train_size": config.train_size,
+            "probe_size": config.probe_size, "seed": config.seed}
 
 
 class Engine:
@@ -648,8 +653,7 @@ def train_together(configs: Sequence[RunConfig], data_dir: Path | None, sinks: S
     prepared: dict[tuple, TrainingData] = {}
     trainers = []
     for config in configs:
-        key = (config.dataset, repr(config.classes), config.label_noise, config.train_size, config.probe_size,
-               config.seed, config.device)
+        key = (config.dataset, config.device, repr(data_settings(config)))
         trainers.append(setup(config, data_dir, threads, prepared.get(key)))
         prepared.setdefault(key, trainers[-1].data)
     return Engine(trainers, sinks, control, on_end).run_all()

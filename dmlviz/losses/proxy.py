@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from dmlviz.losses.base import FeatureLoss, LossOutput, LossSpec, Paper, Param, class_mask, pick, unit
 from dmlviz.losses.pair import UnitCosineSimilarity, UnitLpDistance, pml_forward
@@ -48,14 +49,6 @@ class PMLProxyLoss(FeatureLoss):
     def output(self, features: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         """PML's loss of the batch (its reducer included), with its sub-losses as terms."""
         return pml_forward(self.loss, features, labels)[0]
-
-
-def _log_one_plus_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Per column, log(1 + Σ exp(x_ic)) over the rows ``keep`` marks, 0 for a column with none: PML's
-    ``lmu.logsumexp(x, keep_mask, add_one=True, dim=0)``, step for step."""
-    x = x.masked_fill(~keep, torch.finfo(x.dtype).min)
-    x = torch.cat([x, x.new_zeros(1, x.shape[1])])
-    return torch.logsumexp(x, 0).masked_fill(~keep.any(0), 0)
 
 
 @register(
@@ -170,8 +163,8 @@ class ProxyAnchorLoss(PMLProxyLoss):
         loss, distance = self.loss, self.loss.distance
         cos = distance(features, self.proxies)
         positive = class_mask(labels, self.num_classes)
-        pos_term = _log_one_plus_sum_exp(loss.alpha * distance.margin(cos, loss.margin), positive)
-        neg_term = _log_one_plus_sum_exp(loss.alpha * distance.margin(-loss.margin, cos), ~positive)
+        pos_term = lmu.logsumexp(loss.alpha * distance.margin(cos, loss.margin), positive, add_one=True, dim=0)
+        neg_term = lmu.logsumexp(loss.alpha * distance.margin(-loss.margin, cos), ~positive, add_one=True, dim=0)
         pos = pos_term.sum() / positive.any(0).sum().clamp(min=1)
         neg = neg_term.sum() / self.num_classes
         return LossOutput(pos + neg, terms={"positive": pos, "negative": neg})
